@@ -1,0 +1,56 @@
+"""Typed rejections of the ledger layer.
+
+Every rule of the ledger has one reason code, so a caller (the mempool, the HTTP API, the
+CLI) can tell the user exactly which rule a transaction broke, and tests can check that
+the *specific* rule fired rather than "something went wrong".
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    """Why a transaction was rejected. The value is the machine-readable error code."""
+
+    MALFORMED = "malformed"
+    BAD_SIGNATURE = "bad_signature"
+    WRONG_CHAIN = "wrong_chain"
+    BAD_NONCE = "bad_nonce"
+    INSUFFICIENT_FUNDS = "insufficient_funds"
+    SENDER_NOT_REGISTERED = "sender_not_registered"
+    RECIPIENT_NOT_REGISTERED = "recipient_not_registered"
+    ALREADY_REGISTERED = "already_registered"
+    NOT_A_BANK = "not_a_bank"
+    NOT_ISSUER = "not_issuer"
+    UNKNOWN_TOKEN = "unknown_token"
+    BAD_AMOUNT = "bad_amount"
+    MEMO_TOO_LONG = "memo_too_long"
+    DUPLICATE = "duplicate"
+
+
+class LedgerError(Exception):
+    """Base of every error raised by chain/."""
+
+
+class TxRejected(LedgerError):
+    """A transaction broke a ledger rule; nothing was changed."""
+
+    def __init__(self, reason: Reason, detail: str = "") -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason.value}: {detail}" if detail else reason.value)
+
+
+class InvalidBlock(LedgerError):
+    """A block does not follow the chain's rules (header, tx root, state root, a tx)."""
+
+
+class GenesisError(LedgerError):
+    """A genesis file is unreadable or inconsistent."""
+
+
+def ensure(condition: bool, reason: Reason, detail: str = "") -> None:
+    """Keep each ledger rule to one line at the point where it applies."""
+    if not condition:
+        raise TxRejected(reason, detail)

@@ -1,0 +1,210 @@
+"""Genesis: the chain id, the banks (validators and token issuers) and the opening state.
+
+A genesis file is JSON, written by ``depnet init`` from the template in ``configs/``::
+
+    {"chain_id": "depnet-local",
+     "genesis_time_ms": 1764000000000,
+     "banks": [{"name": "JPM", "country": "US", "validator": "<hex pubkey>",
+                "issuer": "<hex pubkey>", "tokens": [{"symbol": "USD.JPM", "decimals": 2}]}],
+     "accounts": [{"account": "<hex pubkey>", "bank": "JPM", "name": "acme",
+                   "balances": {"USD.JPM": 1000000}}]}
+
+A bank has two keys: ``validator`` signs consensus votes (only ``consensus/signer.py``
+uses it) and ``issuer`` is the bank's ledger account, which registers clients and mints.
+Keeping them apart means a node's consensus key never moves money.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from chain.errors import GenesisError
+from chain.tx import KEY_SIZE, MAX_AMOUNT, MAX_CHAIN_ID_CHARS, MAX_TOKEN_CHARS
+
+TOKEN_PATTERN = re.compile(r"^[A-Z]{3}\.[A-Z0-9]{2,12}$")
+MAX_DECIMALS = 18
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    symbol: str
+    decimals: int
+    bank: str
+    issuer: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Bank:
+    name: str
+    country: str
+    validator: bytes
+    issuer: bytes
+    tokens: tuple[Token, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    account: bytes
+    bank: str
+    name: str
+    balances: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Genesis:
+    chain_id: str
+    genesis_time_ms: int
+    banks: tuple[Bank, ...]
+    accounts: tuple[Account, ...]
+
+    @property
+    def validators(self) -> tuple[bytes, ...]:
+        """Validator public keys in genesis order: the order defines indexes and proposers."""
+        return tuple(bank.validator for bank in self.banks)
+
+    @property
+    def tokens(self) -> dict[str, Token]:
+        return {t.symbol: t for bank in self.banks for t in bank.tokens}
+
+    def bank(self, name: str) -> Bank:
+        for bank in self.banks:
+            if bank.name.lower() == name.lower():
+                return bank
+        raise GenesisError(f"unknown bank {name!r}; banks: {', '.join(b.name for b in self.banks)}")
+
+    def to_json(self) -> dict:
+        return {
+            "chain_id": self.chain_id,
+            "genesis_time_ms": self.genesis_time_ms,
+            "banks": [
+                {
+                    "name": b.name,
+                    "country": b.country,
+                    "validator": b.validator.hex(),
+                    "issuer": b.issuer.hex(),
+                    "tokens": [{"symbol": t.symbol, "decimals": t.decimals} for t in b.tokens],
+                }
+                for b in self.banks
+            ],
+            "accounts": [
+                {
+                    "account": a.account.hex(),
+                    "bank": a.bank,
+                    "name": a.name,
+                    "balances": dict(a.balances),
+                }
+                for a in self.accounts
+            ],
+        }
+
+
+def load_genesis(path: Path) -> Genesis:
+    try:
+        data = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise GenesisError(f"cannot read genesis file {path}: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise GenesisError(f"genesis file {path} is not valid JSON: {exc}") from None
+    return parse_genesis(data)
+
+
+def parse_genesis(data: object) -> Genesis:
+    """Validate a genesis document; every inconsistency is a GenesisError naming it."""
+    doc = _mapping(data, "genesis")
+    chain_id = doc.get("chain_id")
+    if not (isinstance(chain_id, str) and 0 < len(chain_id) <= MAX_CHAIN_ID_CHARS):
+        raise GenesisError("chain_id must be 1-64 characters")
+    genesis_time = doc.get("genesis_time_ms", 0)
+    if type(genesis_time) is not int or genesis_time < 0:
+        raise GenesisError("genesis_time_ms must be a non-negative integer")
+    banks = tuple(_bank(b) for b in _list(doc.get("banks"), "banks"))
+    if not banks:
+        raise GenesisError("genesis needs at least one bank")
+    _unique([b.name.lower() for b in banks], "bank name")
+    _unique([b.validator for b in banks], "validator key")
+    _unique([k for b in banks for k in (b.issuer,)], "issuer key")
+    tokens = {t.symbol: t for b in banks for t in b.tokens}
+    _unique([t.symbol for b in banks for t in b.tokens], "token symbol")
+    bank_names = {b.name for b in banks}
+    accounts = tuple(
+        _account(a, bank_names, tokens) for a in _list(doc.get("accounts", []), "accounts")
+    )
+    _unique([a.account for a in accounts] + [b.issuer for b in banks], "account key")
+    _unique([a.name.lower() for a in accounts if a.name], "account name")
+    return Genesis(chain_id, genesis_time, banks, accounts)
+
+
+def _bank(data: object) -> Bank:
+    doc = _mapping(data, "bank")
+    name = doc.get("name")
+    if not (isinstance(name, str) and re.fullmatch(r"[A-Za-z0-9_-]{1,16}", name)):
+        raise GenesisError(f"bank name {name!r} must be 1-16 letters, digits, '-' or '_'")
+    tokens = []
+    issuer = _key(doc.get("issuer"), f"bank {name} issuer")
+    for t in _list(doc.get("tokens"), f"bank {name} tokens"):
+        tdoc = _mapping(t, f"bank {name} token")
+        symbol, decimals = tdoc.get("symbol"), tdoc.get("decimals")
+        if (
+            not (isinstance(symbol, str) and TOKEN_PATTERN.match(symbol))
+            or len(symbol) > MAX_TOKEN_CHARS
+        ):
+            raise GenesisError(f"token symbol {symbol!r} must look like 'USD.{name.upper()}'")
+        if type(decimals) is not int or not 0 <= decimals <= MAX_DECIMALS:
+            raise GenesisError(f"token {symbol} decimals must be an integer 0-{MAX_DECIMALS}")
+        tokens.append(Token(symbol, decimals, name, issuer))
+    return Bank(
+        name=name,
+        country=str(doc.get("country", "")),
+        validator=_key(doc.get("validator"), f"bank {name} validator"),
+        issuer=issuer,
+        tokens=tuple(tokens),
+    )
+
+
+def _account(data: object, bank_names: set[str], tokens: Mapping[str, Token]) -> Account:
+    doc = _mapping(data, "account")
+    name = doc.get("name", "")
+    if not isinstance(name, str):
+        raise GenesisError("account name must be text")
+    bank = doc.get("bank")
+    if bank not in bank_names:
+        raise GenesisError(f"account {name!r} names unknown bank {bank!r}")
+    balances = []
+    for symbol, amount in _mapping(doc.get("balances", {}), f"account {name} balances").items():
+        if symbol not in tokens:
+            raise GenesisError(f"account {name!r} holds unknown token {symbol!r}")
+        if type(amount) is not int or not 0 < amount <= MAX_AMOUNT:
+            raise GenesisError(f"account {name!r} balance of {symbol} must be a positive integer")
+        balances.append((symbol, amount))
+    return Account(_key(doc.get("account"), f"account {name}"), bank, name, tuple(sorted(balances)))
+
+
+def _key(value: object, what: str) -> bytes:
+    try:
+        key = bytes.fromhex(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise GenesisError(f"{what} key must be hex") from None
+    if len(key) != KEY_SIZE:
+        raise GenesisError(f"{what} key must be {KEY_SIZE} bytes")
+    return key
+
+
+def _mapping(value: object, what: str) -> Mapping:
+    if not isinstance(value, Mapping):
+        raise GenesisError(f"{what} must be an object")
+    return value
+
+
+def _list(value: object, what: str) -> list:
+    if not isinstance(value, list):
+        raise GenesisError(f"{what} must be a list")
+    return value
+
+
+def _unique(values: list, what: str) -> None:
+    if len(values) != len(set(values)):
+        raise GenesisError(f"duplicate {what} in genesis")
