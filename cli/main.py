@@ -1,0 +1,24 @@
+"""The `depnet` command: one click group; each subcommand lives in its own module.
+
+Subcommand modules import their heavy dependencies (libp2p, trio, the store) inside the
+command functions, so `depnet --help` and the wallet commands start quickly.
+"""
+
+from __future__ import annotations
+
+import click
+
+from cli.node import node
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="depnet")
+def main() -> None:
+    """depnet: a local network of bank validators settling tokenized deposits.
+
+    Start with `depnet up`, pay with `depnet wallet transfer`, watch with `depnet status`,
+    and test consensus under faults with `depnet sim`.
+    """
+
+
+main.add_command(node)

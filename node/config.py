@@ -1,0 +1,170 @@
+"""A validator node's configuration file (``<node home>/config.json``) and its checks.
+
+The same file runs a node on one machine or across machines: peers are named by their
+genesis validator key and a libp2p multiaddr, so moving a bank to another host only
+changes addresses. Every mistake in the file is a ConfigError that names the field.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from multiaddr import Multiaddr
+
+from chain.genesis import Genesis, load_genesis
+from chain.tx import KEY_SIZE
+
+CONFIG_FILE = "config.json"
+KEY_FILE = "validator.key"
+
+
+class ConfigError(Exception):
+    """The node's configuration is missing, unreadable or inconsistent."""
+
+
+@dataclass(frozen=True)
+class Peer:
+    bank: str
+    validator: str  # hex Ed25519 public key, as in genesis
+    address: str  # libp2p multiaddr, e.g. /ip4/127.0.0.1/tcp/26601
+
+
+@dataclass(frozen=True)
+class ConsensusTimeouts:
+    """Milliseconds; each round waits longer so a slow network eventually fits in one."""
+
+    propose_ms: int = 1000
+    propose_delta_ms: int = 500
+    vote_ms: int = 500
+    vote_delta_ms: int = 250
+    resend_ms: int = 500
+    commit_ms: int = 100
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    bank: str
+    genesis: str  # path, relative to the node home
+    p2p_listen: str
+    api_host: str
+    api_port: int
+    peers: tuple[Peer, ...]
+    observers: tuple[str, ...] = ()  # extra libp2p peer ids allowed to connect
+    mempool_max_txs: int = 50_000
+    block_max_txs: int = 2_000
+    timeouts: ConsensusTimeouts = field(default_factory=ConsensusTimeouts)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class NodeHome:
+    """Where a node keeps its files; one folder per validator."""
+
+    path: Path
+
+    @property
+    def config_file(self) -> Path:
+        return self.path / CONFIG_FILE
+
+    @property
+    def key_file(self) -> Path:
+        return self.path / KEY_FILE
+
+    @property
+    def data_dir(self) -> Path:
+        return self.path / "data"
+
+    @property
+    def signer_file(self) -> Path:
+        return self.path / "signer-state.bin"
+
+    @property
+    def log_file(self) -> Path:
+        return self.path / "node.log"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.path / "node.pid"
+
+    def load_config(self) -> NodeConfig:
+        try:
+            data = json.loads(self.config_file.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"no node config at {self.config_file} (run `depnet init`)") from None
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"cannot read {self.config_file}: {exc}") from None
+        return parse_config(data)
+
+    def save_config(self, config: NodeConfig) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.config_file.write_text(json.dumps(config.to_json(), indent=2) + "\n")
+
+    def load_genesis(self, config: NodeConfig) -> Genesis:
+        return load_genesis(self.path / config.genesis)
+
+    def load_key(self) -> bytes:
+        """The validator's 32-byte Ed25519 seed (hex in the key file)."""
+        try:
+            seed = bytes.fromhex(self.key_file.read_text().strip())
+        except FileNotFoundError:
+            raise ConfigError(f"no validator key at {self.key_file}") from None
+        except ValueError:
+            raise ConfigError(f"validator key {self.key_file} is not hex") from None
+        if len(seed) != KEY_SIZE:
+            raise ConfigError(f"validator key {self.key_file} must hold {KEY_SIZE} bytes")
+        return seed
+
+    def save_key(self, seed: bytes) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.key_file.write_text(seed.hex() + "\n")
+        self.key_file.chmod(0o600)
+
+
+def parse_config(data: object) -> NodeConfig:
+    if not isinstance(data, dict):
+        raise ConfigError("node config must be a JSON object")
+    try:
+        peers = tuple(Peer(**p) for p in data.get("peers", []))
+        timeouts = ConsensusTimeouts(**data.get("timeouts", {}))
+        config = NodeConfig(
+            **{k: v for k, v in data.items() if k not in ("peers", "timeouts", "observers")},
+            peers=peers,
+            observers=tuple(data.get("observers", ())),
+            timeouts=timeouts,
+        )
+    except TypeError as exc:
+        raise ConfigError(f"node config has a wrong or missing field: {exc}") from None
+    _check(config)
+    return config
+
+
+def _check(config: NodeConfig) -> None:
+    _multiaddr(config.p2p_listen, "p2p_listen")
+    for peer in config.peers:
+        _multiaddr(peer.address, f"peer {peer.bank} address")
+        try:
+            key = bytes.fromhex(peer.validator)
+        except ValueError:
+            key = b""
+        if len(key) != KEY_SIZE:
+            raise ConfigError(f"peer {peer.bank} validator must be a 32-byte hex key")
+    if not (isinstance(config.api_port, int) and 0 <= config.api_port < 65536):
+        raise ConfigError(f"api_port {config.api_port!r} is not a port number")
+    for name in ("mempool_max_txs", "block_max_txs"):
+        value = getattr(config, name)
+        if not (isinstance(value, int) and value > 0):
+            raise ConfigError(f"{name} must be a positive integer")
+    for name, value in asdict(config.timeouts).items():
+        if not (isinstance(value, int) and value >= 0):
+            raise ConfigError(f"timeouts.{name} must be a non-negative integer (ms)")
+
+
+def _multiaddr(text: str, what: str) -> None:
+    try:
+        Multiaddr(text)
+    except Exception as exc:  # multiaddr raises several types for bad text
+        raise ConfigError(f"{what} {text!r} is not a valid multiaddr: {exc}") from None

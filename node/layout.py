@@ -1,0 +1,249 @@
+"""A local network's home folder: genesis, one folder per validator, and wallets.
+
+```
+<home>/network.json        which banks run where (p2p address, API URL, peer id)
+<home>/genesis.json        the chain's genesis (chain/genesis.py)
+<home>/nodes/<BANK>/       a validator's home (node/config.py: config, key, data, logs)
+<home>/wallets/<name>.json a wallet: name, bank, account (public key), seed
+```
+Each bank's issuer account is a wallet named after the bank, so `depnet wallet mint`
+signs as the bank. `create_network` writes all of it from a template (``configs/``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+
+from nacl.signing import SigningKey
+
+from chain.genesis import Genesis, load_genesis, parse_genesis
+from node.config import NodeConfig, NodeHome, Peer
+
+DEFAULT_BASE_PORT = 26600
+DEFAULT_TEMPLATE = "network.json"
+
+
+class NetworkError(Exception):
+    """The network home is missing, already exists, or its template is wrong."""
+
+
+@dataclass(frozen=True)
+class NodeEntry:
+    bank: str
+    validator: str  # hex public key
+    peer_id: str
+    p2p_address: str
+    api_url: str
+
+
+@dataclass(frozen=True)
+class Wallet:
+    name: str
+    bank: str
+    account: str  # hex public key
+    seed: str  # hex Ed25519 seed
+
+    @property
+    def signing_key(self) -> SigningKey:
+        return SigningKey(bytes.fromhex(self.seed))
+
+
+@dataclass(frozen=True)
+class NetworkHome:
+    path: Path
+
+    @property
+    def network_file(self) -> Path:
+        return self.path / "network.json"
+
+    @property
+    def genesis_file(self) -> Path:
+        return self.path / "genesis.json"
+
+    @property
+    def wallets_dir(self) -> Path:
+        return self.path / "wallets"
+
+    def exists(self) -> bool:
+        return self.network_file.exists()
+
+    def node_home(self, bank: str) -> NodeHome:
+        return NodeHome(self.path / "nodes" / bank)
+
+    def nodes(self) -> list[NodeEntry]:
+        if not self.exists():
+            raise NetworkError(f"no network at {self.path} (run `depnet init` or `depnet up`)")
+        try:
+            data = json.loads(self.network_file.read_text())
+            return [NodeEntry(**entry) for entry in data["nodes"]]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise NetworkError(f"{self.network_file} is unreadable: {exc}") from None
+
+    def node(self, bank: str) -> NodeEntry:
+        for entry in self.nodes():
+            if entry.bank.lower() == bank.lower():
+                return entry
+        names = ", ".join(e.bank for e in self.nodes())
+        raise NetworkError(f"no bank {bank!r} in this network (banks: {names})")
+
+    def genesis(self) -> Genesis:
+        return load_genesis(self.genesis_file)
+
+    def wallets(self) -> list[Wallet]:
+        if not self.wallets_dir.is_dir():
+            return []
+        return sorted(
+            (self._read_wallet(p) for p in self.wallets_dir.glob("*.json")), key=lambda w: w.name
+        )
+
+    def wallet(self, name: str) -> Wallet:
+        path = self.wallets_dir / f"{name.lower()}.json"
+        if not path.exists():
+            raise NetworkError(f"no wallet named {name!r} (see `depnet wallet list`)")
+        return self._read_wallet(path)
+
+    def save_wallet(self, wallet: Wallet) -> None:
+        self.wallets_dir.mkdir(parents=True, exist_ok=True)
+        path = self.wallets_dir / f"{wallet.name.lower()}.json"
+        if path.exists():
+            raise NetworkError(f"a wallet named {wallet.name!r} already exists")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(asdict(wallet), f, indent=2)
+
+    def _read_wallet(self, path: Path) -> Wallet:
+        try:
+            return Wallet(**json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError) as exc:
+            raise NetworkError(f"wallet file {path} is unreadable: {exc}") from None
+
+
+def load_template(path: Path | None = None) -> dict:
+    """The network template: the shipped default 4-bank network unless a file is given."""
+    try:
+        if path is None:
+            text = resources.files("configs").joinpath(DEFAULT_TEMPLATE).read_text()
+        else:
+            text = Path(path).read_text()
+        template = json.loads(text)
+    except OSError as exc:
+        raise NetworkError(f"cannot read network template {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise NetworkError(f"network template {path} is not valid JSON: {exc}") from None
+    if not isinstance(template, dict) or not isinstance(template.get("banks"), list):
+        raise NetworkError("a network template is a JSON object with a 'banks' list")
+    return template
+
+
+def create_network(
+    home: Path,
+    template: dict,
+    *,
+    banks: int | None = None,
+    ports: list[tuple[int, int]] | None = None,
+    base_port: int = DEFAULT_BASE_PORT,
+    genesis_time_ms: int,
+    force: bool = False,
+) -> NetworkHome:
+    """Generate keys, genesis, node configs and demo wallets for a local network.
+
+    ``banks`` keeps the first N banks of the template (and the wallets at those banks);
+    ``ports`` gives each node its (p2p, api) ports, else they count up from ``base_port``.
+    """
+    net = NetworkHome(Path(home))
+    if net.exists() and not force:
+        raise NetworkError(f"a network already exists at {net.path} (use --force to replace it)")
+    bank_specs = template["banks"][: banks or len(template["banks"])]
+    if banks is not None and not 1 <= banks <= len(template["banks"]):
+        raise NetworkError(f"the template has {len(template['banks'])} banks; asked for {banks}")
+    names = {b["name"] for b in bank_specs}
+    wallet_specs = [w for w in template.get("wallets", []) if w.get("bank") in names]
+    if ports is None:
+        ports = [(base_port + 2 * i, base_port + 2 * i + 1) for i in range(len(bank_specs))]
+    if len(ports) != len(bank_specs):
+        raise NetworkError("one (p2p, api) port pair is needed per bank")
+    if force and net.path.exists():
+        for sub in ("nodes", "wallets"):
+            shutil.rmtree(net.path / sub, ignore_errors=True)
+
+    validator_seeds = [os.urandom(32) for _ in bank_specs]
+    issuers = [new_wallet(b["name"], b["name"]) for b in bank_specs]
+    clients = [new_wallet(w["name"], w["bank"]) for w in wallet_specs]
+    genesis = parse_genesis(
+        {
+            "chain_id": template.get("chain_id", "depnet-local"),
+            "genesis_time_ms": genesis_time_ms,
+            "banks": [
+                {
+                    "name": spec["name"],
+                    "country": spec.get("country", ""),
+                    "validator": _public(seed).hex(),
+                    "issuer": issuer.account,
+                    "tokens": spec["tokens"],
+                }
+                for spec, seed, issuer in zip(bank_specs, validator_seeds, issuers, strict=True)
+            ],
+            "accounts": [
+                {
+                    "account": client.account,
+                    "bank": client.bank,
+                    "name": client.name,
+                    "balances": spec.get("balances", {}),
+                }
+                for client, spec in zip(clients, wallet_specs, strict=True)
+            ],
+        }
+    )
+
+    from node.p2p import peer_id_from_pubkey  # libp2p is slow to import; only init needs it
+
+    entries = [
+        NodeEntry(
+            bank=bank.name,
+            validator=bank.validator.hex(),
+            peer_id=str(peer_id_from_pubkey(bank.validator)),
+            p2p_address=f"/ip4/127.0.0.1/tcp/{p2p}",
+            api_url=f"http://127.0.0.1:{api}",
+        )
+        for bank, (p2p, api) in zip(genesis.banks, ports, strict=True)
+    ]
+    net.path.mkdir(parents=True, exist_ok=True)
+    net.genesis_file.write_text(json.dumps(genesis.to_json(), indent=2) + "\n")
+    for entry, seed, (_, api) in zip(entries, validator_seeds, ports, strict=True):
+        node_home = net.node_home(entry.bank)
+        node_home.save_key(seed)
+        node_home.save_config(
+            NodeConfig(
+                bank=entry.bank,
+                genesis="../../genesis.json",
+                p2p_listen=entry.p2p_address,
+                api_host="127.0.0.1",
+                api_port=api,
+                peers=tuple(
+                    Peer(other.bank, other.validator, other.p2p_address)
+                    for other in entries
+                    if other is not entry
+                ),
+            )
+        )
+    for wallet in issuers + clients:
+        net.save_wallet(wallet)
+    net.network_file.write_text(
+        json.dumps({"nodes": [asdict(e) for e in entries]}, indent=2) + "\n"
+    )
+    return net
+
+
+def _public(seed: bytes) -> bytes:
+    return bytes(SigningKey(seed).verify_key)
+
+
+def new_wallet(name: str, bank: str) -> Wallet:
+    """A fresh key pair for a wallet; registering it on the ledger is a separate tx."""
+    seed = os.urandom(32)
+    return Wallet(name, bank, _public(seed).hex(), seed.hex())

@@ -1,0 +1,499 @@
+"""Network layer of a validator node: permissioned py-libp2p host, direct streams, tx gossip.
+
+Why it looks like this (measured on py-libp2p 0.8.1, see notes/trio-libp2p-asgi.md):
+
+- Every ``write()`` costs ~190 us of CPU, so each peer stream has ONE writer task that packs
+  all queued frames into one write. Nothing else ever writes to that stream (yamux interleaves
+  concurrent writers and breaks framing).
+- libp2p does not notice a frozen peer, so writes run under a timeout and peers exchange
+  heartbeats; a silent peer is disconnected and redialed.
+- The swarm refuses a peer for 60 s after a failed dial (negative cache) and waits 250 ms per
+  dial (happy eyeballs); we unblock before every redial and shorten the delay.
+- There is no peer-id gater: a ResourceManager subclass refuses connections from peers outside
+  the allowlist, and every stream handler checks the authenticated peer id again.
+
+Wire format, on every direct stream: frames of ``len (4 bytes, big-endian) | kind (1 byte) |
+payload``, where ``len`` counts the kind byte and the payload.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+import libp2p.network.swarm
+import libp2p.pubsub.pubsub
+import trio
+from libp2p import new_host
+from libp2p.abc import INetStream, ISubscriptionAPI
+from libp2p.crypto.ed25519 import Ed25519PublicKey, create_new_key_pair
+from libp2p.custom_types import TProtocol
+from libp2p.network.config import RetryConfig
+from libp2p.peer.id import ID
+from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, GossipSub
+from libp2p.pubsub.pb import rpc_pb2
+from libp2p.pubsub.pubsub import Pubsub
+from libp2p.rcmgr import ResourceManager
+from libp2p.rcmgr.manager import ConnectionScope
+from libp2p.tools.anyio_service import background_trio_service
+from multiaddr import Multiaddr
+
+log = logging.getLogger(__name__)
+
+CONSENSUS_PROTOCOL = TProtocol("/depnet/consensus/1.0.0")
+TXS_PROTOCOL = TProtocol("/depnet/txs/1.0.0")
+SYNC_PROTOCOL = TProtocol("/depnet/sync/1.0.0")
+TXS_TOPIC = "/depnet/txs/1"
+
+MAX_FRAME_SIZE = 16 * 1024 * 1024  # payload bytes; a larger length prefix resets the stream
+MAX_GOSSIP_BATCH = 1024 * 1024 - 4096  # gossipsub drops inbound RPCs over 1 MiB
+MAX_QUEUED_FRAMES = 100_000  # per peer and stream; the OLDEST frames are dropped beyond this
+MAX_QUEUED_BYTES = 64 * 1024 * 1024  # idem, in bytes
+INBOUND_CAPACITY = 10_000
+READ_SIZE = 256 * 1024
+WRITE_BATCH_BYTES = 64 * 1024
+WRITE_TIMEOUT = 2.0
+DIAL_TIMEOUT = 2.0
+HEARTBEAT_INTERVAL = 0.5
+PEER_TIMEOUT = 3.0  # no frame at all from a peer for this long: it is frozen or gone
+MIN_BACKOFF = 0.05
+MAX_BACKOFF = 0.5
+REPLY_WAIT = 30.0  # how long a sync stream waits for the application's answer
+
+_HEADER = struct.Struct(">IB")
+
+
+class Kind(IntEnum):
+    """Frame kind; HEARTBEAT never reaches the application."""
+
+    HEARTBEAT = 0
+    CONSENSUS = 1
+    TXS = 2
+    SYNC_REQUEST = 3
+    SYNC_RESPONSE = 4
+
+
+_KINDS = frozenset(Kind)
+# Long-lived streams, one per purpose so large tx batches never delay votes.
+_STREAM_OF_KIND = {
+    Kind.HEARTBEAT: CONSENSUS_PROTOCOL,
+    Kind.CONSENSUS: CONSENSUS_PROTOCOL,
+    Kind.TXS: TXS_PROTOCOL,
+}
+_STREAM_PROTOCOLS = (CONSENSUS_PROTOCOL, TXS_PROTOCOL)
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A frame delivered to the application. ``sender`` is the peer's Ed25519 public key,
+    authenticated by the libp2p handshake. Requests (from ``request``) carry ``reply_to``;
+    answer them with ``P2PNetwork.respond``."""
+
+    sender: bytes
+    kind: Kind
+    payload: bytes
+    reply_to: trio.MemorySendChannel[bytes] | None = field(default=None, repr=False, compare=False)
+
+
+class RequestFailed(Exception):
+    """A request got no answer: timeout, peer unreachable, stream reset or bad framing."""
+
+
+class _BadFrame(Exception):
+    pass
+
+
+def peer_id_from_pubkey(pub: bytes) -> ID:
+    """libp2p peer id of a validator, computed from its 32-byte Ed25519 genesis key."""
+    return ID.from_pubkey(Ed25519PublicKey.from_bytes(pub))
+
+
+def encode_frame(kind: Kind, payload: bytes) -> bytes:
+    """One wire frame; exposed so tests and tools can speak the protocol."""
+    if len(payload) > MAX_FRAME_SIZE:
+        raise ValueError(f"payload of {len(payload)} bytes exceeds {MAX_FRAME_SIZE}")
+    return _HEADER.pack(len(payload) + 1, kind) + payload
+
+
+async def _read_frames(stream: INetStream, buf: bytearray) -> list[tuple[Kind, bytes]]:
+    """Read once, append to ``buf`` and return the complete frames in it (in order).
+
+    Raises EOFError at end of stream and _BadFrame on a bad length or unknown kind, checked
+    as soon as a header is complete so a huge length prefix is never buffered for."""
+    data = await stream.read(READ_SIZE)
+    if not data:
+        raise EOFError
+    buf += data
+    frames = []
+    pos = 0
+    with memoryview(buf) as view:
+        while len(buf) - pos >= _HEADER.size:
+            size, kind = _HEADER.unpack_from(view, pos)
+            if not 1 <= size <= MAX_FRAME_SIZE + 1 or kind not in _KINDS:
+                raise _BadFrame(f"length {size}, kind {kind}")
+            end = pos + 4 + size
+            if end > len(buf):
+                break
+            frames.append((Kind(kind), bytes(view[pos + _HEADER.size : end])))
+            pos = end
+    del buf[:pos]
+    return frames
+
+
+async def _reset(stream: INetStream) -> None:
+    with trio.CancelScope(shield=True):
+        try:
+            await stream.reset()
+        except Exception:
+            log.debug("stream reset failed", exc_info=True)
+
+
+class _AllowlistResourceManager(ResourceManager):
+    """Refuses connections from peers outside the allowlist. The swarm calls this after the
+    Noise handshake (authenticated ``peer_id``) and before registering the connection, so a
+    refused peer never opens a stream. ``peer_id`` is None for the pre-handshake check."""
+
+    def __init__(self, allowed: Iterable[ID]) -> None:
+        super().__init__()
+        self._allowed = frozenset(str(p) for p in allowed)
+
+    def open_connection(
+        self, peer_id: ID | None = None, endpoint_ip: str | None = None, direction: str = "inbound"
+    ) -> ConnectionScope | None:
+        if peer_id is not None and str(peer_id) not in self._allowed:
+            log.warning("refused %s connection from unknown peer %s", direction, peer_id)
+            return None
+        return super().open_connection(peer_id, endpoint_ip=endpoint_ip, direction=direction)
+
+
+class _Outbox:
+    """Bounded FIFO of encoded frames for one peer stream, drained by one writer task.
+
+    When full it drops the OLDEST frames: the newest consensus messages matter most and the
+    engine re-sends the current height's messages anyway. Frames survive reconnects."""
+
+    def __init__(self) -> None:
+        self._frames: deque[bytes] = deque()
+        self._bytes = 0
+        self._wakeup = trio.Event()
+        self.dropped = 0
+
+    def put(self, frame: bytes) -> None:
+        self._frames.append(frame)
+        self._bytes += len(frame)
+        while len(self._frames) > MAX_QUEUED_FRAMES or self._bytes > MAX_QUEUED_BYTES:
+            self._bytes -= len(self._frames.popleft())
+            self.dropped += 1
+        self._wakeup.set()
+
+    async def take(self) -> bytes:
+        """Wait for frames, then remove and join up to ~WRITE_BATCH_BYTES of them."""
+        while not self._frames:
+            self._wakeup = trio.Event()
+            await self._wakeup.wait()
+        batch = [self._frames.popleft()]
+        size = len(batch[0])
+        while self._frames and size < WRITE_BATCH_BYTES:
+            batch.append(self._frames.popleft())
+            size += len(batch[-1])
+        self._bytes -= size
+        return b"".join(batch)
+
+
+@dataclass(slots=True)
+class _Peer:
+    pubkey: bytes
+    peer_id: ID
+    addr: Multiaddr
+    outboxes: dict[TProtocol, _Outbox] = field(
+        default_factory=lambda: {p: _Outbox() for p in _STREAM_PROTOCOLS}
+    )
+    connected: bool = False
+    last_seen: float = 0.0
+
+
+class P2PNetwork:
+    """The node's network: run it with ``await nursery.start(net.run)``, read ``inbound``.
+
+    Direct frames (consensus, txs) are reliable and in order per peer while a connection
+    lasts; frames accepted by ``send`` can still be lost when a peer dies or its queue
+    overflows. Gossip (``publish_txs``) is best effort."""
+
+    def __init__(
+        self,
+        seed: bytes,
+        listen_addr: Multiaddr | str,
+        validators: Mapping[bytes, Multiaddr | str],
+        observers: Iterable[ID] = (),
+    ) -> None:
+        key_pair = create_new_key_pair(seed)
+        self.pubkey = key_pair.public_key.to_bytes()
+        self._listen_addr = Multiaddr(str(listen_addr))
+        self._peers = {
+            pub: _Peer(pub, peer_id_from_pubkey(pub), Multiaddr(str(addr)))
+            for pub, addr in validators.items()
+            if pub != self.pubkey
+        }
+        self._by_peer_id = {p.peer_id: p for p in self._peers.values()}
+        self._observers = frozenset(observers)
+        own_id = peer_id_from_pubkey(self.pubkey)
+        self._gossip_origins = {own_id.to_bytes()} | {p.to_bytes() for p in self._by_peer_id}
+
+        # Process-wide libp2p tuning (one node per process; libp2p pinned to 0.8.1).
+        libp2p.network.swarm._HAPPY_EYEBALLS_DELAY = 0.005
+        libp2p.pubsub.pubsub.SUBSCRIPTION_CHANNEL_SIZE = 1024  # read at subscribe time
+        logging.getLogger("libp2p.transport.tcp").setLevel(logging.CRITICAL)  # failed dials
+
+        self._host = new_host(
+            key_pair=key_pair,
+            resource_manager=_AllowlistResourceManager([*self._by_peer_id, *self._observers]),
+        )
+        # Our reconnect loop retries; the swarm's own retries only delay it.
+        self._host.get_network().retry_config = RetryConfig(max_retries=0)
+        for protocol in _STREAM_PROTOCOLS:
+            self._host.set_stream_handler(protocol, self._handle_stream)
+        self._host.set_stream_handler(SYNC_PROTOCOL, self._handle_request)
+
+        degree = max(1, len(self._peers))
+        self._gossipsub = GossipSub(
+            protocols=[PROTOCOL_ID_V11, PROTOCOL_ID],
+            degree=degree,  # full mesh: every validator gets every batch directly
+            degree_low=degree,
+            degree_high=degree + 2,
+            heartbeat_interval=1,
+            # Connections are already limited to authenticated validators, and the limiter
+            # (10 msgs/s per topic by default, our own publishes included) costs O(limit).
+            spam_protection_enabled=False,
+            eclipse_protection_enabled=False,  # all validators may share one IP
+        )
+        self._pubsub = Pubsub(self._host, self._gossipsub)
+        self._pubsub.set_topic_validator(TXS_TOPIC, self._is_validator_gossip, False)
+
+        self._inbound_send, self.inbound = trio.open_memory_channel[Message](INBOUND_CAPACITY)
+
+    @property
+    def peer_id(self) -> ID:
+        return self._host.get_id()
+
+    def connected_peers(self) -> set[bytes]:
+        """Validators whose outbound streams are up and who sent something recently."""
+        return {p.pubkey for p in self._peers.values() if p.connected}
+
+    def send(self, pubkey: bytes, kind: Kind, payload: bytes) -> None:
+        """Queue a CONSENSUS or TXS frame for one validator; never blocks.
+
+        Raises KeyError for an unknown validator and ValueError for another kind or an
+        oversized payload."""
+        self._peers[pubkey].outboxes[self._protocol_of(kind)].put(encode_frame(kind, payload))
+
+    def broadcast(self, kind: Kind, payload: bytes) -> None:
+        """``send`` to every other validator (the frame is encoded once)."""
+        protocol = self._protocol_of(kind)
+        frame = encode_frame(kind, payload)
+        for peer in self._peers.values():
+            peer.outboxes[protocol].put(frame)
+
+    async def publish_txs(self, batch: bytes) -> None:
+        """Gossip one batch of txs (opaque bytes). Best effort: failures are logged, and
+        gossipsub drops messages under bursts, so publish few large batches."""
+        if len(batch) > MAX_GOSSIP_BATCH:
+            raise ValueError(f"tx batch of {len(batch)} bytes exceeds {MAX_GOSSIP_BATCH}")
+        try:
+            await self._pubsub.publish(TXS_TOPIC, batch)
+        except Exception:
+            log.warning("tx gossip publish failed", exc_info=True)
+
+    async def request(self, pubkey: bytes, kind: Kind, payload: bytes, timeout: float) -> bytes:
+        """Send one request (e.g. SYNC_REQUEST) on a fresh sync stream and return the answer.
+
+        A stream per request keeps big answers (blocks) off the consensus stream and needs no
+        correlation ids; it also works for observers, to whom we keep no outbound stream.
+        Raises RequestFailed on timeout or any network/framing error."""
+        if kind in (Kind.HEARTBEAT, Kind.SYNC_RESPONSE):
+            raise ValueError(f"kind {kind!r} is not a request")
+        peer_id = peer_id_from_pubkey(pubkey)
+        frame = encode_frame(kind, payload)
+        stream = None
+        try:
+            with trio.fail_after(timeout):
+                self._host.get_network().unblock_peer(peer_id)
+                stream = await self._host.new_stream(peer_id, [SYNC_PROTOCOL])
+                await stream.write(frame)
+                buf = bytearray()
+                while not (frames := await _read_frames(stream, buf)):
+                    pass
+        except trio.TooSlowError as exc:
+            raise RequestFailed(f"no answer within {timeout} s") from exc
+        except Exception as exc:
+            raise RequestFailed(f"request failed: {exc!r}") from exc
+        finally:
+            if stream is not None:
+                await _reset(stream)
+        answer_kind, answer = frames[0]
+        if answer_kind is not Kind.SYNC_RESPONSE:
+            raise RequestFailed(f"unexpected answer kind {answer_kind!r}")
+        return answer
+
+    def respond(self, request: Message, payload: bytes) -> None:
+        """Answer a request; a no-op if the requester gave up or it was already answered."""
+        if request.reply_to is None:
+            raise ValueError("message is not a request")
+        encode_frame(Kind.SYNC_RESPONSE, payload)  # size check, here where the caller sees it
+        try:
+            request.reply_to.send_nowait(payload)
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            log.debug("dropped answer to %s: requester gone", request.sender.hex()[:16])
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen, dial every validator and keep the links up until cancelled.
+
+        Reports started once listening. On exit the ``inbound`` channel is closed."""
+        async with self._inbound_send, self._host.run(listen_addrs=[self._listen_addr]):
+            for peer in self._peers.values():
+                self._host.get_peerstore().add_addrs(peer.peer_id, [peer.addr], 0)  # 0: keep
+            async with (
+                background_trio_service(self._pubsub),
+                background_trio_service(self._gossipsub),
+            ):
+                await self._pubsub.wait_until_ready()
+                subscription = await self._pubsub.subscribe(TXS_TOPIC)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._gossip_loop, subscription)
+                    for peer in self._peers.values():
+                        nursery.start_soon(self._peer_loop, peer)
+                    log.info("p2p listening on %s as %s", self._listen_addr, self.peer_id)
+                    task_status.started()
+
+    @staticmethod
+    def _protocol_of(kind: Kind) -> TProtocol:
+        if kind is Kind.HEARTBEAT or kind not in _STREAM_OF_KIND:
+            raise ValueError(f"kind {kind!r} cannot be sent on a direct stream; use request()")
+        return _STREAM_OF_KIND[kind]
+
+    def _is_validator_gossip(self, _forwarder: ID, msg: rpc_pb2.Message) -> bool:
+        return msg.from_id in self._gossip_origins
+
+    async def _gossip_loop(self, subscription: ISubscriptionAPI) -> None:
+        while True:
+            msg = await subscription.get()
+            peer = self._by_peer_id.get(ID(msg.from_id))
+            if peer is not None:  # None: our own publish, echoed back by pubsub
+                await self._deliver(Message(peer.pubkey, Kind.TXS, msg.data))
+
+    async def _deliver(self, msg: Message) -> None:
+        """Queue for the application; blocks (back-pressure on the stream) only when full.
+        ``send_nowait`` first: awaiting ``send`` per frame costs a task switch each."""
+        try:
+            self._inbound_send.send_nowait(msg)
+        except trio.WouldBlock:
+            await self._inbound_send.send(msg)
+
+    async def _peer_loop(self, peer: _Peer) -> None:
+        """Keep our outbound streams to one validator open, redialing with back-off."""
+        backoff = MIN_BACKOFF
+        while True:
+            try:
+                await self._serve_peer(peer)
+            except Exception as exc:
+                log.debug("link to %s: %r", peer.peer_id, exc)
+            if peer.connected:
+                peer.connected = False
+                backoff = MIN_BACKOFF
+                log.info("disconnected from %s", peer.peer_id)
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
+
+    async def _serve_peer(self, peer: _Peer) -> None:
+        network = self._host.get_network()
+        streams: list[INetStream] = []
+        try:
+            for protocol in _STREAM_PROTOCOLS:
+                network.unblock_peer(peer.peer_id)  # else refused for 60 s after a failed dial
+                with trio.fail_after(DIAL_TIMEOUT):
+                    streams.append(await self._host.new_stream(peer.peer_id, [protocol]))
+            peer.last_seen = trio.current_time()
+            peer.connected = True
+            log.info("connected to %s", peer.peer_id)
+            async with trio.open_nursery() as nursery:
+                for protocol, stream in zip(_STREAM_PROTOCOLS, streams, strict=True):
+                    nursery.start_soon(self._write_loop, stream, peer.outboxes[protocol])
+                await self._heartbeat(peer)
+                nursery.cancel_scope.cancel()
+        finally:
+            for stream in streams:
+                await _reset(stream)
+
+    async def _write_loop(self, stream: INetStream, outbox: _Outbox) -> None:
+        """The only task writing to ``stream``. A failed or timed-out write raises, which
+        tears the link down; the frames in that write are lost."""
+        while True:
+            data = await outbox.take()
+            with trio.fail_after(WRITE_TIMEOUT):
+                await stream.write(data)
+
+    async def _heartbeat(self, peer: _Peer) -> None:
+        """Send heartbeats; return (closing the connection) when the peer went silent."""
+        heartbeat = encode_frame(Kind.HEARTBEAT, b"")
+        while trio.current_time() - peer.last_seen < PEER_TIMEOUT:
+            peer.outboxes[CONSENSUS_PROTOCOL].put(heartbeat)
+            await trio.sleep(HEARTBEAT_INTERVAL)
+        log.warning("peer %s silent for %.1f s: closing its connection", peer.peer_id, PEER_TIMEOUT)
+        with trio.move_on_after(1.0):
+            await self._host.get_network().close_peer(peer.peer_id)
+
+    async def _handle_stream(self, stream: INetStream) -> None:
+        """Reader of a validator's long-lived stream: only decodes and queues. Never lets an
+        exception escape (a raising handler leaves a dead connection registered)."""
+        try:
+            peer = self._by_peer_id.get(stream.muxed_conn.peer_id)
+            if peer is None:
+                log.warning("stream from non-validator %s refused", stream.muxed_conn.peer_id)
+                return
+            buf = bytearray()
+            while True:
+                frames = await _read_frames(stream, buf)
+                peer.last_seen = trio.current_time()
+                for kind, payload in frames:
+                    if kind not in _STREAM_OF_KIND:
+                        raise _BadFrame(f"kind {kind!r} on a direct stream")
+                    if kind is not Kind.HEARTBEAT:
+                        await self._deliver(Message(peer.pubkey, kind, payload))
+        except _BadFrame as exc:
+            log.warning("bad frame from %s, stream reset: %s", stream.muxed_conn.peer_id, exc)
+        except Exception as exc:
+            log.debug("stream from %s ended: %r", stream.muxed_conn.peer_id, exc)
+        finally:
+            await _reset(stream)
+
+    async def _handle_request(self, stream: INetStream) -> None:
+        """Serve one request on a sync stream (validators and observers may ask)."""
+        try:
+            peer_id = stream.muxed_conn.peer_id
+            if peer_id not in self._by_peer_id and peer_id not in self._observers:
+                log.warning("request from unknown peer %s refused", peer_id)
+                await _reset(stream)
+                return
+            sender = peer_id.extract_public_key().to_bytes()
+            buf = bytearray()
+            with trio.fail_after(REPLY_WAIT):
+                while not (frames := await _read_frames(stream, buf)):
+                    pass
+                (kind, payload), *extra = frames
+                if extra or buf or kind in (Kind.HEARTBEAT, Kind.SYNC_RESPONSE):
+                    raise _BadFrame("a sync stream carries exactly one request")
+                reply_send, reply_recv = trio.open_memory_channel[bytes](1)
+                async with reply_recv:
+                    await self._deliver(Message(sender, kind, payload, reply_send))
+                    answer = await reply_recv.receive()
+                await stream.write(encode_frame(Kind.SYNC_RESPONSE, answer))
+            await stream.close()  # not reset: that could discard the answer in flight
+        except _BadFrame as exc:
+            log.warning("bad request from %s: %s", stream.muxed_conn.peer_id, exc)
+            await _reset(stream)
+        except Exception as exc:
+            log.debug("request from %s failed: %r", stream.muxed_conn.peer_id, exc)
+            await _reset(stream)

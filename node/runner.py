@@ -1,0 +1,410 @@
+"""A validator node: wires the consensus engine to the network, the store, timers and the API.
+
+Everything that decides lives in ``chain/`` and ``consensus/``; this module only moves
+events in and carries actions out. One task owns the engine (``_consensus_loop``): every
+input — a peer's message, a timer, a block fetched by catch-up — becomes an event on one
+channel, so the engine sees one event at a time and its actions run in order (a Commit is
+stored before the next event is handled, as the engine requires).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgpack
+import trio
+from nacl.signing import SigningKey
+
+from chain.block import Block, CommitCertificate
+from chain.errors import InvalidBlock, LedgerError, TxRejected
+from chain.ledger import Ledger
+from chain.state import Changes, build_block, execute_block
+from chain.tx import decode_tx
+from consensus.engine import (
+    Broadcast,
+    Commit,
+    CommitReceived,
+    Engine,
+    MessageReceived,
+    RequestSync,
+    ScheduleTimeout,
+    TimeoutFired,
+    Timeouts,
+)
+from consensus.messages import BadMessage, decode_message, encode_message, verify_message
+from consensus.signer import FileSignerStorage, Signer
+from consensus.validators import InvalidCertificate, ValidatorSet, verify_certificate
+from node.api import AccountInfo, NodeService, SubmitResult, TxStatus, create_app, serve_api
+from node.config import NodeConfig, NodeHome
+from node.logs import log_event, setup_logging
+from node.mempool import Mempool, MempoolError
+from node.metrics import Metrics
+from node.p2p import Kind, Message, P2PNetwork, RequestFailed
+
+log = logging.getLogger("depnet.node")
+
+MAX_BLOCK_DRIFT_MS = 10_000  # a proposal dated further in the future is refused
+GOSSIP_INTERVAL = 0.005  # accepted txs are gossiped in a batch every few ms
+REGOSSIP_INTERVAL = 2.0  # pending txs are gossiped again: gossip is best effort
+SYNC_BATCH = 64  # blocks per catch-up request
+SYNC_TIMEOUT = 5.0
+SUBMIT_TIMES_KEPT = 200_000
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class NodeApp:
+    """The consensus engine's view of the ledger: build and check blocks; no I/O.
+
+    Executing a block yields its ``Changes``; they are kept by block hash so the commit
+    that follows a successful vote writes them instead of executing the block again.
+    """
+
+    def __init__(self, ledger: Ledger, mempool: Mempool, proposer: bytes, max_txs: int) -> None:
+        self.ledger = ledger
+        self.mempool = mempool
+        self.proposer = proposer
+        self.max_txs = max_txs
+        self.executed: dict[bytes, Changes] = {}
+
+    def build_block(self, height: int, round: int, last_cert: CommitCertificate | None) -> Block:
+        built = build_block(
+            self.ledger.state,
+            self.mempool.candidates(self.max_txs),
+            round=round,
+            proposer=self.proposer,
+            time_ms=now_ms(),
+            last_cert=last_cert,
+            max_txs=self.max_txs,
+            verified=self.mempool.verified,
+        )
+        self.executed[built.block.hash] = built.changes
+        return built.block
+
+    def validate_block(self, block: Block) -> None:
+        if block.hash in self.executed:
+            return
+        if block.header.time_ms > now_ms() + MAX_BLOCK_DRIFT_MS:
+            raise InvalidBlock("block time is too far in the future")
+        self.executed[block.hash] = execute_block(
+            self.ledger.state, block, verified=self.mempool.verified
+        )
+
+    def changes_for(self, block: Block) -> Changes:
+        """The executed changes of a decided block (a synced block is executed here)."""
+        changes = self.executed.pop(block.hash, None)
+        if changes is None or changes.base is not self.ledger.state:
+            changes = execute_block(self.ledger.state, block, verified=self.mempool.verified)
+        self.executed.clear()  # every other candidate was built on the old head
+        return changes
+
+
+@dataclass
+class _Sync:
+    running: bool = False
+    target: int = 0
+
+
+class Node(NodeService):
+    """One bank's validator process."""
+
+    def __init__(self, home: NodeHome, config: NodeConfig) -> None:
+        self.home = home
+        self.config = config
+        self.genesis = home.load_genesis(config)
+        seed = home.load_key()
+        self.key = SigningKey(seed)
+        self.pubkey = bytes(self.key.verify_key)
+        self.validators = ValidatorSet(self.genesis.validators)
+        if self.pubkey not in self.genesis.validators:
+            raise LedgerError("this node's validator key is not in genesis")
+        self.bank = self.genesis.banks[self.validators.index(self.pubkey)].name
+        self.ledger = Ledger.open(home.data_dir, self.genesis)
+        self.mempool = Mempool(self.ledger.state, max_size=config.mempool_max_txs)
+        self.app = NodeApp(self.ledger, self.mempool, self.pubkey, config.block_max_txs)
+        self.signer = Signer(self.key, FileSignerStorage(home.signer_file), self.genesis.chain_id)
+        t = config.timeouts
+        self.engine = Engine(
+            self.genesis.chain_id,
+            self.validators,
+            self.signer,
+            self.app,
+            height=self.ledger.height + 1,
+            last_cert=self.ledger.cert_at(self.ledger.height),
+            timeouts=Timeouts(
+                propose_ms=t.propose_ms,
+                propose_delta_ms=t.propose_delta_ms,
+                prevote_ms=t.vote_ms,
+                prevote_delta_ms=t.vote_delta_ms,
+                precommit_ms=t.vote_ms,
+                precommit_delta_ms=t.vote_delta_ms,
+                resend_ms=t.resend_ms,
+                commit_ms=t.commit_ms,
+            ),
+        )
+        peers = {bytes.fromhex(p.validator): p.address for p in config.peers}
+        self.net = P2PNetwork(
+            seed, config.p2p_listen, peers, observers=config.observers
+        )
+        self.metrics = Metrics()
+        self.events_send, self.events_recv = trio.open_memory_channel[object](10_000)
+        self.outgoing_txs: list[bytes] = []
+        self.submitted_at: OrderedDict[bytes, float] = OrderedDict()
+        self.sync = _Sync()
+        self.last_commit_time = time.monotonic()
+        self.shutdown = trio.Event()
+
+    # --- the process ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        log_event(log, "node starting", height=self.ledger.height, bank=self.bank)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._watch_signals)
+            await nursery.start(self.net.run)
+            nursery.start_soon(self._network_loop, nursery)
+            nursery.start_soon(self._gossip_loop)
+            nursery.start_soon(self._consensus_loop, nursery)
+            await nursery.start(
+                serve_api,
+                create_app(self),
+                self.config.api_host,
+                self.config.api_port,
+                self.shutdown.wait,
+            )
+            log_event(log, "node ready", api_port=self.config.api_port)
+            await self.shutdown.wait()
+            nursery.cancel_scope.cancel()
+        self.ledger.close()
+        log_event(log, "node stopped", height=self.ledger.height)
+
+    async def _watch_signals(self) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for _ in signals:
+                self.shutdown.set()
+                return
+
+    # --- consensus -----------------------------------------------------------------------
+
+    async def _consensus_loop(self, nursery: trio.Nursery) -> None:
+        self._carry_out(self.engine.start(), nursery)
+        async for event in self.events_recv:
+            self._carry_out(self.engine.handle(event), nursery)
+
+    def _carry_out(self, actions: list, nursery: trio.Nursery) -> None:
+        for action in actions:
+            if isinstance(action, Broadcast):
+                self.net.broadcast(Kind.CONSENSUS, encode_message(action.message))
+            elif isinstance(action, ScheduleTimeout):
+                nursery.start_soon(self._timer, action)
+            elif isinstance(action, Commit):
+                self._commit(action.block, action.cert)
+            elif isinstance(action, RequestSync):
+                self._start_sync(action.from_height, nursery)
+
+    async def _timer(self, action: ScheduleTimeout) -> None:
+        await trio.sleep(action.delay_ms / 1000)
+        await self.events_send.send(TimeoutFired(action.kind, action.height, action.round))
+
+    def _commit(self, block: Block, cert: CommitCertificate) -> None:
+        changes = self.app.changes_for(block)
+        self.ledger.commit(block, cert, changes)
+        self.mempool.on_commit(block)
+        now = time.monotonic()
+        latencies = [
+            now - t for t in (self.submitted_at.pop(tx.tx_id, None) for tx in block.txs) if t
+        ]
+        self.metrics.on_commit(block, now - self.last_commit_time, latencies)
+        self.last_commit_time = now
+        log_event(
+            log,
+            "committed",
+            height=block.height,
+            round=block.header.round,
+            txs=len(block.txs),
+            hash=block.hash.hex(),
+        )
+
+    # --- network -------------------------------------------------------------------------
+
+    async def _network_loop(self, nursery: trio.Nursery) -> None:
+        """Drain the network's inbound channel; nothing here may block on a peer."""
+        async for message in self.net.inbound:
+            try:
+                await self._on_message(message, nursery)
+            except Exception as exc:  # a peer's bytes must never stop the node
+                log_event(
+                    log, "bad message from peer", logging.WARNING,
+                    peer=message.sender.hex()[:16], kind=message.kind.name, error=repr(exc),
+                )
+
+    async def _on_message(self, message: Message, nursery: trio.Nursery) -> None:
+        if message.kind is Kind.CONSENSUS:
+            msg = decode_message(message.payload)
+            verify_message(msg, self.validators, self.genesis.chain_id)
+            await self.events_send.send(MessageReceived(msg))
+        elif message.kind is Kind.TXS:
+            self._admit_gossip(message.payload)
+        elif message.kind is Kind.SYNC_REQUEST:
+            self.net.respond(message, self._serve_sync(message.payload))
+
+    def _admit_gossip(self, payload: bytes) -> None:
+        raws = msgpack.unpackb(payload, raw=False)
+        if not isinstance(raws, list):
+            raise BadMessage("tx batch must be a list")
+        for raw in raws:
+            try:
+                self.mempool.add(decode_tx(raw))
+            except (TxRejected, MempoolError):
+                continue  # already known, or no longer valid here: nothing to report to a peer
+
+    async def _gossip_loop(self) -> None:
+        last_regossip = time.monotonic()
+        while True:
+            await trio.sleep(GOSSIP_INTERVAL)
+            if time.monotonic() - last_regossip > REGOSSIP_INTERVAL:
+                self.outgoing_txs.extend(tx.raw for tx in self.mempool.candidates(5_000))
+                last_regossip = time.monotonic()
+            while self.outgoing_txs:
+                batch, self.outgoing_txs = self.outgoing_txs[:2_000], self.outgoing_txs[2_000:]
+                await self.net.publish_txs(msgpack.packb(batch, use_bin_type=True))
+
+    # --- catch-up ------------------------------------------------------------------------
+
+    def _serve_sync(self, payload: bytes) -> bytes:
+        start, count = msgpack.unpackb(payload)
+        if not (type(start) is int and type(count) is int and start >= 1):
+            raise BadMessage("sync request is [from_height, count]")
+        entries = []
+        for height in range(start, min(start + min(count, SYNC_BATCH), self.ledger.height + 1)):
+            block, cert = self.ledger.block_at(height), self.ledger.cert_at(height)
+            entries.append([block.encode(), cert.encode()])
+        return msgpack.packb(entries, use_bin_type=True)
+
+    def _start_sync(self, from_height: int, nursery: trio.Nursery) -> None:
+        if not self.sync.running:
+            self.sync.running = True
+            nursery.start_soon(self._sync_task, from_height)
+
+    async def _sync_task(self, from_height: int) -> None:
+        """Fetch decided blocks with certificates from peers until none has more.
+
+        Certificates are checked here so a byzantine peer cannot make the engine work on
+        junk; the engine checks them again and re-executes before committing.
+        """
+        try:
+            height = from_height
+            while True:
+                got = 0
+                for peer in sorted(self.net.connected_peers()):
+                    try:
+                        reply = await self.net.request(
+                            peer, Kind.SYNC_REQUEST, msgpack.packb([height, SYNC_BATCH]), SYNC_TIMEOUT
+                        )
+                        entries = msgpack.unpackb(reply, raw=False)
+                        for raw_block, raw_cert in entries:
+                            block, cert = Block.decode(raw_block), CommitCertificate.decode(raw_cert)
+                            if block.height != height or cert.block_hash != block.hash:
+                                raise BadMessage("sync reply out of order")
+                            verify_certificate(cert, self.validators, self.genesis.chain_id)
+                            await self.events_send.send(CommitReceived(block, cert))
+                            height += 1
+                            got += 1
+                    except (RequestFailed, BadMessage, InvalidBlock, InvalidCertificate, ValueError, TypeError) as exc:
+                        log_event(log, "sync from peer failed", logging.WARNING, peer=peer.hex()[:16], error=repr(exc))
+                        continue
+                    if got:
+                        break
+                if not got:
+                    return
+        finally:
+            self.sync.running = False
+
+    # --- NodeService (the HTTP API) -------------------------------------------------------
+
+    async def submit(self, raws: list[bytes]) -> list[SubmitResult]:
+        results = []
+        now = time.monotonic()
+        for raw in raws:
+            try:
+                tx = decode_tx(raw)
+                self.mempool.add(tx)
+            except (TxRejected, MempoolError) as exc:
+                results.append(SubmitResult.rejected(raw, exc))
+                continue
+            self.outgoing_txs.append(tx.raw)
+            self.submitted_at[tx.tx_id] = now
+            if len(self.submitted_at) > SUBMIT_TIMES_KEPT:
+                self.submitted_at.popitem(last=False)
+            results.append(SubmitResult.accepted(tx.tx_id))
+        self.metrics.on_submit(len(raws))
+        return results
+
+    def tx_status(self, tx_id: bytes) -> TxStatus:
+        location = self.ledger.tx_location(tx_id)
+        if location is not None:
+            return TxStatus.committed(*location)
+        return self.mempool.status(tx_id)
+
+    def account(self, account: bytes) -> AccountInfo | None:
+        return self.ledger.account_info(account)
+
+    def block(self, height: int) -> dict | None:
+        if not 1 <= height <= self.ledger.height:
+            return None
+        return block_json(self.ledger.block_at(height), self.ledger.cert_at(height))
+
+    def head(self) -> dict:
+        return self.ledger.head_json()
+
+    def status(self) -> dict:
+        engine = self.engine
+        return {
+            "bank": self.bank,
+            "chain_id": self.genesis.chain_id,
+            "height": self.ledger.height,
+            "head_hash": self.ledger.state.last_hash.hex(),
+            "state_root": self.ledger.state.state_root.hex(),
+            "consensus": engine.status(),
+            "peers": sorted(p.hex() for p in self.net.connected_peers()),
+            "mempool": len(self.mempool),
+            "evidence": len(engine.evidence),
+            "seconds_since_commit": round(time.monotonic() - self.last_commit_time, 3),
+        }
+
+    @property
+    def registry(self):  # type: ignore[no-untyped-def]
+        return self.metrics.registry
+
+
+def block_json(block: Block, cert: CommitCertificate | None) -> dict:
+    h = block.header
+    return {
+        "height": h.height,
+        "hash": block.hash.hex(),
+        "round": h.round,
+        "prev_hash": h.prev_hash.hex(),
+        "proposer": h.proposer.hex(),
+        "time_ms": h.time_ms,
+        "tx_root": h.tx_root.hex(),
+        "state_root": h.state_root.hex(),
+        "txs": [tx.tx_id.hex() for tx in block.txs],
+        "certificate": None
+        if cert is None
+        else {"round": cert.round, "signers": [i for i, _ in cert.signatures]},
+    }
+
+
+def run_node(home: Path) -> None:
+    """Entry point of `depnet node run`: run one validator in the foreground until SIGTERM."""
+    node_home = NodeHome(home)
+    config = node_home.load_config()
+    setup_logging(node_home.log_file, config.bank)
+    node = Node(node_home, config)
+    trio.run(node.run)

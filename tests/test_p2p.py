@@ -1,0 +1,303 @@
+"""Tests of node/p2p.py: real py-libp2p hosts on 127.0.0.1, several networks per trio run."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Callable, Iterator, Sequence
+
+import pytest
+import trio
+from libp2p import new_host
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.custom_types import TProtocol
+from multiaddr import Multiaddr
+
+from node.p2p import (
+    CONSENSUS_PROTOCOL,
+    SYNC_PROTOCOL,
+    TXS_PROTOCOL,
+    Kind,
+    Message,
+    P2PNetwork,
+    RequestFailed,
+    encode_frame,
+    peer_id_from_pubkey,
+)
+
+_seeds = iter(range(1, 256))
+
+
+class Node:
+    """A validator identity with a free port on 127.0.0.1."""
+
+    def __init__(self) -> None:
+        self.seed = bytes([next(_seeds)]) * 32
+        self.pub = create_new_key_pair(self.seed).public_key.to_bytes()
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.addr = f"/ip4/127.0.0.1/tcp/{sock.getsockname()[1]}"
+
+    def network(self, validators: list[Node], observers: Sequence[Node] = ()) -> P2PNetwork:
+        return P2PNetwork(
+            self.seed,
+            self.addr,
+            {v.pub: v.addr for v in validators},
+            [peer_id_from_pubkey(o.pub) for o in observers],
+        )
+
+
+async def start(nursery: trio.Nursery, net: P2PNetwork) -> trio.CancelScope:
+    """Run ``net`` until the returned scope is cancelled (the node going away)."""
+    scope = trio.CancelScope()
+
+    async def serve(task_status: trio.TaskStatus[None]) -> None:
+        with scope:
+            await net.run(task_status=task_status)
+
+    await nursery.start(serve)
+    return scope
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    with trio.fail_after(timeout):
+        while not condition():
+            await trio.sleep(0.01)
+
+
+async def receive(net: P2PNetwork, timeout: float = 10.0) -> Message:
+    with trio.fail_after(timeout):
+        return await net.inbound.receive()
+
+
+async def receive_until(net: P2PNetwork, wanted: Callable[[Message], bool]) -> Message:
+    """Skip messages (e.g. frames queued before a reconnect) until one matches."""
+    while not wanted(msg := await receive(net)):
+        pass
+    return msg
+
+
+def fully_connected(nets: list[P2PNetwork], others: int) -> Callable[[], bool]:
+    return lambda: all(len(net.connected_peers()) == others for net in nets)
+
+
+@pytest.fixture
+def p2p_logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    with caplog.at_level(logging.INFO, logger="node.p2p"):
+        yield caplog
+
+
+async def test_full_mesh_delivers_every_frame_in_order(nursery: trio.Nursery) -> None:
+    nodes = [Node() for _ in range(3)]
+    nets = [node.network(nodes) for node in nodes]
+    for net in nets:
+        await start(nursery, net)
+    await wait_until(fully_connected(nets, 2))
+
+    count = 10_000
+    started = time.perf_counter()
+    for i, net in enumerate(nets):
+        for k in range(count):
+            for j, node in enumerate(nodes):
+                if i != j:
+                    net.send(node.pub, Kind.CONSENSUS, b"%d:%d" % (i, k))
+
+    async def consume(net: P2PNetwork) -> None:
+        next_seq: dict[bytes, int] = {}
+        received = 0
+        while received < 2 * count:
+            # Drain without a checkpoint per message, as a runner should.
+            batch = [await net.inbound.receive()]
+            while True:
+                try:
+                    batch.append(net.inbound.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            for msg in batch:
+                sender, seq = msg.payload.split(b":")
+                assert msg.sender == nodes[int(sender)].pub and msg.kind is Kind.CONSENSUS
+                assert int(seq) == next_seq.get(msg.sender, 0), "frame lost or reordered"
+                next_seq[msg.sender] = int(seq) + 1
+            received += len(batch)
+        assert sorted(next_seq.values()) == [count, count]
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as consumers:
+            for net in nets:
+                consumers.start_soon(consume, net)
+    elapsed = time.perf_counter() - started
+    print(f"\n{6 * count} frames in {elapsed:.2f} s: {6 * count / elapsed:,.0f} frames/s")
+
+
+async def test_unknown_peer_is_refused(
+    nursery: trio.Nursery, p2p_logs: pytest.LogCaptureFixture
+) -> None:
+    node, intruder = Node(), Node()
+    net = node.network([])
+    bad = intruder.network([node])  # the intruder knows the node; the node does not list it
+    await start(nursery, net)
+    await start(nursery, bad)
+
+    bad.send(node.pub, Kind.CONSENSUS, b"evil")
+    with pytest.raises(RequestFailed):
+        await bad.request(node.pub, Kind.SYNC_REQUEST, b"evil", timeout=5)
+    await wait_until(lambda: "refused inbound connection" in p2p_logs.text)
+    assert bad.connected_peers() == set()
+    with pytest.raises(trio.WouldBlock):
+        net.inbound.receive_nowait()
+
+
+async def test_observer_may_request_but_not_send_frames(
+    nursery: trio.Nursery, p2p_logs: pytest.LogCaptureFixture
+) -> None:
+    """The connection is allowed, so only the per-stream peer check stops its frames."""
+    node, observer = Node(), Node()
+    net = node.network([], observers=[observer])
+    obs = observer.network([node])
+    await start(nursery, net)
+    await start(nursery, obs)
+
+    obs.send(node.pub, Kind.CONSENSUS, b"not a validator")
+    await wait_until(lambda: "stream from non-validator" in p2p_logs.text)
+
+    async def answer() -> None:
+        request = await receive(net)
+        assert (request.sender, request.kind) == (observer.pub, Kind.SYNC_REQUEST)
+        net.respond(request, b"blocks")
+
+    nursery.start_soon(answer)
+    assert await obs.request(node.pub, Kind.SYNC_REQUEST, b"from 1", timeout=5) == b"blocks"
+    with pytest.raises(trio.WouldBlock):
+        net.inbound.receive_nowait()
+
+
+GARBAGE = [
+    b"\xff\xff\xff\xff" + b"x" * 100,  # length prefix far over the maximum
+    b"\x00\x00\x00\x00",  # empty frame: no kind byte
+    b"\x00\x00\x00\x06\x09hello",  # unknown kind
+    bytes(range(128, 256)) * 8,  # noise
+]
+
+
+@pytest.mark.parametrize("protocol", [CONSENSUS_PROTOCOL, TXS_PROTOCOL, SYNC_PROTOCOL])
+async def test_garbage_resets_the_stream_only(nursery: trio.Nursery, protocol: TProtocol) -> None:
+    node, friend, raw = Node(), Node(), Node()
+    net = node.network([friend, raw])
+    friend_net = friend.network([node])
+    await start(nursery, net)
+    await start(nursery, friend_net)
+    await wait_until(lambda: friend.pub in net.connected_peers())
+
+    # An allowed validator key on a bare libp2p host writes raw bytes, bypassing framing.
+    host = new_host(key_pair=create_new_key_pair(raw.seed))
+    node_id = peer_id_from_pubkey(node.pub)
+    async with host.run(listen_addrs=[Multiaddr(raw.addr)]):
+        host.get_peerstore().add_addrs(node_id, [Multiaddr(node.addr)], 0)
+        for garbage in GARBAGE:
+            stream = await host.new_stream(node_id, [protocol])
+            await stream.write(garbage)
+            with trio.fail_after(5):
+                try:
+                    while await stream.read(1024):
+                        pass
+                except Exception:  # StreamReset: what the node should do
+                    pass
+        # The node still takes valid frames, from the same peer and from others.
+        if protocol == SYNC_PROTOCOL:
+            nursery.start_soon(answer_requests, net)
+            answer = await friend_net.request(node.pub, Kind.SYNC_REQUEST, b"q", timeout=5)
+            assert answer == b"re:q"
+        else:
+            stream = await host.new_stream(node_id, [protocol])
+            await stream.write(encode_frame(Kind.TXS, b"valid"))
+            msg = await receive(net)
+            assert (msg.sender, msg.kind, msg.payload) == (raw.pub, Kind.TXS, b"valid")
+            friend_net.send(node.pub, Kind.CONSENSUS, b"still up")
+            msg = await receive(net)
+            assert (msg.sender, msg.payload) == (friend.pub, b"still up")
+
+
+async def answer_requests(net: P2PNetwork) -> None:
+    while True:
+        request = await net.inbound.receive()
+        net.respond(request, b"re:" + request.payload)
+
+
+async def test_peer_that_restarts_is_reconnected(nursery: trio.Nursery) -> None:
+    a, b = Node(), Node()
+    net_a = a.network([b])
+    await start(nursery, net_a)
+    scope_b = await start(nursery, b.network([a]))
+    await wait_until(lambda: net_a.connected_peers() == {b.pub})
+
+    scope_b.cancel()
+    await wait_until(lambda: net_a.connected_peers() == set())
+    net_a.send(b.pub, Kind.CONSENSUS, b"while down")  # queued; may arrive after reconnect
+
+    net_b = b.network([a])  # same key and port
+    started = trio.current_time()
+    await start(nursery, net_b)
+    await wait_until(lambda: net_a.connected_peers() == {b.pub} and net_b.connected_peers())
+    print(f"\nreconnected {trio.current_time() - started:.3f} s after the restart")
+
+    net_a.send(b.pub, Kind.CONSENSUS, b"after")
+    net_b.send(a.pub, Kind.CONSENSUS, b"back")
+    assert (await receive_until(net_b, lambda m: m.payload == b"after")).sender == a.pub
+    assert (await receive(net_a)).payload == b"back"
+
+
+async def test_tx_batches_are_gossiped(nursery: trio.Nursery) -> None:
+    nodes = [Node() for _ in range(3)]
+    nets = [node.network(nodes) for node in nodes]
+    for net in nets:
+        await start(nursery, net)
+    await wait_until(fully_connected(nets, 2))
+
+    batch = b"tx" * 5_000
+    for receiver in nets[1:]:
+        # Best effort: the gossip mesh forms on gossipsub's 1 s heartbeat, so publish until
+        # a batch arrives.
+        with trio.fail_after(10):
+            while True:
+                await nets[0].publish_txs(batch)
+                with trio.move_on_after(0.2):
+                    msg = await receiver.inbound.receive()
+                    break
+        assert (msg.sender, msg.kind, msg.payload) == (nodes[0].pub, Kind.TXS, batch)
+
+
+async def test_request_response_and_timeouts(nursery: trio.Nursery) -> None:
+    a, b = Node(), Node()
+    net_a = a.network([b])
+    net_b = b.network([a])
+    await start(nursery, net_a)
+    scope_b = await start(nursery, net_b)
+    await wait_until(lambda: net_a.connected_peers() == {b.pub})
+
+    nursery.start_soon(answer_requests, net_b)
+    assert await net_a.request(b.pub, Kind.SYNC_REQUEST, b"ping", timeout=5) == b"re:ping"
+    big = bytes(3_000_000)  # answers span many reads
+    assert await net_a.request(b.pub, Kind.SYNC_REQUEST, big, timeout=5) == b"re:" + big
+
+    scope_b.cancel()
+    await wait_until(lambda: net_a.connected_peers() == set())
+    started = trio.current_time()
+    with pytest.raises(RequestFailed):
+        await net_a.request(b.pub, Kind.SYNC_REQUEST, b"ping", timeout=1.0)
+    assert trio.current_time() - started < 1.5
+
+
+async def test_request_without_answer_times_out(nursery: trio.Nursery) -> None:
+    a, b = Node(), Node()
+    net_a = a.network([b])
+    net_b = b.network([a])
+    await start(nursery, net_a)
+    await start(nursery, net_b)
+
+    started = trio.current_time()
+    with pytest.raises(RequestFailed, match="no answer"):
+        await net_a.request(b.pub, Kind.SYNC_REQUEST, b"ping", timeout=0.5)
+    assert 0.5 <= trio.current_time() - started < 1.0
+    request = await receive(net_b)
+    net_b.respond(request, b"too late")  # the requester is gone: a no-op
