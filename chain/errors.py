@@ -50,6 +50,10 @@ class GenesisError(LedgerError):
     """A genesis file is unreadable or inconsistent."""
 
 
+class StoreError(LedgerError):
+    """A node's store cannot be used: locked, corrupt, or created for another genesis."""
+
+
 def ensure(condition: bool, reason: Reason, detail: str = "") -> None:
     """Keep each ledger rule to one line at the point where it applies."""
     if not condition:

@@ -12,20 +12,28 @@ A genesis file is JSON, written by ``depnet init`` from the template in ``config
 A bank has two keys: ``validator`` signs consensus votes (only ``consensus/signer.py``
 uses it) and ``issuer`` is the bank's ledger account, which registers clients and mints.
 Keeping them apart means a node's consensus key never moves money.
+
+A network *template* (``configs/network.json``) is the same document without keys or
+time: ``genesis_from_template`` fills them in, which is what ``depnet init`` does after
+generating a key for each validator, issuer and account.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 from chain.errors import GenesisError
 from chain.tx import KEY_SIZE, MAX_AMOUNT, MAX_CHAIN_ID_CHARS, MAX_TOKEN_CHARS
 
 TOKEN_PATTERN = re.compile(r"^[A-Z]{3}\.[A-Z0-9]{2,12}$")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,32}")
+NAME_RULE = "1-32 letters, digits, '-' or '_'"
 MAX_DECIMALS = 18
 
 
@@ -75,6 +83,13 @@ class Genesis:
             if bank.name.lower() == name.lower():
                 return bank
         raise GenesisError(f"unknown bank {name!r}; banks: {', '.join(b.name for b in self.banks)}")
+
+    @property
+    def hash(self) -> bytes:
+        """sha256 of the canonical JSON: two nodes (or a store and a node) hold the same
+        genesis exactly when these are equal."""
+        canonical = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).digest()
 
     def to_json(self) -> dict:
         return {
@@ -135,7 +150,49 @@ def parse_genesis(data: object) -> Genesis:
     )
     _unique([a.account for a in accounts] + [b.issuer for b in banks], "account key")
     _unique([a.name.lower() for a in accounts if a.name], "account name")
+    for symbol in tokens:
+        # The ledger caps each token's total issuance (chain.state._mint); genesis too.
+        if sum(dict(a.balances).get(symbol, 0) for a in accounts) > MAX_AMOUNT:
+            raise GenesisError(f"opening balances of {symbol} add up to more than {MAX_AMOUNT}")
     return Genesis(chain_id, genesis_time, banks, accounts)
+
+
+def load_template(path: Path | None = None) -> dict:
+    """Read a network template; without a path, the default 4-bank one in ``configs/``."""
+    source = resources.files("configs").joinpath("network.json") if path is None else Path(path)
+    try:
+        data = json.loads(source.read_text())
+    except OSError as exc:
+        raise GenesisError(f"cannot read network template {source}: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise GenesisError(f"network template {source} is not valid JSON: {exc}") from None
+    return dict(_mapping(data, "network template"))
+
+
+def genesis_from_template(
+    template: Mapping, key_for: Callable[[str, str], bytes], *, genesis_time_ms: int
+) -> Genesis:
+    """Fill a template's keys and time in, and validate the result as a genesis.
+
+    ``key_for(role, name)`` returns the 32-byte public key for ``("validator", bank)``,
+    ``("issuer", bank)`` or ``("account", account name)``; ``depnet init`` generates and
+    saves a key pair on each call, so the template decides which keys exist.
+    """
+    doc = dict(_mapping(template, "network template"))
+    doc["genesis_time_ms"] = genesis_time_ms
+    banks = [dict(_mapping(b, "bank")) for b in _list(doc.get("banks"), "banks")]
+    accounts = [dict(_mapping(a, "account")) for a in _list(doc.get("accounts", []), "accounts")]
+    # Names become key file names in init: check them before asking for any key.
+    for entry in banks + accounts:
+        if not (isinstance(entry.get("name"), str) and NAME_PATTERN.fullmatch(entry["name"])):
+            raise GenesisError(f"template name {entry.get('name')!r} must be {NAME_RULE}")
+    for bank in banks:
+        bank["validator"] = key_for("validator", bank["name"]).hex()
+        bank["issuer"] = key_for("issuer", bank["name"]).hex()
+    for account in accounts:
+        account["account"] = key_for("account", account["name"]).hex()
+    doc["banks"], doc["accounts"] = banks, accounts
+    return parse_genesis(doc)
 
 
 def _bank(data: object) -> Bank:

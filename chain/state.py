@@ -24,13 +24,18 @@ import msgpack
 from chain.block import Block, CommitCertificate, Header, cert_hash, check_structure, tx_root
 from chain.errors import InvalidBlock, Reason, TxRejected, ensure
 from chain.genesis import Genesis, Token
-from chain.tx import Tx, TxKind, verify_signature
+from chain.tx import MAX_AMOUNT, Tx, TxKind, verify_signature
 
 ROOT_MODULUS = 2**256
 
+# The same bytes as msgpack.packb, without building a Packer per call.
+_pack = msgpack.Packer(use_bin_type=True).pack
+_sha256 = hashlib.sha256
+
 
 def entry_hash(entry: tuple) -> int:
-    return int.from_bytes(hashlib.sha256(msgpack.packb(entry, use_bin_type=True)).digest(), "big")
+    """The hash one state entry adds to the root. Runs several times per transaction."""
+    return int.from_bytes(_sha256(_pack(entry)).digest(), "big")
 
 
 class State:
@@ -60,9 +65,47 @@ class State:
         self.root_acc = opening.root_acc()
         self._merge(opening)
 
+    @classmethod
+    def restore(
+        cls,
+        genesis: Genesis,
+        *,
+        balances: dict[tuple[bytes, str], int],
+        nonces: dict[bytes, int],
+        accounts: dict[bytes, str],
+        supply: dict[str, tuple[int, int]],
+        height: int,
+        last_hash: bytes,
+        last_time_ms: int,
+    ) -> State:
+        """Rebuild the committed state from stored entries (a store reopening).
+
+        The root is recomputed from every entry rather than trusted, so the caller can
+        compare it with the root it stored and detect entries that do not belong together.
+        """
+        state = cls(genesis)
+        state.balances = dict(balances)
+        state.nonces = dict(nonces)
+        state.accounts = dict(accounts)
+        state.supply = dict(supply)
+        state.height = height
+        state.last_hash = last_hash
+        state.last_time_ms = last_time_ms
+        state.root_acc = state.computed_root_acc()
+        return state
+
     @property
     def state_root(self) -> bytes:
         return self.root_acc.to_bytes(32, "big")
+
+    def computed_root_acc(self) -> int:
+        """The root accumulator from scratch over every entry: what the incremental root
+        maintained by ``commit`` must always equal. Costs one hash per entry."""
+        acc = sum(entry_hash(("b", a, t, v)) for (a, t), v in self.balances.items() if v)
+        acc += sum(entry_hash(("n", a, v)) for a, v in self.nonces.items() if v)
+        acc += sum(entry_hash(("a", a, v)) for a, v in self.accounts.items() if v)
+        acc += sum(entry_hash(("s", t, v)) for t, v in self.supply.items() if v)
+        return acc % ROOT_MODULUS
 
     def commit(self, changes: Changes, header: Header) -> None:
         """Fold an executed block's changes in; ``changes`` must have been built on this state."""
@@ -86,7 +129,10 @@ class State:
 
 
 class Changes:
-    """Writes of a block in progress, read through to the committed state beneath."""
+    """Writes of a block in progress, read through to the committed state beneath.
+
+    Only ``apply_tx`` writes into a Changes (``State.__init__`` builds the opening one).
+    """
 
     def __init__(self, base: State) -> None:
         self.base = base
@@ -94,6 +140,7 @@ class Changes:
         self.nonces: dict[bytes, int] = {}
         self.accounts: dict[bytes, str] = {}
         self.supply: dict[str, tuple[int, int]] = {}
+        self._root_memo: int | None = None  # root_acc() until the next apply_tx
 
     def balance(self, account: bytes, token: str) -> int:
         key = (account, token)
@@ -112,29 +159,48 @@ class Changes:
         return self.base.supply.get(token, (0, 0)) if value is None else value
 
     def root_acc(self) -> int:
-        """The state root after these changes, from the base root and the changed entries."""
+        """The state root after these changes, from the base root and the changed entries.
+
+        A block's root is asked for by the proposer (build_block), by every validator
+        (execute_block), then by the store and ``State.commit``; it costs a few hashes per
+        changed entry, so it is remembered until ``apply_tx`` writes again.
+        """
+        if self._root_memo is not None:
+            return self._root_memo
         base = self.base
-        acc = base.root_acc
+        removed: list[tuple] = []  # entries whose hash leaves the sum
+        added: list[tuple] = []  # entries whose hash joins it
         for (account, token), new in self.balances.items():
-            acc += _delta(("b", account, token), base.balances.get((account, token), 0), new)
+            old = base.balances.get((account, token), 0)
+            if old != new:
+                if old:
+                    removed.append(("b", account, token, old))
+                if new:
+                    added.append(("b", account, token, new))
         for account, new in self.nonces.items():
-            acc += _delta(("n", account), base.nonces.get(account, 0), new)
+            old = base.nonces.get(account, 0)
+            if old != new:
+                if old:
+                    removed.append(("n", account, old))
+                if new:
+                    added.append(("n", account, new))
         for account, new in self.accounts.items():
-            acc += _delta(("a", account), base.accounts.get(account), new)
+            old = base.accounts.get(account)
+            if old != new:
+                if old:
+                    removed.append(("a", account, old))
+                if new:
+                    added.append(("a", account, new))
         for token, new in self.supply.items():
-            acc += _delta(("s", token), base.supply.get(token), new)
-        return acc % ROOT_MODULUS
-
-
-def _delta(key: tuple, old: object, new: object) -> int:
-    if old == new:
-        return 0
-    change = 0
-    if old:
-        change -= entry_hash((*key, old))
-    if new:
-        change += entry_hash((*key, new))
-    return change
+            old = base.supply.get(token)
+            if old != new:
+                if old:
+                    removed.append(("s", token, old))
+                if new:
+                    added.append(("s", token, new))
+        acc = base.root_acc + sum(map(entry_hash, added)) - sum(map(entry_hash, removed))
+        self._root_memo = acc % ROOT_MODULUS
+        return self._root_memo
 
 
 def apply_tx(changes: Changes, tx: Tx) -> None:
@@ -152,6 +218,7 @@ def apply_tx(changes: Changes, tx: Tx) -> None:
     expected = changes.nonce(tx.sender)
     if tx.nonce != expected:
         raise TxRejected(Reason.BAD_NONCE, f"expected nonce {expected}, got {tx.nonce}")
+    changes._root_memo = None
     _RULES[tx.kind](changes, tx)
     changes.nonces[tx.sender] = expected + 1
 
@@ -168,8 +235,12 @@ def _mint(changes: Changes, tx: Tx) -> None:
     if tx.sender != token.issuer:
         raise TxRejected(Reason.NOT_ISSUER, f"only {token.bank} can mint {token.symbol}")
     _require_registered(changes, tx.to)
-    changes.balances[(tx.to, tx.token)] = changes.balance(tx.to, tx.token) + tx.amount
     minted, burned = changes.supply_of(tx.token)
+    # Capping what was ever minted caps every balance and sum below it too, so no amount
+    # outgrows the 64-bit integers of the canonical encoding (entries, txs, the store).
+    if minted + tx.amount > MAX_AMOUNT:
+        raise TxRejected(Reason.BAD_AMOUNT, f"{tx.token} issuance would pass {MAX_AMOUNT}")
+    changes.balances[(tx.to, tx.token)] = changes.balance(tx.to, tx.token) + tx.amount
     changes.supply[tx.token] = (minted + tx.amount, burned)
 
 

@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import click
 
+from cli.bench import bench
+from cli.chain import chain
+from cli.demo import demo
+from cli.network import down, init, logs, status, up
 from cli.node import node
+from cli.sim import sim
+from cli.wallet import wallet
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -22,3 +28,7 @@ def main() -> None:
 
 
 main.add_command(node)
+for command in (init, up, down, status, logs, wallet, chain, demo):
+    main.add_command(command)
+main.add_command(bench)
+main.add_command(sim)

@@ -140,6 +140,11 @@ def load_template(path: Path | None = None) -> dict:
     return template
 
 
+def default_ports(count: int, base_port: int = DEFAULT_BASE_PORT) -> list[tuple[int, int]]:
+    """(p2p, api) ports of ``count`` nodes counting up from ``base_port``: what init uses."""
+    return [(base_port + 2 * i, base_port + 2 * i + 1) for i in range(count)]
+
+
 def create_network(
     home: Path,
     template: dict,
@@ -162,9 +167,10 @@ def create_network(
     if banks is not None and not 1 <= banks <= len(template["banks"]):
         raise NetworkError(f"the template has {len(template['banks'])} banks; asked for {banks}")
     names = {b["name"] for b in bank_specs}
-    wallet_specs = [w for w in template.get("wallets", []) if w.get("bank") in names]
+    accounts = template.get("accounts", template.get("wallets", []))  # older templates: "wallets"
+    wallet_specs = [w for w in accounts if w.get("bank") in names]
     if ports is None:
-        ports = [(base_port + 2 * i, base_port + 2 * i + 1) for i in range(len(bank_specs))]
+        ports = default_ports(len(bank_specs), base_port)
     if len(ports) != len(bank_specs):
         raise NetworkError("one (p2p, api) port pair is needed per bank")
     if force and net.path.exists():

@@ -1,4 +1,4 @@
-"""Network layer of a validator node: permissioned py-libp2p host, direct streams, tx gossip.
+"""Network layer of a validator node: a permissioned py-libp2p host and direct streams.
 
 Why it looks like this (measured on py-libp2p 0.8.1, see notes/trio-libp2p-asgi.md):
 
@@ -11,6 +11,11 @@ Why it looks like this (measured on py-libp2p 0.8.1, see notes/trio-libp2p-asgi.
   dial (happy eyeballs); we unblock before every redial and shorten the delay.
 - There is no peer-id gater: a ResourceManager subclass refuses connections from peers outside
   the allowlist, and every stream handler checks the authenticated peer id again.
+- Tx batches go over the direct streams, not gossipsub: measured with 4 validator processes,
+  py-libp2p 0.8.1's gossipsub delivered under half of 25 batches/s per node (2 KB or 20 KB
+  each; its per-peer send queue of 32 overflows, and with a larger queue delivery still lags
+  far behind) while CPU stayed low. In a full mesh of a few validators, a direct broadcast
+  is also cheaper: gossipsub re-forwards every message to every mesh peer.
 
 Wire format, on every direct stream: frames of ``len (4 bytes, big-endian) | kind (1 byte) |
 payload``, where ``len`` counts the kind byte and the payload.
@@ -26,20 +31,15 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 import libp2p.network.swarm
-import libp2p.pubsub.pubsub
 import trio
 from libp2p import new_host
-from libp2p.abc import INetStream, ISubscriptionAPI
+from libp2p.abc import INetStream
 from libp2p.crypto.ed25519 import Ed25519PublicKey, create_new_key_pair
 from libp2p.custom_types import TProtocol
 from libp2p.network.config import RetryConfig
 from libp2p.peer.id import ID
-from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, GossipSub
-from libp2p.pubsub.pb import rpc_pb2
-from libp2p.pubsub.pubsub import Pubsub
 from libp2p.rcmgr import ResourceManager
 from libp2p.rcmgr.manager import ConnectionScope
-from libp2p.tools.anyio_service import background_trio_service
 from multiaddr import Multiaddr
 
 log = logging.getLogger(__name__)
@@ -47,10 +47,8 @@ log = logging.getLogger(__name__)
 CONSENSUS_PROTOCOL = TProtocol("/depnet/consensus/1.0.0")
 TXS_PROTOCOL = TProtocol("/depnet/txs/1.0.0")
 SYNC_PROTOCOL = TProtocol("/depnet/sync/1.0.0")
-TXS_TOPIC = "/depnet/txs/1"
 
 MAX_FRAME_SIZE = 16 * 1024 * 1024  # payload bytes; a larger length prefix resets the stream
-MAX_GOSSIP_BATCH = 1024 * 1024 - 4096  # gossipsub drops inbound RPCs over 1 MiB
 MAX_QUEUED_FRAMES = 100_000  # per peer and stream; the OLDEST frames are dropped beyond this
 MAX_QUEUED_BYTES = 64 * 1024 * 1024  # idem, in bytes
 INBOUND_CAPACITY = 10_000
@@ -64,7 +62,8 @@ MIN_BACKOFF = 0.05
 MAX_BACKOFF = 0.5
 REPLY_WAIT = 30.0  # how long a sync stream waits for the application's answer
 
-_HEADER = struct.Struct(">IB")
+_HEADER = struct.Struct(">IB")  # length, kind
+_LENGTH = struct.Struct(">I")
 
 
 class Kind(IntEnum):
@@ -107,15 +106,23 @@ class _BadFrame(Exception):
     pass
 
 
+class _Unresponsive(Exception):
+    """A peer with a live connection that stopped reading or sending (frozen, overloaded)."""
+
+
 def peer_id_from_pubkey(pub: bytes) -> ID:
     """libp2p peer id of a validator, computed from its 32-byte Ed25519 genesis key."""
     return ID.from_pubkey(Ed25519PublicKey.from_bytes(pub))
 
 
-def encode_frame(kind: Kind, payload: bytes) -> bytes:
-    """One wire frame; exposed so tests and tools can speak the protocol."""
+def _check_size(payload: bytes) -> None:
     if len(payload) > MAX_FRAME_SIZE:
         raise ValueError(f"payload of {len(payload)} bytes exceeds {MAX_FRAME_SIZE}")
+
+
+def encode_frame(kind: Kind, payload: bytes) -> bytes:
+    """One wire frame; exposed so tests and tools can speak the protocol."""
+    _check_size(payload)
     return _HEADER.pack(len(payload) + 1, kind) + payload
 
 
@@ -131,21 +138,30 @@ async def _read_frames(stream: INetStream, buf: bytearray) -> list[tuple[Kind, b
     frames = []
     pos = 0
     with memoryview(buf) as view:
-        while len(buf) - pos >= _HEADER.size:
-            size, kind = _HEADER.unpack_from(view, pos)
-            if not 1 <= size <= MAX_FRAME_SIZE + 1 or kind not in _KINDS:
-                raise _BadFrame(f"length {size}, kind {kind}")
+        while len(buf) - pos >= 4:
+            (size,) = _LENGTH.unpack_from(view, pos)
+            if not 1 <= size <= MAX_FRAME_SIZE + 1:
+                raise _BadFrame(f"length {size}")
+            if len(buf) - pos > 4 and view[pos + 4] not in _KINDS:
+                raise _BadFrame(f"kind {view[pos + 4]}")
             end = pos + 4 + size
             if end > len(buf):
                 break
-            frames.append((Kind(kind), bytes(view[pos + _HEADER.size : end])))
+            frames.append((Kind(view[pos + 4]), bytes(view[pos + 5 : end])))
             pos = end
     del buf[:pos]
     return frames
 
 
+def _quiet(logger_name: str, level: int) -> None:
+    """Raise a logger's threshold to ``level``, never lower one the runner set."""
+    logger = logging.getLogger(logger_name)
+    if logger.getEffectiveLevel() < level:
+        logger.setLevel(level)
+
+
 async def _reset(stream: INetStream) -> None:
-    with trio.CancelScope(shield=True):
+    with trio.move_on_after(1.0, shield=True):  # a frozen peer can block even a reset
         try:
             await stream.reset()
         except Exception:
@@ -213,22 +229,22 @@ class _Peer:
         default_factory=lambda: {p: _Outbox() for p in _STREAM_PROTOCOLS}
     )
     connected: bool = False
-    last_seen: float = 0.0
+    connected_at: float = float("-inf")
+    last_seen: float = float("-inf")  # any bytes from it on its streams to us
 
 
 class P2PNetwork:
     """The node's network: run it with ``await nursery.start(net.run)``, read ``inbound``.
 
-    Direct frames (consensus, txs) are reliable and in order per peer while a connection
-    lasts; frames accepted by ``send`` can still be lost when a peer dies or its queue
-    overflows. Gossip (``publish_txs``) is best effort."""
+    Frames (consensus, txs) are delivered in order per peer while a connection lasts;
+    frames accepted by ``send`` can still be lost when a peer dies or its queue overflows."""
 
     def __init__(
         self,
         seed: bytes,
         listen_addr: Multiaddr | str,
         validators: Mapping[bytes, Multiaddr | str],
-        observers: Iterable[ID] = (),
+        observers: Iterable[ID | str] = (),
     ) -> None:
         key_pair = create_new_key_pair(seed)
         self.pubkey = key_pair.public_key.to_bytes()
@@ -239,14 +255,13 @@ class P2PNetwork:
             if pub != self.pubkey
         }
         self._by_peer_id = {p.peer_id: p for p in self._peers.values()}
-        self._observers = frozenset(observers)
-        own_id = peer_id_from_pubkey(self.pubkey)
-        self._gossip_origins = {own_id.to_bytes()} | {p.to_bytes() for p in self._by_peer_id}
+        self._observers = frozenset(ID.from_base58(str(p)) for p in observers)
 
         # Process-wide libp2p tuning (one node per process; libp2p pinned to 0.8.1).
         libp2p.network.swarm._HAPPY_EYEBALLS_DELAY = 0.005
-        libp2p.pubsub.pubsub.SUBSCRIPTION_CHANNEL_SIZE = 1024  # read at subscribe time
-        logging.getLogger("libp2p.transport.tcp").setLevel(logging.CRITICAL)  # failed dials
+        # libp2p is chatty at INFO, and logs every failed dial (a peer being down) as ERROR.
+        _quiet("libp2p", logging.WARNING)
+        _quiet("libp2p.transport.tcp", logging.CRITICAL)
 
         self._host = new_host(
             key_pair=key_pair,
@@ -258,21 +273,6 @@ class P2PNetwork:
             self._host.set_stream_handler(protocol, self._handle_stream)
         self._host.set_stream_handler(SYNC_PROTOCOL, self._handle_request)
 
-        degree = max(1, len(self._peers))
-        self._gossipsub = GossipSub(
-            protocols=[PROTOCOL_ID_V11, PROTOCOL_ID],
-            degree=degree,  # full mesh: every validator gets every batch directly
-            degree_low=degree,
-            degree_high=degree + 2,
-            heartbeat_interval=1,
-            # Connections are already limited to authenticated validators, and the limiter
-            # (10 msgs/s per topic by default, our own publishes included) costs O(limit).
-            spam_protection_enabled=False,
-            eclipse_protection_enabled=False,  # all validators may share one IP
-        )
-        self._pubsub = Pubsub(self._host, self._gossipsub)
-        self._pubsub.set_topic_validator(TXS_TOPIC, self._is_validator_gossip, False)
-
         self._inbound_send, self.inbound = trio.open_memory_channel[Message](INBOUND_CAPACITY)
 
     @property
@@ -280,8 +280,12 @@ class P2PNetwork:
         return self._host.get_id()
 
     def connected_peers(self) -> set[bytes]:
-        """Validators whose outbound streams are up and who sent something recently."""
+        """Validators to which our streams are up (dropped within PEER_TIMEOUT of silence)."""
         return {p.pubkey for p in self._peers.values() if p.connected}
+
+    def dropped_frames(self) -> int:
+        """Frames discarded so far because a peer's send queue was full (for metrics)."""
+        return sum(box.dropped for p in self._peers.values() for box in p.outboxes.values())
 
     def send(self, pubkey: bytes, kind: Kind, payload: bytes) -> None:
         """Queue a CONSENSUS or TXS frame for one validator; never blocks.
@@ -298,14 +302,11 @@ class P2PNetwork:
             peer.outboxes[protocol].put(frame)
 
     async def publish_txs(self, batch: bytes) -> None:
-        """Gossip one batch of txs (opaque bytes). Best effort: failures are logged, and
-        gossipsub drops messages under bursts, so publish few large batches."""
-        if len(batch) > MAX_GOSSIP_BATCH:
-            raise ValueError(f"tx batch of {len(batch)} bytes exceeds {MAX_GOSSIP_BATCH}")
-        try:
-            await self._pubsub.publish(TXS_TOPIC, batch)
-        except Exception:
-            log.warning("tx gossip publish failed", exc_info=True)
+        """Send one batch of txs (opaque bytes) to every validator over the txs streams.
+
+        Does not block (async only so callers keep working if gossip comes back); same
+        guarantees as ``broadcast``: in order while connected, oldest dropped on overflow."""
+        self.broadcast(Kind.TXS, batch)
 
     async def request(self, pubkey: bytes, kind: Kind, payload: bytes, timeout: float) -> bytes:
         """Send one request (e.g. SYNC_REQUEST) on a fresh sync stream and return the answer.
@@ -342,7 +343,7 @@ class P2PNetwork:
         """Answer a request; a no-op if the requester gave up or it was already answered."""
         if request.reply_to is None:
             raise ValueError("message is not a request")
-        encode_frame(Kind.SYNC_RESPONSE, payload)  # size check, here where the caller sees it
+        _check_size(payload)  # here, where the caller sees the error
         try:
             request.reply_to.send_nowait(payload)
         except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
@@ -355,34 +356,18 @@ class P2PNetwork:
         async with self._inbound_send, self._host.run(listen_addrs=[self._listen_addr]):
             for peer in self._peers.values():
                 self._host.get_peerstore().add_addrs(peer.peer_id, [peer.addr], 0)  # 0: keep
-            async with (
-                background_trio_service(self._pubsub),
-                background_trio_service(self._gossipsub),
-            ):
-                await self._pubsub.wait_until_ready()
-                subscription = await self._pubsub.subscribe(TXS_TOPIC)
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._gossip_loop, subscription)
-                    for peer in self._peers.values():
-                        nursery.start_soon(self._peer_loop, peer)
-                    log.info("p2p listening on %s as %s", self._listen_addr, self.peer_id)
-                    task_status.started()
+            async with trio.open_nursery() as nursery:
+                for peer in self._peers.values():
+                    nursery.start_soon(self._peer_loop, peer)
+                log.info("p2p listening on %s as %s", self._listen_addr, self.peer_id)
+                task_status.started()
+                await trio.sleep_forever()  # until cancelled, even with no peer to dial
 
     @staticmethod
     def _protocol_of(kind: Kind) -> TProtocol:
         if kind is Kind.HEARTBEAT or kind not in _STREAM_OF_KIND:
             raise ValueError(f"kind {kind!r} cannot be sent on a direct stream; use request()")
         return _STREAM_OF_KIND[kind]
-
-    def _is_validator_gossip(self, _forwarder: ID, msg: rpc_pb2.Message) -> bool:
-        return msg.from_id in self._gossip_origins
-
-    async def _gossip_loop(self, subscription: ISubscriptionAPI) -> None:
-        while True:
-            msg = await subscription.get()
-            peer = self._by_peer_id.get(ID(msg.from_id))
-            if peer is not None:  # None: our own publish, echoed back by pubsub
-                await self._deliver(Message(peer.pubkey, Kind.TXS, msg.data))
 
     async def _deliver(self, msg: Message) -> None:
         """Queue for the application; blocks (back-pressure on the stream) only when full.
@@ -396,14 +381,13 @@ class P2PNetwork:
         """Keep our outbound streams to one validator open, redialing with back-off."""
         backoff = MIN_BACKOFF
         while True:
+            attempt = trio.current_time()
             try:
                 await self._serve_peer(peer)
             except Exception as exc:
                 log.debug("link to %s: %r", peer.peer_id, exc)
-            if peer.connected:
-                peer.connected = False
+            if peer.connected_at >= attempt:  # the link was up: retry promptly
                 backoff = MIN_BACKOFF
-                log.info("disconnected from %s", peer.peer_id)
             await trio.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF)
 
@@ -415,15 +399,24 @@ class P2PNetwork:
                 network.unblock_peer(peer.peer_id)  # else refused for 60 s after a failed dial
                 with trio.fail_after(DIAL_TIMEOUT):
                     streams.append(await self._host.new_stream(peer.peer_id, [protocol]))
-            peer.last_seen = trio.current_time()
+            peer.last_seen = peer.connected_at = trio.current_time()
             peer.connected = True
             log.info("connected to %s", peer.peer_id)
             async with trio.open_nursery() as nursery:
                 for protocol, stream in zip(_STREAM_PROTOCOLS, streams, strict=True):
                     nursery.start_soon(self._write_loop, stream, peer.outboxes[protocol])
                 await self._heartbeat(peer)
-                nursery.cancel_scope.cancel()
+        except* _Unresponsive as group:
+            # Its TCP connection may be healthy (a frozen process): close it, so that both
+            # sides start afresh when it wakes up.
+            peer.connected = False
+            log.warning("peer %s %s: closing its connection", peer.peer_id, group.exceptions[0])
+            with trio.move_on_after(1.0, shield=True):
+                await network.close_peer(peer.peer_id)
         finally:
+            if peer.connected:
+                peer.connected = False
+                log.info("disconnected from %s", peer.peer_id)
             for stream in streams:
                 await _reset(stream)
 
@@ -432,18 +425,18 @@ class P2PNetwork:
         tears the link down; the frames in that write are lost."""
         while True:
             data = await outbox.take()
-            with trio.fail_after(WRITE_TIMEOUT):
+            with trio.move_on_after(WRITE_TIMEOUT) as scope:
                 await stream.write(data)
+            if scope.cancelled_caught:
+                raise _Unresponsive(f"blocked a write for {WRITE_TIMEOUT} s")
 
     async def _heartbeat(self, peer: _Peer) -> None:
-        """Send heartbeats; return (closing the connection) when the peer went silent."""
+        """Send heartbeats until the peer has been silent for PEER_TIMEOUT."""
         heartbeat = encode_frame(Kind.HEARTBEAT, b"")
         while trio.current_time() - peer.last_seen < PEER_TIMEOUT:
             peer.outboxes[CONSENSUS_PROTOCOL].put(heartbeat)
             await trio.sleep(HEARTBEAT_INTERVAL)
-        log.warning("peer %s silent for %.1f s: closing its connection", peer.peer_id, PEER_TIMEOUT)
-        with trio.move_on_after(1.0):
-            await self._host.get_network().close_peer(peer.peer_id)
+        raise _Unresponsive(f"silent for {PEER_TIMEOUT} s")
 
     async def _handle_stream(self, stream: INetStream) -> None:
         """Reader of a validator's long-lived stream: only decodes and queues. Never lets an

@@ -12,12 +12,12 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
 import msgpack
 import trio
+from prometheus_client import CollectorRegistry
 from nacl.signing import SigningKey
 
 from chain.block import Block, CommitCertificate
@@ -39,7 +39,17 @@ from consensus.engine import (
 from consensus.messages import BadMessage, decode_message, encode_message, verify_message
 from consensus.signer import FileSignerStorage, Signer
 from consensus.validators import InvalidCertificate, ValidatorSet, verify_certificate
-from node.api import AccountInfo, NodeService, SubmitResult, TxStatus, create_app, serve_api
+from node.api import (
+    AccountInfo,
+    CommittedBlock,
+    Head,
+    NodeService,
+    NodeStatus,
+    SubmitResult,
+    TxStatus,
+    create_app,
+    serve_api,
+)
 from node.config import NodeConfig, NodeHome
 from node.logs import log_event, setup_logging
 from node.mempool import Mempool, MempoolError
@@ -53,7 +63,6 @@ GOSSIP_INTERVAL = 0.005  # accepted txs are gossiped in a batch every few ms
 REGOSSIP_INTERVAL = 2.0  # pending txs are gossiped again: gossip is best effort
 SYNC_BATCH = 64  # blocks per catch-up request
 SYNC_TIMEOUT = 5.0
-SUBMIT_TIMES_KEPT = 200_000
 
 
 def now_ms() -> int:
@@ -156,7 +165,6 @@ class Node(NodeService):
         self.metrics = Metrics()
         self.events_send, self.events_recv = trio.open_memory_channel[object](10_000)
         self.outgoing_txs: list[bytes] = []
-        self.submitted_at: OrderedDict[bytes, float] = OrderedDict()
         self.sync = _Sync()
         self.last_commit_time = time.monotonic()
         self.shutdown = trio.Event()
@@ -216,12 +224,8 @@ class Node(NodeService):
         changes = self.app.changes_for(block)
         self.ledger.commit(block, cert, changes)
         self.mempool.on_commit(block)
-        now = time.monotonic()
-        latencies = [
-            now - t for t in (self.submitted_at.pop(tx.tx_id, None) for tx in block.txs) if t
-        ]
-        self.metrics.on_commit(block, now - self.last_commit_time, latencies)
-        self.last_commit_time = now
+        self.last_commit_time = time.monotonic()
+        self.metrics.on_commit(block, self.last_commit_time)
         log_event(
             log,
             "committed",
@@ -328,22 +332,25 @@ class Node(NodeService):
 
     # --- NodeService (the HTTP API) -------------------------------------------------------
 
+    @property
+    def registry(self) -> CollectorRegistry:
+        return self.metrics.registry
+
     async def submit(self, raws: list[bytes]) -> list[SubmitResult]:
         results = []
-        now = time.monotonic()
+        accepted = []
         for raw in raws:
             try:
                 tx = decode_tx(raw)
                 self.mempool.add(tx)
             except (TxRejected, MempoolError) as exc:
                 results.append(SubmitResult.rejected(raw, exc))
+                self.metrics.on_reject(exc.reason.value if isinstance(exc, TxRejected) else exc.code)
                 continue
             self.outgoing_txs.append(tx.raw)
-            self.submitted_at[tx.tx_id] = now
-            if len(self.submitted_at) > SUBMIT_TIMES_KEPT:
-                self.submitted_at.popitem(last=False)
+            accepted.append(tx.tx_id)
             results.append(SubmitResult.accepted(tx.tx_id))
-        self.metrics.on_submit(len(raws))
+        self.metrics.on_submit(accepted, time.monotonic())
         return results
 
     def tx_status(self, tx_id: bytes) -> TxStatus:
@@ -353,52 +360,59 @@ class Node(NodeService):
         return self.mempool.status(tx_id)
 
     def account(self, account: bytes) -> AccountInfo | None:
-        return self.ledger.account_info(account)
+        state = self.ledger.state
+        bank = state.accounts.get(account)
+        if bank is None:
+            return None
+        return AccountInfo(
+            account=account,
+            bank=bank,
+            nonce=state.nonces.get(account, 0),
+            next_nonce=self.mempool.next_nonce(account),
+            balances={
+                symbol: state.balances.get((account, symbol), 0) for symbol in state.tokens
+            },
+        )
 
-    def block(self, height: int) -> dict | None:
+    def block(self, height: int) -> CommittedBlock | None:
         if not 1 <= height <= self.ledger.height:
             return None
-        return block_json(self.ledger.block_at(height), self.ledger.cert_at(height))
+        return CommittedBlock(self.ledger.block_at(height), self.ledger.cert_at(height))
 
-    def head(self) -> dict:
-        return self.ledger.head_json()
+    def head(self) -> Head:
+        state = self.ledger.state
+        return Head(
+            chain_id=state.chain_id,
+            height=state.height,
+            block_hash=state.last_hash,
+            state_root=state.state_root,
+            time_ms=state.last_time_ms,
+        )
 
-    def status(self) -> dict:
+    def status(self) -> NodeStatus:
         engine = self.engine
-        return {
-            "bank": self.bank,
-            "chain_id": self.genesis.chain_id,
-            "height": self.ledger.height,
-            "head_hash": self.ledger.state.last_hash.hex(),
-            "state_root": self.ledger.state.state_root.hex(),
-            "consensus": engine.status(),
-            "peers": sorted(p.hex() for p in self.net.connected_peers()),
-            "mempool": len(self.mempool),
-            "evidence": len(engine.evidence),
-            "seconds_since_commit": round(time.monotonic() - self.last_commit_time, 3),
-        }
-
-    @property
-    def registry(self):  # type: ignore[no-untyped-def]
-        return self.metrics.registry
-
-
-def block_json(block: Block, cert: CommitCertificate | None) -> dict:
-    h = block.header
-    return {
-        "height": h.height,
-        "hash": block.hash.hex(),
-        "round": h.round,
-        "prev_hash": h.prev_hash.hex(),
-        "proposer": h.proposer.hex(),
-        "time_ms": h.time_ms,
-        "tx_root": h.tx_root.hex(),
-        "state_root": h.state_root.hex(),
-        "txs": [tx.tx_id.hex() for tx in block.txs],
-        "certificate": None
-        if cert is None
-        else {"round": cert.round, "signers": [i for i, _ in cert.signatures]},
-    }
+        peers = self.net.connected_peers()
+        self.metrics.update(
+            round=engine.round, peers=len(peers), mempool_size=len(self.mempool),
+            evidence=len(engine.evidence),
+        )
+        return NodeStatus(
+            bank=self.bank,
+            chain_id=self.genesis.chain_id,
+            height=self.ledger.height,
+            round=engine.round,
+            step=engine.step.name.lower(),
+            peers=len(peers),
+            mempool_size=len(self.mempool),
+            evidence=len(engine.evidence),
+            extra={
+                "head_hash": self.ledger.state.last_hash.hex(),
+                "state_root": self.ledger.state.state_root.hex(),
+                "peer_ids": sorted(p.hex() for p in peers),
+                "seconds_since_commit": round(time.monotonic() - self.last_commit_time, 3),
+                "consensus": engine.status(),
+            },
+        )
 
 
 def run_node(home: Path) -> None:

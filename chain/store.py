@@ -1,0 +1,315 @@
+"""The node's LevelDB store: blocks, certificates, tx index, state and head.
+
+One database per node (plyvel). A ``Store`` owns the committed in-memory ``State`` too,
+and ``commit_block`` is the only way either changes: it writes the block, its
+certificate, the tx index, every changed balance, nonce, registration and supply, and
+the head in ONE ``WriteBatch`` with ``sync=True``, then folds the same ``Changes`` into
+the ``State``. LevelDB applies a batch whole or not at all, even across a crash, so
+after a restart the head, the blocks and the state always belong together; reopening
+recomputes the state root from every entry and checks it against the head to prove it.
+
+Keys (heights are 8-byte big-endian, so keys sort by height):
+
+    \\x00meta            [schema, chain id, genesis hash]
+    \\x00head            [height, block hash, time_ms, state root]
+    b + height          block bytes (Block.encode)
+    x + block hash      height
+    c + height          this node's commit certificate for the block at that height
+    t + tx id           height (8 bytes) + position in the block (4 bytes)
+    B + account + token balance (absent when zero, as in State)
+    N + account         nonce (the next one expected)
+    A + account         name of the bank that registered the account
+    S + token           [minted, burned]
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgpack
+import plyvel
+
+from chain.block import EMPTY_HASH, Block, CommitCertificate
+from chain.errors import InvalidBlock, StoreError
+from chain.genesis import Genesis
+from chain.state import Changes, State
+from chain.tx import KEY_SIZE, Tx, decode_tx
+
+SCHEMA_VERSION = 1
+
+_META = b"\x00meta"
+_HEAD = b"\x00head"
+_BLOCK = b"b"
+_HASH = b"x"
+_CERT = b"c"
+_TX = b"t"
+_BALANCE = b"B"
+_NONCE = b"N"
+_ACCOUNT = b"A"
+_SUPPLY = b"S"
+
+_height_key = struct.Struct(">Q").pack
+_location = struct.Struct(">QI")
+_pack = msgpack.Packer(use_bin_type=True).pack
+
+
+def _unpack(data: bytes) -> object:
+    return msgpack.unpackb(data, raw=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """The last committed block (height 0 and the zero hash before the first block)."""
+
+    height: int
+    hash: bytes
+    time_ms: int
+    state_root: bytes
+
+
+class Store:
+    """A node's database and the committed state it holds. Open with ``Store.open``."""
+
+    def __init__(self, db: plyvel.DB, path: Path, genesis: Genesis) -> None:
+        self._db = db
+        self.path = path
+        self.genesis = genesis
+        self.state, self._head = self._load()
+
+    @classmethod
+    def open(cls, path: Path | str, genesis: Genesis) -> Store:
+        """Open (or create, holding the genesis state) the store in directory ``path``.
+
+        Raises StoreError if the store belongs to another genesis, is locked by another
+        process, or its entries do not add up to its head.
+        """
+        path = Path(path)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            db = plyvel.DB(str(path), create_if_missing=True)
+        except (OSError, plyvel.Error) as exc:  # plyvel.IOError when another process holds it
+            detail = exc.args[0].decode() if isinstance(exc.args[0], bytes) else str(exc)
+            raise StoreError(f"cannot open store {path}: {detail}") from None
+        try:
+            return cls(db, path, genesis)
+        except BaseException:
+            db.close()
+            raise
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def head(self) -> Head:
+        return self._head
+
+    # -- writing -------------------------------------------------------------------------
+
+    def commit_block(self, block: Block, cert: CommitCertificate, changes: Changes) -> None:
+        """Persist an executed block and its certificate, then make it the committed state.
+
+        ``changes`` must come from executing ``block`` on ``self.state`` (execute_block or
+        build_block). Everything is written in one synced batch; if the write fails,
+        neither the disk nor ``self.state`` changed.
+        """
+        header = block.header
+        state = self.state
+        if changes.base is not state:
+            raise InvalidBlock("changes were not executed on this store's state")
+        if header.height != state.height + 1 or header.prev_hash != state.last_hash:
+            raise InvalidBlock(f"block {header.height} does not extend head {state.height}")
+        if cert.height != header.height or cert.block_hash != block.hash:
+            raise InvalidBlock("certificate is not for this block")
+        root = changes.root_acc().to_bytes(32, "big")
+        if root != header.state_root:
+            raise InvalidBlock("changes do not lead to the block's state root")
+        height = _height_key(header.height)
+        head = Head(header.height, block.hash, header.time_ms, root)
+        with self._db.write_batch(sync=True) as batch:
+            put = batch.put
+            put(_BLOCK + height, block.encode())
+            put(_HASH + block.hash, height)
+            put(_CERT + height, cert.encode())
+            location = _location.pack
+            for position, tx in enumerate(block.txs):
+                put(_TX + tx.tx_id, location(header.height, position))
+            _write_entries(
+                batch, changes.balances, changes.nonces, changes.accounts, changes.supply
+            )
+            put(_HEAD, _encode_head(head))
+        state.commit(changes, header)
+        self._head = head
+
+    # -- reading (from disk: what a restart would see) --------------------------------------
+
+    def block(self, height: int) -> Block | None:
+        data = self._db.get(_BLOCK + _height_key(height)) if height >= 1 else None
+        return None if data is None else Block.decode(data)
+
+    def block_by_hash(self, block_hash: bytes) -> Block | None:
+        height = self._db.get(_HASH + block_hash)
+        return None if height is None else self.block(int.from_bytes(height, "big"))
+
+    def certificate(self, height: int) -> CommitCertificate | None:
+        data = self._db.get(_CERT + _height_key(height)) if height >= 1 else None
+        return None if data is None else CommitCertificate.decode(data)
+
+    def blocks(self, first: int, last: int) -> Iterator[tuple[Block, CommitCertificate]]:
+        """Blocks first..last (inclusive, clipped to the head) with their certificates,
+        in height order: what catch-up serves and what a replay reads."""
+        for height in range(max(first, 1), min(last, self._head.height) + 1):
+            block, cert = self.block(height), self.certificate(height)
+            if block is None or cert is None:
+                raise StoreError(f"block or certificate {height} missing below the head")
+            yield block, cert
+
+    def tx_location(self, tx_id: bytes) -> tuple[int, int] | None:
+        """(height, position in block) of a committed transaction."""
+        data = self._db.get(_TX + tx_id)
+        return None if data is None else _location.unpack(data)  # type: ignore[return-value]
+
+    def tx(self, tx_id: bytes) -> Tx | None:
+        """A committed transaction, decoding only its own bytes from its block."""
+        location = self.tx_location(tx_id)
+        if location is None:
+            return None
+        height, position = location
+        data = self._db.get(_BLOCK + _height_key(height))
+        if data is None:
+            raise StoreError(f"tx index points at missing block {height}")
+        _, raw_txs, _ = _unpack(data)  # type: ignore[misc]
+        return decode_tx(raw_txs[position])
+
+    def balance(self, account: bytes, token: str) -> int:
+        data = self._db.get(_BALANCE + account + token.encode())
+        return 0 if data is None else _unpack(data)  # type: ignore[return-value]
+
+    def balances(self, account: bytes) -> dict[str, int]:
+        """Every non-zero balance of an account, by token."""
+        prefix = _BALANCE + account
+        return {
+            key[len(prefix) :].decode(): _unpack(value)  # type: ignore[misc]
+            for key, value in self._db.iterator(prefix=prefix)
+        }
+
+    def nonce(self, account: bytes) -> int:
+        data = self._db.get(_NONCE + account)
+        return 0 if data is None else _unpack(data)  # type: ignore[return-value]
+
+    def bank_of(self, account: bytes) -> str | None:
+        """The bank that registered ``account``, or None if it is not registered."""
+        data = self._db.get(_ACCOUNT + account)
+        return None if data is None else data.decode()
+
+    def supply(self, token: str) -> tuple[int, int]:
+        """(minted, burned) of a token since genesis, opening balances counting as minted."""
+        data = self._db.get(_SUPPLY + token.encode())
+        if data is None:
+            return 0, 0
+        minted, burned = _unpack(data)  # type: ignore[misc]
+        return minted, burned
+
+    def size_bytes(self) -> int:
+        """Bytes the database takes on disk."""
+        return sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
+
+    # -- opening -----------------------------------------------------------------------------
+
+    def _load(self) -> tuple[State, Head]:
+        db, genesis = self._db, self.genesis
+        meta = db.get(_META)
+        if meta is None:
+            return self._create()
+        schema, chain_id, genesis_hash = _unpack(meta)  # type: ignore[misc]
+        if schema != SCHEMA_VERSION:
+            raise StoreError(f"store {self.path} has schema {schema}, expected {SCHEMA_VERSION}")
+        if chain_id != genesis.chain_id:
+            raise StoreError(
+                f"store {self.path} belongs to chain {chain_id!r}, not {genesis.chain_id!r}"
+            )
+        if genesis_hash != genesis.hash:
+            raise StoreError(
+                f"store {self.path} was created from a different genesis of chain {chain_id!r}"
+            )
+        head = _decode_head(db.get(_HEAD))
+        state = State.restore(
+            genesis,
+            balances={
+                (k[1 : 1 + KEY_SIZE], k[1 + KEY_SIZE :].decode()): _unpack(v)
+                for k, v in db.iterator(prefix=_BALANCE)
+            },
+            nonces={k[1:]: _unpack(v) for k, v in db.iterator(prefix=_NONCE)},
+            accounts={k[1:]: v.decode() for k, v in db.iterator(prefix=_ACCOUNT)},
+            supply={k[1:].decode(): tuple(_unpack(v)) for k, v in db.iterator(prefix=_SUPPLY)},
+            height=head.height,
+            last_hash=head.hash,
+            last_time_ms=head.time_ms,
+        )
+        if state.state_root != head.state_root:
+            raise StoreError(f"store {self.path} is corrupt: state does not match the head root")
+        if head.height:
+            block = self.block(head.height)
+            if (
+                block is None
+                or block.hash != head.hash
+                or block.header.state_root != head.state_root
+            ):
+                raise StoreError(f"store {self.path} is corrupt: head block does not match")
+        if db.get(_BLOCK + _height_key(head.height + 1)) is not None:
+            raise StoreError(f"store {self.path} is corrupt: a block lies beyond the head")
+        return state, head
+
+    def _create(self) -> tuple[State, Head]:
+        """Write the genesis state and an empty head in one synced batch, so a crash
+        while creating leaves an empty database that the next open creates again."""
+        genesis = self.genesis
+        state = State(genesis)
+        head = Head(0, EMPTY_HASH, genesis.genesis_time_ms, state.state_root)
+        with self._db.write_batch(sync=True) as batch:
+            _write_entries(batch, state.balances, state.nonces, state.accounts, state.supply)
+            batch.put(_HEAD, _encode_head(head))
+            batch.put(_META, _pack([SCHEMA_VERSION, genesis.chain_id, genesis.hash]))
+        return state, head
+
+
+def _write_entries(
+    batch: plyvel.WriteBatch,
+    balances: dict[tuple[bytes, str], int],
+    nonces: dict[bytes, int],
+    accounts: dict[bytes, str],
+    supply: dict[str, tuple[int, int]],
+) -> None:
+    """Queue state entries (a block's changes, or the genesis state) into a batch."""
+    put, delete = batch.put, batch.delete
+    for (account, token), amount in balances.items():
+        key = _BALANCE + account + token.encode()
+        if amount:
+            put(key, _pack(amount))
+        else:
+            delete(key)  # State drops zero balances; the store must not resurrect them
+    for account, nonce in nonces.items():
+        put(_NONCE + account, _pack(nonce))
+    for account, bank in accounts.items():
+        put(_ACCOUNT + account, bank.encode())
+    for token, minted_burned in supply.items():
+        put(_SUPPLY + token.encode(), _pack(minted_burned))
+
+
+def _encode_head(head: Head) -> bytes:
+    return _pack([head.height, head.hash, head.time_ms, head.state_root])
+
+
+def _decode_head(data: bytes | None) -> Head:
+    if data is None:
+        raise StoreError("store has a genesis but no head")
+    height, block_hash, time_ms, state_root = _unpack(data)  # type: ignore[misc]
+    return Head(height, block_hash, time_ms, state_root)

@@ -1,0 +1,446 @@
+"""What the user-facing commands share: options, one-line errors, the node client, amounts.
+
+Every command here runs on a user's terminal, so three rules hold throughout:
+- an error is one line on stderr and a non-zero exit, never a traceback (``SafeCommand``);
+- amounts are decimal strings converted to integer minor units by string arithmetic,
+  checked against the token's decimals (no floats, no rounding);
+- this module imports nothing heavy (no libp2p, trio or the store): `depnet wallet
+  transfer` pays for its imports on every call, and it must return in well under 2 s.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from chain.errors import LedgerError, Reason
+from chain.genesis import Genesis, Token
+from chain.tx import KEY_SIZE, MAX_AMOUNT, Tx
+from node.layout import NetworkError, NetworkHome, NodeEntry, Wallet
+
+DEFAULT_HOME = ".depnet"
+HTTP_TIMEOUT = 5.0
+PROBE_TIMEOUT = 1.0  # a live node answers /head in milliseconds; a frozen one never does
+POLL_INTERVAL = 0.02
+COMMIT_TIMEOUT = 30.0
+
+F = TypeVar("F", bound=Callable[..., Any])  # a command function, for option decorators
+
+
+class CliError(click.ClickException):
+    """A user error: printed as one line on stderr, exit status 1."""
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+class NodeUnreachable(CliError):
+    """No answer from a node: it is down, not started, or frozen."""
+
+
+class ApiError(CliError):
+    """The node answered with ``{"error": {"code", "message"}}``."""
+
+    def __init__(self, code: str, message: str, status: int = 0) -> None:
+        self.code = code
+        self.status = status
+        super().__init__(message)
+
+
+class SafeCommand(click.Command):
+    """A command whose failures reach the user as one line.
+
+    Errors of the layers below (missing network, bad genesis, ledger rejections) keep their
+    own message; anything unexpected is named by its type. Set DEPNET_DEBUG=1 to see the
+    traceback instead.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except KeyboardInterrupt:
+            raise click.Abort() from None
+        except (NetworkError, LedgerError) as exc:
+            raise CliError(str(exc)) from None
+        except Exception as exc:
+            if os.environ.get("DEPNET_DEBUG"):
+                raise
+            detail = f": {exc}" if str(exc) else ""
+            raise CliError(
+                f"unexpected {type(exc).__name__}{detail} (DEPNET_DEBUG=1 shows a traceback)"
+            ) from None
+
+
+class SafeGroup(click.Group):
+    """A command group whose subcommands (and subgroups) are all ``SafeCommand``s."""
+
+    command_class = SafeCommand
+    group_class = type  # subgroups get this same class
+
+
+def home_option(f: F) -> F:
+    """``--home DIR``: the network's folder, from $DEPNET_HOME or ./.depnet."""
+    return click.option(
+        "--home",
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar="DEPNET_HOME",
+        default=DEFAULT_HOME,
+        show_default=True,
+        show_envvar=True,
+        help="Network home folder.",
+    )(f)
+
+
+def json_option(f: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")(f)
+
+
+def node_option(f: F) -> F:
+    """``--node BANK``: talk to this bank's node only, instead of the first live one."""
+    return click.option(
+        "--node",
+        metavar="BANK",
+        help="Use only this bank's node (default: the account's bank's node, then any).",
+    )(f)
+
+
+def echo_json(data: object) -> None:
+    click.echo(json.dumps(data, indent=2))
+
+
+def console() -> Any:
+    """A rich console on stdout; rich is imported only by the commands that draw tables."""
+    import sys
+
+    from rich.console import Console
+
+    # Piped output is read by programs and grep: don't cut it at an imagined 80 columns.
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+
+
+def print_table(headers: list[str], rows: list[list[Any]]) -> None:
+    """A borderless table on stdout; cells may hold rich markup such as ``[green]up[/]``."""
+    from rich.table import Table
+
+    table = Table(*headers, box=None, pad_edge=False)
+    for row in rows:
+        table.add_row(*(str(cell) for cell in row))
+    console().print(table)
+
+
+# --- the network home ------------------------------------------------------------------
+
+
+def open_network(home: Path) -> NetworkHome:
+    """The network at ``home``, or the "network not initialised" error."""
+    net = NetworkHome(Path(home))
+    if not net.exists():
+        raise CliError(f"network not initialised at {net.path} (run `depnet init` or `depnet up`)")
+    return net
+
+
+@dataclass(frozen=True)
+class Party:
+    """An account named on the command line, with the label to show for it."""
+
+    label: str
+    account: bytes
+    bank: str | None
+    wallet: Wallet | None
+
+
+def find_wallet(net: NetworkHome, name: str) -> Wallet:
+    try:
+        return net.wallet(name)
+    except NetworkError:
+        raise CliError(f"unknown wallet {name!r} (see `depnet wallet list`)") from None
+
+
+def signing_wallet(net: NetworkHome, name: str) -> Wallet:
+    """A wallet that can sign: one whose file holds a key, not a watch-only address."""
+    wallet = find_wallet(net, name)
+    if not wallet.seed:
+        raise CliError(f"wallet {wallet.name!r} is watch-only: it has no key to sign with")
+    return wallet
+
+
+def resolve_party(net: NetworkHome, text: str) -> Party:
+    """A wallet name, or an account as 64 hex characters (named if a wallet holds it)."""
+    wallets = net.wallets()
+    for wallet in wallets:
+        if wallet.name.lower() == text.lower():
+            return Party(wallet.name, bytes.fromhex(wallet.account), wallet.bank, wallet)
+    account = parse_account(text)
+    if account is None:
+        raise CliError(f"unknown wallet or account {text!r} (see `depnet wallet list`)")
+    for wallet in wallets:
+        if wallet.account == account.hex():
+            return Party(wallet.name, account, wallet.bank, wallet)
+    return Party(short_hex(account.hex()), account, None, None)
+
+
+def parse_account(text: str) -> bytes | None:
+    """The account key if ``text`` is 64 hex characters, else None."""
+    if len(text) != 2 * KEY_SIZE:
+        return None
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        return None
+
+
+def find_token(genesis: Genesis, symbol: str) -> Token:
+    tokens = genesis.tokens
+    token = tokens.get(symbol.upper())
+    if token is None:
+        raise CliError(f"unknown token {symbol!r} (tokens on this network: {', '.join(tokens)})")
+    return token
+
+
+def short_hex(text: str, size: int = 12) -> str:
+    return text if len(text) <= size else text[:size] + "…"
+
+
+# --- amounts ---------------------------------------------------------------------------
+
+_AMOUNT = re.compile(r"(\d+)(?:\.(\d*))?")
+
+
+def parse_amount(text: str, token: Token) -> int:
+    """``"1,250.00"`` of a 2-decimal token -> 125000 minor units, exactly.
+
+    Trailing zeros beyond the token's decimals are accepted (1250.000 is 1250.00);
+    anything that would need rounding is refused.
+    """
+    match = _AMOUNT.fullmatch(text.strip().replace(",", "").replace("_", ""))
+    if match is None:
+        raise CliError(f"amount {text!r} is not a decimal number such as 1250.00")
+    whole, fraction = match.group(1), (match.group(2) or "").rstrip("0")
+    if len(fraction) > token.decimals:
+        raise CliError(
+            f"too many decimals in {text}: {token.symbol} has {token.decimals} decimal places"
+        )
+    units = int(whole) * 10**token.decimals + int(fraction.ljust(token.decimals, "0") or "0")
+    if units <= 0:
+        raise CliError("amount must be positive")
+    if units > MAX_AMOUNT:
+        raise CliError(f"amount {text} is larger than the ledger allows")
+    return units
+
+
+def format_amount(units: int, decimals: int) -> str:
+    """Minor units as a decimal string with thousands separators: 125000, 2 -> "1,250.00"."""
+    whole, fraction = divmod(units, 10**decimals)
+    return f"{whole:,}.{fraction:0{decimals}d}" if decimals else f"{whole:,}"
+
+
+def plain_amount(units: int, decimals: int) -> str:
+    """Minor units as a decimal string for JSON: 125000, 2 -> "1250.00"."""
+    return format_amount(units, decimals).replace(",", "")
+
+
+# --- the node client -------------------------------------------------------------------
+
+
+class NodeClient:
+    """A validator's HTTP API, with errors turned into one-line messages."""
+
+    transport: Any = None  # an httpx transport to use instead of the network (tests)
+
+    def __init__(self, entry: NodeEntry, timeout: float = HTTP_TIMEOUT) -> None:
+        import httpx
+
+        self.entry = entry
+        self.bank = entry.bank
+        self._http = httpx.Client(base_url=entry.api_url, timeout=timeout, transport=self.transport)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> NodeClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def get(self, path: str, *, timeout: float | None = None) -> dict:
+        return self._request("GET", path, None, timeout)
+
+    def post(self, path: str, body: dict) -> dict:
+        return self._request("POST", path, body, None)
+
+    def _request(self, method: str, path: str, body: dict | None, timeout: float | None) -> dict:
+        import httpx
+
+        kwargs: dict[str, Any] = {"json": body}
+        if timeout is not None:
+            kwargs["timeout"] = timeout
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TimeoutException:
+            raise NodeUnreachable(
+                f"node {self.bank} at {self.entry.api_url} did not answer in time"
+            ) from None
+        except httpx.TransportError as exc:
+            raise NodeUnreachable(
+                f"node {self.bank} not reachable at {self.entry.api_url} ({_reason(exc)}); "
+                "is the network up? (`depnet up`)"
+            ) from None
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if response.is_success and isinstance(data, dict):
+            return data
+        error = data.get("error") if isinstance(data, dict) else None
+        if isinstance(error, dict):
+            raise ApiError(
+                str(error.get("code", "error")),
+                str(error.get("message", "")),
+                response.status_code,
+            )
+        raise ApiError(
+            "http_error",
+            f"node {self.bank} answered {method} {path} with HTTP {response.status_code}",
+            response.status_code,
+        )
+
+    # The endpoints, one method each, so commands never spell paths.
+
+    def status(self, *, timeout: float | None = None) -> dict:
+        return self.get("/status", timeout=timeout)
+
+    def head(self) -> dict:
+        return self.get("/head")
+
+    def block(self, height: int) -> dict:
+        return self.get(f"/blocks/{height}")
+
+    def account(self, account: bytes) -> dict:
+        return self.get(f"/accounts/{account.hex()}")
+
+    def tx(self, tx_id: str) -> dict:
+        return self.get(f"/txs/{tx_id}")
+
+    def submit(self, txs: list[Tx]) -> list[dict]:
+        return self.post("/txs", {"txs": [tx.raw.hex() for tx in txs]})["results"]
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).lower()
+    if "refused" in text:
+        return "connection refused"
+    return str(exc) or type(exc).__name__
+
+
+def connect(net: NetworkHome, prefer: str | None = None, *, only: bool = False) -> NodeClient:
+    """A client for a live node: ``prefer``'s node first, then the others in order.
+
+    With ``only`` (the user named a node with --node), no other node is tried.
+    """
+    nodes = net.nodes()
+    if prefer is not None:
+        first = net.node(prefer)
+        nodes = [first] if only else [first, *(n for n in nodes if n.bank != first.bank)]
+    last: NodeUnreachable | None = None
+    for entry in nodes:
+        client = NodeClient(entry)
+        try:
+            client.get("/head", timeout=PROBE_TIMEOUT)
+        except NodeUnreachable as exc:
+            client.close()
+            last = exc
+            continue
+        return client
+    if len(nodes) == 1 and last is not None:
+        raise last
+    raise NodeUnreachable(
+        f"node not reachable: none of {', '.join(n.bank for n in nodes)} answers; "
+        "is the network up? (`depnet up`)"
+    )
+
+
+# --- transactions ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Settled:
+    """A committed transaction: where it landed and how long settlement took."""
+
+    tx_id: str
+    height: int
+    seconds: float
+
+    def to_json(self) -> dict:
+        return {"tx_id": self.tx_id, "height": self.height, "seconds": round(self.seconds, 3)}
+
+
+def next_nonce(client: NodeClient, account: bytes) -> int:
+    """The nonce for the account's next tx, counting txs the node holds as pending."""
+    return int(client.account(account)["next_nonce"])
+
+
+def submit_tx(client: NodeClient, tx: Tx, explain: Callable[[str, str], str] | None = None) -> None:
+    """Hand one signed tx to the node; a rejection becomes a one-line error.
+
+    ``explain(code, message)`` lets a command phrase a rejection in its own terms
+    (amounts in the token's decimals rather than minor units).
+    """
+    (result,) = client.submit([tx])
+    if result["accepted"]:
+        return
+    code, message = result["code"] or "rejected", result["message"] or ""
+    raise ApiError(code, (explain or rejection_message)(code, message))
+
+
+def rejection_message(code: str, message: str) -> str:
+    """One line for a rejected tx: the rule broken in words, then the node's detail."""
+    words = {
+        Reason.INSUFFICIENT_FUNDS.value: "insufficient funds",
+        Reason.UNKNOWN_TOKEN.value: "unknown token",
+        Reason.RECIPIENT_NOT_REGISTERED.value: "unknown account: the recipient is not registered",
+        Reason.SENDER_NOT_REGISTERED.value: "unknown account: the sender is not registered",
+        Reason.NOT_ISSUER.value: "only the issuing bank can do this",
+        Reason.ALREADY_REGISTERED.value: "account already registered",
+        "mempool_full": "mempool full: the node holds its maximum of pending txs; retry shortly",
+    }.get(code, f"rejected ({code})")
+    return f"{words}: {message}" if message and message not in words else words
+
+
+def wait_committed(
+    client: NodeClient, tx_id: bytes, started: float, timeout: float = COMMIT_TIMEOUT
+) -> Settled:
+    """Poll the tx's status until it is committed; ``started`` is when it was submitted."""
+    deadline = time.monotonic() + timeout
+    for status in _poll(lambda: client.tx(tx_id.hex()), deadline):
+        state = status.get("status")
+        if state == "committed":
+            return Settled(tx_id.hex(), int(status["height"]), time.monotonic() - started)
+        if state == "rejected":
+            code = status["code"] or "rejected"
+            raise ApiError(code, rejection_message(code, status["message"] or ""))
+    raise CliError(
+        f"tx {tx_id.hex()} not committed within {timeout:.0f} s; it may still be; "
+        f"check with `depnet chain tx {tx_id.hex()}` and `depnet status`"
+    )
+
+
+def _poll(fetch: Callable[[], dict], deadline: float) -> Iterator[dict]:
+    """Call ``fetch`` every POLL_INTERVAL until the deadline; a 404 counts as "not yet"."""
+    while time.monotonic() < deadline:
+        try:
+            yield fetch()
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+        time.sleep(POLL_INTERVAL)

@@ -1,0 +1,566 @@
+"""`depnet init | up | down | status | logs`: a local network of bank validators.
+
+`up` starts one background process per bank (cli/processes.py) and waits until every node
+answers and has committed a block; `status` asks every node and explains a stalled chain
+in the words of the algorithm: which height and round, which banks' votes are missing,
+and how many are needed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cli.common import (
+    CliError,
+    F,
+    NodeClient,
+    NodeUnreachable,
+    SafeCommand,
+    echo_json,
+    home_option,
+    json_option,
+    open_network,
+    print_table,
+    short_hex,
+)
+from cli.processes import (
+    STOP_TIMEOUT,
+    console_log,
+    port_in_use,
+    running_pid,
+    start_node,
+    stop_nodes,
+    tail,
+)
+from node.layout import (
+    DEFAULT_BASE_PORT,
+    NetworkHome,
+    NodeEntry,
+    create_network,
+    default_ports,
+    load_template,
+)
+
+UP_TIMEOUT = 30.0
+STATUS_TIMEOUT = 1.0
+STALL_SECONDS = 3.0  # blocks normally commit every few hundred ms
+LOG_TAIL_ON_FAILURE = 15
+
+
+def init_options(f: F) -> F:
+    """The options that shape a new network: shared by `init` and `up` (which may init)."""
+    f = click.option(
+        "--base-port",
+        type=click.IntRange(1024, 65000),
+        default=DEFAULT_BASE_PORT,
+        show_default=True,
+        help="First port; each node takes two (p2p, then API).",
+    )(f)
+    f = click.option(
+        "--banks-file",
+        type=click.Path(dir_okay=False, exists=True, path_type=Path),
+        help="A network template (JSON: banks, tokens, accounts) instead of the default.",
+    )(f)
+    return click.option(
+        "--banks", type=click.IntRange(1), help="Use only the first N banks of the template."
+    )(f)
+
+
+# --- init ------------------------------------------------------------------------------
+
+
+@click.command(cls=SafeCommand)
+@home_option
+@init_options
+@click.option("--force", is_flag=True, help="Replace an existing network (its chain is lost).")
+@json_option
+def init(
+    home: Path,
+    banks: int | None,
+    banks_file: Path | None,
+    base_port: int,
+    force: bool,
+    as_json: bool,
+) -> None:
+    """Create keys, genesis, node homes and funded demo wallets for a local network."""
+    net = initialise(home, banks, banks_file, base_port, force=force)
+    nodes = net.nodes()
+    if as_json:
+        echo_json({"home": str(net.path), "nodes": [vars(n) for n in nodes]})
+        return
+    click.echo(f"initialised a network of {len(nodes)} banks at {net.path}")
+    for entry in nodes:
+        click.echo(f"  {entry.bank:<6} p2p {entry.p2p_address}  api {entry.api_url}")
+    click.echo(f"wallets: {', '.join(w.name for w in net.wallets())}")
+    click.echo("start it with `depnet up`")
+
+
+def initialise(
+    home: Path, banks: int | None, banks_file: Path | None, base_port: int, *, force: bool
+) -> NetworkHome:
+    """Check that nothing is in the way (existing network, running nodes, busy ports), then
+    write the network with node/layout.create_network."""
+    net = NetworkHome(Path(home))
+    if net.exists():
+        if not force:
+            raise CliError(f"a network already exists at {net.path} (use --force to replace it)")
+        running = [e.bank for e in net.nodes() if running_pid(net.node_home(e.bank))]
+        if running:
+            raise CliError(f"nodes {', '.join(running)} are running; `depnet down` them first")
+    template = load_template(banks_file)
+    count = len(template["banks"][:banks])
+    for p2p, api in default_ports(count, base_port):
+        for port in (p2p, api):
+            if port_in_use(port):
+                raise CliError(
+                    f"port {port} in use on 127.0.0.1; pick other ports with --base-port"
+                )
+    return create_network(
+        net.path,
+        template,
+        banks=banks,
+        base_port=base_port,
+        genesis_time_ms=time.time_ns() // 1_000_000,
+        force=force,
+    )
+
+
+# --- up --------------------------------------------------------------------------------
+
+
+@click.command(cls=SafeCommand)
+@home_option
+@init_options
+@click.option(
+    "--timeout",
+    type=float,
+    default=UP_TIMEOUT,
+    show_default=True,
+    help="Seconds to wait for every node to commit a block.",
+)
+@json_option
+def up(
+    home: Path,
+    banks: int | None,
+    banks_file: Path | None,
+    base_port: int,
+    timeout: float,
+    as_json: bool,
+) -> None:
+    """Start every validator in the background (initialising the network if needed).
+
+    --banks, --banks-file and --base-port only matter when there is no network yet.
+    Nodes already running are left alone, so `up` also restarts the ones that stopped.
+    """
+    net = NetworkHome(Path(home))
+    if not net.exists():
+        initialise(home, banks, banks_file, base_port, force=False)
+        if not as_json:
+            click.echo(f"initialised a network of {len(net.nodes())} banks at {net.path}")
+    bring_up(net, timeout, as_json=as_json)
+
+
+def bring_up(net: NetworkHome, timeout: float, *, as_json: bool) -> None:
+    """Start what is not running, wait for a committed block everywhere, print the nodes."""
+    started = time.monotonic()
+    launched = start_network(net)
+    statuses = wait_until_committed(net, launched, timeout)
+    rows = [
+        {
+            "bank": e.bank,
+            "peer_id": e.peer_id,
+            "p2p_address": e.p2p_address,
+            "api_url": e.api_url,
+            "height": statuses[e.bank]["height"],
+        }
+        for e in net.nodes()
+    ]
+    if as_json:
+        echo_json({"started": sorted(launched), "seconds": _secs(started), "nodes": rows})
+        return
+    if launched:
+        click.echo(
+            f"network up: {len(rows)} validators, first block committed in {_secs(started):.1f} s"
+        )
+    else:
+        click.echo(f"network already up ({len(rows)} validators)")
+    print_table(
+        ["bank", "peer id", "p2p address", "API URL", "height"],
+        [[r["bank"], r["peer_id"], r["p2p_address"], r["api_url"], r["height"]] for r in rows],
+    )
+    click.echo("stop it with `depnet down`; watch it with `depnet status`")
+
+
+def start_network(net: NetworkHome) -> dict[str, subprocess.Popen]:
+    """Start the nodes that are not running; return their processes by bank."""
+    to_start = [e for e in net.nodes() if running_pid(net.node_home(e.bank)) is None]
+    for entry in to_start:
+        for port in _ports(entry):
+            if port_in_use(port):
+                raise CliError(
+                    f"port {port} in use on 127.0.0.1 (needed by {entry.bank}); stop whatever "
+                    "holds it, or re-create the network with `depnet init --force --base-port`"
+                )
+    return {e.bank: start_node(net.node_home(e.bank)) for e in to_start}
+
+
+def _ports(entry: NodeEntry) -> tuple[int, int]:
+    return int(entry.p2p_address.rsplit("/", 1)[1]), int(entry.api_url.rsplit(":", 1)[1])
+
+
+def wait_until_committed(
+    net: NetworkHome, processes: dict[str, subprocess.Popen], timeout: float
+) -> dict[str, dict]:
+    """Poll every node's /status until all answer at height >= 1, showing progress.
+
+    A process that exits meanwhile fails the wait at once, with the tail of its output.
+    """
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn
+
+    entries = net.nodes()
+    clients = {e.bank: NodeClient(e, timeout=STATUS_TIMEOUT) for e in entries}
+    statuses: dict[str, dict] = {}
+    deadline = time.monotonic() + timeout
+    screen = Console(stderr=True)  # stdout stays clean for --json
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        console=screen,
+        transient=True,
+        disable=not screen.is_terminal,
+    )
+    with progress, contextlib.ExitStack() as closing:
+        for client in clients.values():
+            closing.enter_context(client)
+        tasks = {e.bank: progress.add_task(f"{e.bank:<6} starting", total=None) for e in entries}
+        while True:
+            for bank, client in clients.items():
+                process = processes.get(bank)
+                if process is not None and process.poll() is not None:
+                    progress.stop()
+                    _died(net, bank, process.returncode)
+                try:
+                    statuses[bank] = status = client.status()
+                except NodeUnreachable:
+                    continue
+                progress.update(
+                    tasks[bank],
+                    description=f"{bank:<6} height {status['height']}, {status['peers']} peers",
+                )
+            if len(statuses) == len(entries) and all(s["height"] >= 1 for s in statuses.values()):
+                return statuses
+            if time.monotonic() > deadline:
+                waiting = [b for b in clients if statuses.get(b, {}).get("height", 0) < 1]
+                raise CliError(
+                    f"no committed block after {timeout:.0f} s on {', '.join(waiting)}; "
+                    "see `depnet status` and `depnet logs BANK`"
+                )
+            time.sleep(0.1)
+
+
+def _died(net: NetworkHome, bank: str, returncode: int) -> None:
+    home = net.node_home(bank)
+    lines = tail(console_log(home), LOG_TAIL_ON_FAILURE) or tail(home.log_file, LOG_TAIL_ON_FAILURE)
+    for line in lines:
+        click.echo(f"  {bank} | {line}", err=True)
+    raise CliError(
+        f"node {bank} exited during start (status {returncode}); its output is above and in "
+        f"{console_log(home)}; other nodes keep running (`depnet down` stops them)"
+    )
+
+
+# --- down ------------------------------------------------------------------------------
+
+
+@click.command(cls=SafeCommand)
+@home_option
+@click.argument("banks", nargs=-1)
+@click.option(
+    "--timeout",
+    type=float,
+    default=STOP_TIMEOUT,
+    show_default=True,
+    help="Seconds to wait after SIGTERM before SIGKILL.",
+)
+def down(home: Path, banks: tuple[str, ...], timeout: float) -> None:
+    """Stop the validators (all, or only the BANKS named): SIGTERM, then SIGKILL."""
+    net = open_network(home)
+    entries = [net.node(b) for b in banks] if banks else net.nodes()
+    stopped = stop_nodes({e.bank: net.node_home(e.bank) for e in entries}, timeout)
+    if not stopped:
+        click.echo("no node was running")
+        return
+    for s in stopped:
+        how = f" with SIGKILL after {timeout:.0f} s" if s.killed else ""
+        click.echo(f"stopped {s.bank} (pid {s.pid}){how}")
+    still = [e.bank for e in net.nodes() if running_pid(net.node_home(e.bank))]
+    click.echo(f"still running: {', '.join(still)}" if still else "network is down")
+
+
+# --- status ----------------------------------------------------------------------------
+
+
+@click.command(cls=SafeCommand)
+@home_option
+@json_option
+def status(home: Path, as_json: bool) -> None:
+    """Every node's height, round and head; whether they agree; why the chain is stalled."""
+    net = open_network(home)
+    report = network_status(net)
+    if as_json:
+        echo_json(report)
+        return
+    rows = []
+    for n in report["nodes"]:
+        if not n["up"]:
+            state = "[yellow]no answer[/]" if n["pid"] else "[red]down[/]"
+            rows.append([n["bank"], state, *[""] * 8])
+            continue
+        rows.append(
+            [
+                n["bank"],
+                "[green]up[/]",
+                n["height"],
+                n["round"],
+                n["step"],
+                short_hex(n["head_hash"]),
+                f"{n['peers']}/{len(report['nodes']) - 1}",
+                n["mempool"],
+                n["evidence"],
+                f"{n['seconds_since_commit']:.1f} s",
+            ]
+        )
+    print_table(
+        [
+            "bank",
+            "state",
+            "height",
+            "round",
+            "step",
+            "head",
+            "peers",
+            "mempool",
+            "evidence",
+            "since commit",
+        ],
+        rows,
+    )
+    click.echo(report["agreement"]["summary"])
+    if report["stall"] is not None:
+        click.echo(report["stall"]["summary"])
+
+
+def network_status(net: NetworkHome) -> dict:
+    """Ask every node at once (a frozen node costs one timeout, not one per node)."""
+    entries = net.nodes()
+    with ThreadPoolExecutor(len(entries)) as pool:
+        answers = list(pool.map(_node_status, entries))
+    nodes = []
+    for entry, answer in zip(entries, answers, strict=True):
+        row: dict[str, Any] = {
+            "bank": entry.bank,
+            "api_url": entry.api_url,
+            "pid": running_pid(net.node_home(entry.bank)),
+            "up": answer is not None,
+        }
+        if answer is not None:
+            row.update(
+                height=answer["height"],
+                round=answer["round"],
+                step=answer["step"],
+                head_hash=answer["head_hash"],
+                peers=answer["peers"],
+                mempool=answer["mempool_size"],
+                evidence=answer["evidence"],
+                seconds_since_commit=answer["seconds_since_commit"],
+                consensus=answer.get("consensus", {}),
+            )
+        nodes.append(row)
+    live = [n for n in nodes if n["up"]]
+    return {
+        "nodes": nodes,
+        "agreement": _agreement(net, live),
+        "stall": explain_stall(net, nodes),
+    }
+
+
+def _node_status(entry: NodeEntry) -> dict | None:
+    with NodeClient(entry, timeout=STATUS_TIMEOUT) as client:
+        try:
+            return client.status()
+        except NodeUnreachable:
+            return None
+
+
+def _agreement(net: NetworkHome, live: list[dict]) -> dict:
+    """Do the live nodes hold the same chain? Compared at the lowest height they all have."""
+    if not live:
+        return {
+            "agree": None,
+            "height": None,
+            "hash": None,
+            "summary": "no node answers: the network is down (`depnet up` starts it)",
+        }
+    height = min(n["height"] for n in live)
+    hashes = {n["bank"]: n["head_hash"] for n in live if n["height"] == height}
+    behind_of = [n for n in live if n["height"] > height]
+    for n in behind_of:  # nodes ahead: look up their block at the common height
+        with NodeClient(net.node(n["bank"]), timeout=STATUS_TIMEOUT) as client:
+            try:
+                hashes[n["bank"]] = client.block(height)["hash"] if height else "0" * 64
+            except CliError:
+                continue
+    distinct = set(hashes.values())
+    agree = len(distinct) == 1
+    if agree:
+        summary = f"{len(hashes)} live nodes agree on block {height} ({short_hex(distinct.pop())})"
+        if behind_of:
+            ahead = ", ".join(f"{n['bank']} at {n['height']}" for n in behind_of)
+            summary += f"; {ahead}"
+    else:
+        listed = ", ".join(f"{bank} {short_hex(h)}" for bank, h in sorted(hashes.items()))
+        summary = f"NODES DISAGREE at height {height}: {listed}"
+    return {
+        "agree": agree,
+        "height": height,
+        "hash": next(iter(hashes.values())) if agree else None,
+        "hashes": hashes,
+        "summary": summary,
+    }
+
+
+def explain_stall(net: NetworkHome, nodes: list[dict]) -> dict | None:
+    """Why no block has committed for STALL_SECONDS, from the live engines' vote tallies.
+
+    Each engine reports which validators it has prevotes and precommits from in its current
+    round. The round that tells most is the lowest current round among the live nodes at
+    the highest height (nodes further ahead have already voted in it); their views are
+    merged. A vote kind short of the quorum (2f+1) names the banks that stayed silent.
+    """
+    live = [n for n in nodes if n["up"]]
+    if not live or min(n["seconds_since_commit"] for n in live) < STALL_SECONDS:
+        return None
+    genesis = net.genesis()
+    bank_of = {b.validator.hex(): b.name for b in genesis.banks}
+    banks = [b.name for b in genesis.banks]
+    height = max(n["consensus"]["height"] for n in live)
+    at_height = [n["consensus"] for n in live if n["consensus"]["height"] == height]
+    round_ = min(c["round"] for c in at_height)
+    in_round = [c for c in at_height if c["round"] == round_]
+    quorum = in_round[0]["quorum"]
+    tallies = {
+        kind: [b for b in banks if b in {bank_of.get(v, v) for c in in_round for v in c[kind]}]
+        for kind in ("prevotes", "precommits")
+    }
+    summary = f"stalled at height {height} round {round_}: "
+    silent: list[str] = []
+    short = [kind for kind in ("prevotes", "precommits") if len(tallies[kind]) < quorum]
+    if short:
+        kind = short[0]
+        silent = [b for b in banks if b not in tallies[kind]]
+        summary += (
+            f"{kind} from {len(tallies[kind])} of {len(banks)} banks "
+            f"({', '.join(silent)} silent); {quorum} needed"
+        )
+    else:
+        summary += "a quorum has voted but the block is not committed yet"
+    proposer = bank_of.get(in_round[0]["proposer"], "?")
+    if not any(c["proposal"] for c in in_round):
+        summary += f"; no proposal from {proposer}, this round's proposer"
+    down = [n["bank"] for n in nodes if not n["up"]]
+    if down:
+        summary += f"; not answering: {', '.join(down)} (`depnet up` restarts stopped nodes)"
+    return {
+        "height": height,
+        "round": round_,
+        "quorum": quorum,
+        "validators": len(banks),
+        "prevotes": tallies["prevotes"],
+        "precommits": tallies["precommits"],
+        "silent": silent,
+        "proposer": proposer,
+        "seconds_since_commit": min(n["seconds_since_commit"] for n in live),
+        "summary": summary,
+    }
+
+
+# --- logs ------------------------------------------------------------------------------
+
+
+@click.command(cls=SafeCommand)
+@home_option
+@click.argument("bank")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines (Ctrl-C stops).")
+@click.option("-n", "--lines", type=click.IntRange(0), default=20, show_default=True)
+@click.option(
+    "--console",
+    "process_output",
+    is_flag=True,
+    help="Show the process's stdout/stderr (start-up failures) instead of its log.",
+)
+@json_option
+def logs(
+    home: Path, bank: str, follow: bool, lines: int, process_output: bool, as_json: bool
+) -> None:
+    """Show a node's log (JSON lines, printed readably unless --json)."""
+    net = open_network(home)
+    node_home = net.node_home(net.node(bank).bank)
+    path = console_log(node_home) if process_output else node_home.log_file
+    if not path.exists():
+        raise CliError(f"no log yet at {path} (has {bank} been started? `depnet up`)")
+    show = click.echo if (as_json or process_output) else _echo_log_line
+    for line in tail(path, lines):
+        show(line)
+    if follow:
+        _follow(path, show)
+
+
+def _echo_log_line(line: str) -> None:
+    """``{"time":..,"level":..,"msg":..,...}`` -> ``time level msg key=value ...``."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        click.echo(line)
+        return
+    if not isinstance(record, dict):
+        click.echo(line)
+        return
+    fields = " ".join(
+        f"{k}={short_hex(v, 16) if isinstance(v, str) else v}"
+        for k, v in record.items()
+        if k not in ("ts", "time", "level", "bank", "logger", "msg", "exc")
+    )
+    click.echo(
+        f"{record.get('time', '')} {record.get('level', ''):<7} {record.get('msg', '')}  "
+        f"{fields}".rstrip()
+    )
+    if "exc" in record:
+        click.echo(record["exc"])
+
+
+def _follow(path: Path, show: Callable[[str], None]) -> None:
+    with path.open(errors="replace") as f:
+        f.seek(0, 2)
+        try:
+            while True:
+                line = f.readline()
+                if line:
+                    show(line.rstrip("\n"))
+                else:
+                    time.sleep(0.2)
+        except KeyboardInterrupt:
+            return
+
+
+def _secs(started: float) -> float:
+    return round(time.monotonic() - started, 2)

@@ -1,0 +1,190 @@
+"""`depnet sim`: run the consensus fault simulator and print its verdict.
+
+Exit codes are the verdict, so scripts and CI can use the command directly: 0 every
+invariant held and every honest node reached the target height, 1 a safety invariant
+broke, 2 the target height was not reached after the faults healed.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+import click
+
+if TYPE_CHECKING:
+    from consensus.simulate import SimResult
+
+
+def _delay(value: str) -> tuple[int, int]:
+    low, sep, high = value.partition("-")
+    try:
+        return (int(low), int(high)) if sep else (int(low), int(low))
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected MIN-MAX in ms, e.g. 2-30") from None
+
+
+def _window(spec: str, what: str) -> tuple[str, int, int]:
+    head, sep, window = spec.rpartition("@")
+    start, dash, end = window.partition("-")
+    try:
+        if not (sep and dash and head):
+            raise ValueError
+        return head, int(start), int(end)
+    except ValueError:
+        raise click.BadParameter(f"{spec!r}: expected {what}@START-END (ms)") from None
+
+
+def _partitions(specs: tuple[str, ...]) -> tuple:
+    from consensus.simulate import Partition
+
+    out = []
+    for spec in specs:
+        groups, start, end = _window(spec, "0,1|2,3")
+        try:
+            parsed = tuple(tuple(int(n) for n in g.split(",")) for g in groups.split("|"))
+        except ValueError:
+            raise click.BadParameter(f"{spec!r}: groups are node ids like 0,1|2,3") from None
+        out.append(Partition(parsed, start, end))
+    return tuple(out)
+
+
+def _crashes(specs: tuple[str, ...]) -> tuple:
+    from consensus.simulate import Crash
+
+    out = []
+    for spec in specs:
+        node, start, end = _window(spec, "NODE")
+        try:
+            out.append(Crash(int(node), start, end))
+        except ValueError:
+            raise click.BadParameter(f"{spec!r}: NODE is a validator index") from None
+    return tuple(out)
+
+
+@click.command()
+@click.option("--nodes", default=4, show_default=True, help="Bank validators (n = 3f+1).")
+@click.option("--heights", default=20, show_default=True, help="Target height.")
+@click.option("--seed", default=0, show_default=True, help="Seed of every random choice.")
+@click.option("--drop", default=0.0, show_default=True, help="Probability a message is lost.")
+@click.option("--delay", default="2-30", show_default=True, help="Link delay MIN-MAX in ms.")
+@click.option("--duplicate", default=0.0, show_default=True, help="Probability of a duplicate.")
+@click.option("--reorder", default=0.0, show_default=True, help="Share of messages held back.")
+@click.option("--byzantine", default=0, show_default=True, help="Faulty validators (f tolerated).")
+@click.option(
+    "--byzantine-mode",
+    type=click.Choice(["equivocate", "double-vote", "silent", "invalid-block", "mixed"]),
+    default="mixed",
+    show_default=True,
+    help="What the faulty validators do; mixed draws one per validator from the seed.",
+)
+@click.option(
+    "--partition",
+    "partitions",
+    multiple=True,
+    metavar="GROUPS@START-END",
+    help="e.g. '0,1|2,3@1000-5000': the groups cannot talk from 1 s to 5 s. Repeatable.",
+)
+@click.option(
+    "--crash",
+    "crashes",
+    multiple=True,
+    metavar="NODE@START-END",
+    help="e.g. 2@1000-3000: node 2 crashes at 1 s and restarts at 3 s. Repeatable.",
+)
+@click.option("--deadline", type=int, help="ms after the faults heal to reach the target.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+def sim(
+    ctx: click.Context,
+    nodes: int,
+    heights: int,
+    seed: int,
+    drop: float,
+    delay: str,
+    duplicate: float,
+    reorder: float,
+    byzantine: int,
+    byzantine_mode: str,
+    partitions: tuple[str, ...],
+    crashes: tuple[str, ...],
+    deadline: int | None,
+    as_json: bool,
+) -> None:
+    """Run n real consensus engines over a simulated faulty network and check safety.
+
+    Every run is reproducible: the same seed and flags print the same result. Exit code
+    0 means ok, 1 a safety violation, 2 a liveness failure.
+    """
+    from consensus.simulate import ByzantineMode, SimConfig, simulate
+
+    low, high = _delay(delay)
+    try:
+        config = SimConfig(
+            nodes=nodes,
+            heights=heights,
+            seed=seed,
+            drop=drop,
+            delay_min_ms=low,
+            delay_max_ms=high,
+            duplicate=duplicate,
+            reorder=reorder,
+            byzantine=byzantine,
+            byzantine_mode=ByzantineMode(byzantine_mode),
+            partitions=_partitions(partitions),
+            crashes=_crashes(crashes),
+            deadline_ms=deadline,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    result = simulate(config)
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+    else:
+        _print(result)
+    ctx.exit(result.exit_code)
+
+
+def _print(result: SimResult) -> None:
+    from consensus.simulate import world
+
+    index = world(result.config.nodes).validators.index
+    cfg = result.config
+    f = (cfg.nodes - 1) // 3
+    echo = click.echo
+    echo(f"depnet sim: {cfg.nodes} validators (f = {f}), seed {cfg.seed}, target {cfg.heights}")
+    faults = [f"drop {cfg.drop:.0%}", f"delay {cfg.delay_min_ms}-{cfg.delay_max_ms} ms"]
+    if cfg.duplicate:
+        faults.append(f"duplicate {cfg.duplicate:.0%}")
+    if cfg.reorder:
+        faults.append(f"reorder {cfg.reorder:.0%}")
+    faults += [f"byzantine {v} ({mode})" for v, mode in result.byzantine.items()]
+    faults += [f"partition {p.spec()}" for p in cfg.partitions]
+    faults += [f"crash {c.spec()}" for c in cfg.crashes]
+    echo(f"faults: {', '.join(faults)}")
+    heights = sorted(result.committed.items())
+    echo(
+        f"heights committed: {min(h for _, h in heights)} by every honest node "
+        f"({', '.join(f'node {i}: {h}' for i, h in heights)})"
+    )
+    echo(
+        f"rounds used: highest round {result.max_round}; "
+        f"{result.late_heights} heights needed more than one round"
+    )
+    echo(
+        f"messages: {result.messages_sent} sent, {result.messages_delivered} delivered, "
+        f"{result.messages_dropped} dropped, {result.messages_duplicated} duplicated; "
+        f"{result.sync_requests} sync requests"
+    )
+    echo(f"evidence: {len(result.evidence)} equivocations")
+    for ev in result.evidence[:5]:
+        where = f"height {ev.height} round {ev.round}"
+        echo(f"  validator {index(ev.validator)}: two {ev.kind}s at {where}")
+    if len(result.evidence) > 5:
+        echo(f"  ... and {len(result.evidence) - 5} more")
+    echo(f"simulated time: {result.sim_time_ms} ms, {result.events} events")
+    echo(f"verdict: {result.verdict.value.replace('_', ' ').upper()}")
+    for violation in result.violations:
+        echo(f"  {violation}")
+    if result.violations:
+        echo(f"reproduce: {cfg.command()}")

@@ -1,0 +1,515 @@
+"""`depnet wallet ...`: keys in the network home, payments signed here and sent to a node.
+
+A wallet is a file under ``<home>/wallets/`` (node/layout.py). Each bank's issuer account
+is the wallet named after the bank: it registers clients and mints its own token. Every
+command that moves money builds the tx locally, takes its nonce from a node
+(``next_nonce`` counts the sender's pending txs), submits it, and by default waits for the
+commit so the user sees the height and how long settlement took.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from chain.genesis import Genesis, Token
+from chain.tx import TxKind, sign_tx
+from cli.common import (
+    ApiError,
+    CliError,
+    F,
+    NodeClient,
+    Party,
+    SafeGroup,
+    Settled,
+    connect,
+    echo_json,
+    find_token,
+    find_wallet,
+    format_amount,
+    home_option,
+    json_option,
+    node_option,
+    open_network,
+    parse_account,
+    parse_amount,
+    plain_amount,
+    print_table,
+    rejection_message,
+    resolve_party,
+    short_hex,
+    signing_wallet,
+    submit_tx,
+    wait_committed,
+)
+from node.layout import NetworkHome, Wallet, new_wallet
+
+HISTORY_BLOCKS = 1_000
+WALLET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}")
+
+
+@click.group(cls=SafeGroup)
+def wallet() -> None:
+    """Wallets: create, list, check balances, pay, mint, redeem, register, history."""
+
+
+def send_options(f: F) -> F:
+    """Options of every command that submits a tx."""
+    f = json_option(f)
+    f = node_option(f)
+    f = click.option("--no-wait", is_flag=True, help="Return once the node accepts the tx.")(f)
+    return home_option(f)
+
+
+def amount_options(f: F) -> F:
+    f = click.option("--memo", default="", help="Reference carried on the ledger (invoice id).")(f)
+    f = click.option("--token", required=True, help="Token symbol, e.g. USD.JPM.")(f)
+    return click.option("--amount", required=True, help="Decimal amount, e.g. 1250.00.")(f)
+
+
+# --- sending ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Payment:
+    """What a command asks the ledger to do, in the words it will print."""
+
+    kind: TxKind
+    signer: Wallet
+    to: Party | None = None
+    token: Token | None = None
+    amount: int = 0
+    memo: str = ""
+
+    def describe(self) -> str:
+        what = self._amount_text()
+        to = self.to.label if self.to else ""
+        return {
+            TxKind.TRANSFER: f"paid {what} from {self.signer.name} to {to}",
+            TxKind.MINT: f"{self.signer.name} minted {what} to {to}",
+            TxKind.BURN: f"{self.signer.name} redeemed {what} with {self._issuer}",
+            TxKind.REGISTER: f"{self.signer.name} registered {to}",
+        }[self.kind] + (f" (memo {self.memo})" if self.memo else "")
+
+    def _amount_text(self) -> str:
+        if self.token is None:
+            return ""
+        return f"{format_amount(self.amount, self.token.decimals)} {self.token.symbol}"
+
+    @property
+    def _issuer(self) -> str:
+        return self.token.bank if self.token else ""
+
+    def explain(self, balances: dict[str, int]) -> Callable[[str, str], str]:
+        """Phrase a rejection with this payment's amounts (the node speaks minor units)."""
+
+        def explain(code: str, message: str) -> str:
+            if code == "insufficient_funds" and self.token is not None:
+                held = format_amount(balances.get(self.token.symbol, 0), self.token.decimals)
+                return (
+                    f"insufficient funds: {self.signer.name} holds {held} {self.token.symbol}, "
+                    f"needs {self._amount_text()}"
+                )
+            return rejection_message(code, message)
+
+        return explain
+
+    def to_json(self) -> dict:
+        data: dict[str, Any] = {"kind": self.kind.name.lower(), "signer": self.signer.name}
+        if self.to is not None:
+            data["to"] = self.to.account.hex()
+        if self.token is not None:
+            data.update(
+                token=self.token.symbol,
+                amount=plain_amount(self.amount, self.token.decimals),
+                memo=self.memo,
+            )
+        return data
+
+
+def send(
+    net: NetworkHome,
+    payment: Payment,
+    *,
+    node: str | None,
+    wait: bool,
+    as_json: bool,
+    on_accepted: Callable[[], None] | None = None,
+) -> Settled | None:
+    """Sign ``payment`` with the next nonce, submit it and (if ``wait``) await its commit.
+
+    ``on_accepted`` runs once the node has taken the tx, before the wait.
+    """
+    with connect(net, node or payment.signer.bank, only=node is not None) as client:
+        sender = bytes.fromhex(payment.signer.account)
+        info = _account_info(client, sender, payment.signer.name)
+        tx = sign_tx(
+            payment.signer.signing_key,
+            payment.kind,
+            net.genesis().chain_id,
+            int(info["next_nonce"]),
+            to=payment.to.account if payment.to else b"",
+            token=payment.token.symbol if payment.token else "",
+            amount=payment.amount,
+            memo=payment.memo,
+        )
+        started = time.monotonic()
+        submit_tx(client, tx, payment.explain(info["balances"]))
+        if on_accepted is not None:
+            on_accepted()
+        settled = wait_committed(client, tx.tx_id, started) if wait else None
+    if as_json:
+        echo_json(
+            {
+                **payment.to_json(),
+                "tx_id": tx.tx_id.hex(),
+                "node": client.bank,
+                "committed": settled is not None,
+                **(settled.to_json() if settled else {}),
+            }
+        )
+    else:
+        click.echo(payment.describe())
+        if settled is None:
+            click.echo(f"  tx {tx.tx_id.hex()} accepted by {client.bank}; not waiting for commit")
+        else:
+            click.echo(
+                f"  tx {tx.tx_id.hex()} committed at height {settled.height}, "
+                f"settled in {settled.seconds:.2f} s"
+            )
+    return settled
+
+
+def _account_info(client: NodeClient, account: bytes, label: str) -> dict:
+    try:
+        return client.account(account)
+    except ApiError as exc:
+        if exc.code == "account_not_found":
+            raise CliError(f"unknown account: {label} is not registered on the ledger") from None
+        raise
+
+
+# --- commands that send ----------------------------------------------------------------
+
+
+@wallet.command()
+@click.option("--from", "sender", required=True, metavar="NAME", help="Paying wallet.")
+@click.option("--to", "recipient", required=True, metavar="NAME|ACCOUNT", help="Payee.")
+@amount_options
+@send_options
+def transfer(
+    sender: str,
+    recipient: str,
+    amount: str,
+    token: str,
+    memo: str,
+    home: Path,
+    no_wait: bool,
+    node: str | None,
+    as_json: bool,
+) -> None:
+    """Pay a registered account in any bank's token; waits for the commit by default."""
+    net = open_network(home)
+    found = find_token(net.genesis(), token)
+    payment = Payment(
+        TxKind.TRANSFER,
+        signing_wallet(net, sender),
+        resolve_party(net, recipient),
+        found,
+        parse_amount(amount, found),
+        memo,
+    )
+    send(net, payment, node=node, wait=not no_wait, as_json=as_json)
+
+
+@wallet.command()
+@click.option("--bank", required=True, help="The issuing bank (signs with its issuer wallet).")
+@click.option("--to", "recipient", required=True, metavar="NAME|ACCOUNT", help="Depositor.")
+@amount_options
+@send_options
+def mint(
+    bank: str,
+    recipient: str,
+    amount: str,
+    token: str,
+    memo: str,
+    home: Path,
+    no_wait: bool,
+    node: str | None,
+    as_json: bool,
+) -> None:
+    """A deposit comes in: the issuing bank credits a registered account with its token."""
+    net = open_network(home)
+    genesis = net.genesis()
+    found = find_token(genesis, token)
+    payment = Payment(
+        TxKind.MINT,
+        _issuer_wallet(net, genesis, bank),
+        resolve_party(net, recipient),
+        found,
+        parse_amount(amount, found),
+        memo,
+    )
+    send(net, payment, node=node, wait=not no_wait, as_json=as_json)
+
+
+@wallet.command()
+@click.option("--from", "holder", required=True, metavar="NAME", help="The redeeming holder.")
+@amount_options
+@send_options
+def burn(
+    holder: str,
+    amount: str,
+    token: str,
+    memo: str,
+    home: Path,
+    no_wait: bool,
+    node: str | None,
+    as_json: bool,
+) -> None:
+    """Redeem tokens for an ordinary deposit at the issuing bank (the holder signs)."""
+    net = open_network(home)
+    found = find_token(net.genesis(), token)
+    payment = Payment(
+        TxKind.BURN, signing_wallet(net, holder), None, found, parse_amount(amount, found), memo
+    )
+    send(net, payment, node=node, wait=not no_wait, as_json=as_json)
+
+
+@wallet.command()
+@click.argument("name")
+@click.option("--bank", required=True, help="The bank that admits (KYCs) the new account.")
+@send_options
+def new(name: str, bank: str, home: Path, no_wait: bool, node: str | None, as_json: bool) -> None:
+    """Create a key pair, register it at BANK, and save it as wallet NAME."""
+    net = open_network(home)
+    _check_new_name(net, name)
+    issuer = _issuer_wallet(net, net.genesis(), bank)
+    created = new_wallet(name, issuer.bank)
+    party = Party(name, bytes.fromhex(created.account), created.bank, created)
+    _register(net, issuer, party, created, node=node, wait=not no_wait, as_json=as_json)
+
+
+@wallet.command()
+@click.argument("account")
+@click.option("--bank", required=True, help="The bank that admits (KYCs) the account.")
+@click.option("--name", help="Also save it as a watch-only wallet (no key) under this name.")
+@send_options
+def register(
+    account: str,
+    bank: str,
+    name: str | None,
+    home: Path,
+    no_wait: bool,
+    node: str | None,
+    as_json: bool,
+) -> None:
+    """Admit an existing account (64 hex characters, its public key) to the network."""
+    net = open_network(home)
+    key = parse_account(account)
+    if key is None:
+        raise CliError(f"account {account!r} is not 64 hex characters (a public key)")
+    if name is not None:
+        _check_new_name(net, name)
+    issuer = _issuer_wallet(net, net.genesis(), bank)
+    label = name or short_hex(key.hex())
+    watch = Wallet(name, issuer.bank, key.hex(), "") if name else None
+    _register(
+        net,
+        issuer,
+        Party(label, key, issuer.bank, watch),
+        watch,
+        node=node,
+        wait=not no_wait,
+        as_json=as_json,
+    )
+
+
+def _register(
+    net: NetworkHome,
+    issuer: Wallet,
+    party: Party,
+    save: Wallet | None,
+    *,
+    node: str | None,
+    wait: bool,
+    as_json: bool,
+) -> None:
+    """Submit the register tx; the wallet file is written once the node has accepted it,
+    so a refused registration leaves nothing behind and an accepted one keeps its key."""
+    payment = Payment(TxKind.REGISTER, issuer, party)
+    on_accepted = (lambda: net.save_wallet(save)) if save is not None else None
+    send(net, payment, node=node, wait=wait, as_json=as_json, on_accepted=on_accepted)
+
+
+def _check_new_name(net: NetworkHome, name: str) -> None:
+    if not WALLET_NAME.fullmatch(name) or parse_account(name) is not None:
+        raise CliError(
+            f"wallet name {name!r}: use 1-40 letters, digits, '.', '_' or '-' "
+            "(and not 64 hex characters, which read as an account)"
+        )
+    if any(w.name.lower() == name.lower() for w in net.wallets()):
+        raise CliError(f"a wallet named {name!r} already exists")
+
+
+def _issuer_wallet(net: NetworkHome, genesis: Genesis, bank: str) -> Wallet:
+    """The bank's issuer wallet, which signs its registrations and mints."""
+    found = genesis.bank(bank)
+    wallet = find_wallet(net, found.name)
+    if wallet.account != found.issuer.hex():
+        raise CliError(f"wallet {wallet.name!r} does not hold {found.name}'s issuer key")
+    return wallet
+
+
+# --- commands that read ----------------------------------------------------------------
+
+
+@wallet.command("list")
+@home_option
+@json_option
+def list_(home: Path, as_json: bool) -> None:
+    """The wallets in this network home (no node needed)."""
+    net = open_network(home)
+    issuers = {b.issuer.hex(): b.name for b in net.genesis().banks}
+    rows = [
+        {
+            "name": w.name,
+            "bank": w.bank,
+            "account": w.account,
+            "role": "issuer" if w.account in issuers else ("client" if w.seed else "watch-only"),
+        }
+        for w in net.wallets()
+    ]
+    if as_json:
+        echo_json(rows)
+        return
+    print_table(
+        ["name", "bank", "role", "account"],
+        [[r["name"], r["bank"], r["role"], r["account"]] for r in rows],
+    )
+
+
+@wallet.command()
+@click.argument("who", metavar="NAME|ACCOUNT")
+@node_option
+@home_option
+@json_option
+def balance(who: str, node: str | None, home: Path, as_json: bool) -> None:
+    """Balances and nonce of a wallet or account, from a live node."""
+    net = open_network(home)
+    party = resolve_party(net, who)
+    with connect(net, node or party.bank, only=node is not None) as client:
+        info = _account_info(client, party.account, party.label)
+    tokens = net.genesis().tokens
+    balances = {
+        symbol: (units, tokens[symbol].decimals)
+        for symbol, units in sorted(info["balances"].items())
+    }
+    if as_json:
+        echo_json(
+            {
+                "name": party.label,
+                "account": info["account"],
+                "bank": info["bank"],
+                "nonce": info["nonce"],
+                "balances": {s: plain_amount(u, d) for s, (u, d) in balances.items()},
+                "units": {s: u for s, (u, _) in balances.items()},
+            }
+        )
+        return
+    click.echo(f"{party.label} at {info['bank']} ({info['account']}), nonce {info['nonce']}")
+    if not balances:
+        click.echo("  no balances")
+    for symbol, (units, decimals) in balances.items():
+        click.echo(f"  {format_amount(units, decimals):>20} {symbol}")
+
+
+@wallet.command()
+@click.argument("who", metavar="NAME|ACCOUNT")
+@click.option(
+    "--blocks",
+    type=click.IntRange(1),
+    default=HISTORY_BLOCKS,
+    show_default=True,
+    help="How many of the latest blocks to scan.",
+)
+@node_option
+@home_option
+@json_option
+def history(who: str, blocks: int, node: str | None, home: Path, as_json: bool) -> None:
+    """Transactions to or from an account, newest first, found by scanning recent blocks.
+
+    The node keeps no per-account index, so this reads blocks one by one through the API:
+    fine for a simulator, and bounded by --blocks.
+    """
+    net = open_network(home)
+    party = resolve_party(net, who)
+    genesis = net.genesis()
+    with connect(net, node or party.bank, only=node is not None) as client:
+        head = client.head()["height"]
+        lowest = max(1, head - blocks + 1)
+        entries = _scan(client, party.account.hex(), range(head, lowest - 1, -1))
+    names = {w.account: w.name for w in net.wallets()}
+    rows = [_history_row(e, party.account.hex(), genesis, names) for e in entries]
+    if as_json:
+        echo_json({"account": party.account.hex(), "scanned": [lowest, head], "txs": rows})
+        return
+    click.echo(f"{party.label}: {len(rows)} txs in blocks {lowest}..{head}")
+    print_table(
+        ["height", "time (UTC)", "kind", "amount", "counterparty", "memo", "tx"],
+        [
+            [
+                r["height"],
+                time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["time_ms"] / 1000)),
+                r["kind"],
+                r["signed_amount"],
+                r["counterparty"],
+                r["memo"],
+                short_hex(r["tx_id"]),
+            ]
+            for r in rows
+        ],
+    )
+    if lowest > 1:
+        click.echo(f"(older blocks not scanned; --blocks {head} reads the whole chain)")
+
+
+def _scan(client: NodeClient, account: str, heights: range) -> list[tuple[dict, dict]]:
+    """(block, tx) pairs of the account's txs in the given blocks, in the order given."""
+    found = []
+    for height in heights:
+        block = client.block(height)
+        for tx in block["txs"]:
+            if account in (tx["sender"], tx["to"]):
+                found.append((block, tx))
+    return found
+
+
+def _history_row(
+    entry: tuple[dict, dict], account: str, genesis: Genesis, names: dict[str, str]
+) -> dict:
+    block, tx = entry
+    outgoing = tx["sender"] == account
+    other = tx["to"] if outgoing else tx["sender"]
+    token = genesis.tokens.get(tx["token"])
+    amount = plain_amount(tx["amount"], token.decimals) if token else ""
+    shown = format_amount(tx["amount"], token.decimals) if token else ""
+    sign = "-" if outgoing and tx["kind"] in ("transfer", "burn") else "+"
+    return {
+        "height": block["height"],
+        "time_ms": block["header"]["time_ms"],
+        "kind": tx["kind"],
+        "direction": "out" if outgoing else "in",
+        "token": tx["token"],
+        "amount": amount,
+        "signed_amount": f"{sign}{shown} {tx['token']}" if token else "",
+        "counterparty": names.get(other, short_hex(other)) if other else "",
+        "memo": tx["memo"],
+        "tx_id": tx["tx_id"],
+    }

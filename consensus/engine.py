@@ -1,0 +1,760 @@
+"""Tendermint consensus as a pure state machine: ``handle(event) -> list[Action]``.
+
+This is Algorithm 1 of Buchman, Kwon and Milosevic, "The latest gossip on BFT consensus"
+(2018); comments cite its line numbers. The engine never does I/O, never reads a clock
+and draws no random numbers: the node (``node/runner.py``) and the simulator
+(``consensus/simulate.py``) feed it events and carry out its actions, in order, before
+delivering the next event.
+
+What the paper leaves to the implementation, and how it is done here:
+
+* Messages are assumed eventually delivered; real links lose them. A ``RESEND`` timer
+  re-broadcasts this validator's own proposal and votes of the current and previous
+  round (and its precommit for the previous height), so a lost message costs one resend
+  interval. A re-proposal travels with the prevotes that justify it (its POL).
+* A validator that missed a decision asks for it: on a message two heights ahead at
+  once, and at each resend tick while some validator is at a higher height or a
+  precommit quorum names a block it never got, it emits ``RequestSync``; the caller
+  fetches decided blocks with their certificates and feeds them back as
+  ``CommitReceived``, which commits after checking both.
+* Decisions are applied by the caller: after a ``Commit`` the engine waits for the
+  ``COMMIT`` timeout before it starts the next height, so it never builds or validates a
+  block on a state that has not applied the commit yet.
+* Safety lives in ``consensus/signer.py``: the engine asks the signer for every vote, and
+  after a restart resumes from what the signer says it signed last (round, step, lock).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Protocol
+
+from chain.block import Block, CommitCertificate
+from chain.errors import InvalidBlock
+from consensus.evidence import Equivocation, detect, signer_of, slot_kind
+from consensus.messages import Message, Proposal, Step, Vote, VoteKind
+from consensus.signer import DoubleSignRefused, Lock, SignedRecord, Signer
+from consensus.validators import InvalidCertificate, ValidatorSet, verify_certificate
+
+MAX_ROUNDS_AHEAD = 1_000  # messages further ahead of our round are dropped (memory bound)
+MAX_PROPOSALS_PER_ROUND = 4  # an equivocating proposer cannot fill memory
+MAX_VALUES_PER_VALIDATOR = 3  # nor can an equivocating voter
+MAX_FUTURE_MESSAGES = 2_000  # buffered messages for the next height
+MAX_PENDING_COMMITS = 1_000  # decided blocks received ahead of our height
+
+
+class TimeoutKind(IntEnum):
+    PROPOSE = 1
+    PREVOTE = 2
+    PRECOMMIT = 3
+    COMMIT = 4  # wait after a decision before starting the next height
+    RESEND = 5  # periodic re-broadcast of our own messages
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Timeouts in ms; those of a round grow linearly with it, so that after the network
+    stabilises some round lasts long enough for every honest message to arrive."""
+
+    propose_ms: int = 1000
+    propose_delta_ms: int = 500
+    prevote_ms: int = 500
+    prevote_delta_ms: int = 250
+    precommit_ms: int = 500
+    precommit_delta_ms: int = 250
+    resend_ms: int = 500
+    commit_ms: int = 0
+
+    def __post_init__(self) -> None:
+        if self.resend_ms <= 0:
+            raise ValueError("resend_ms must be positive: the resend timer reschedules itself")
+        if min(self.propose_ms, self.prevote_ms, self.precommit_ms, self.commit_ms) < 0:
+            raise ValueError("timeouts cannot be negative")
+
+    def delay(self, kind: TimeoutKind, round: int) -> int:
+        if kind is TimeoutKind.PROPOSE:
+            return self.propose_ms + self.propose_delta_ms * round
+        if kind is TimeoutKind.PREVOTE:
+            return self.prevote_ms + self.prevote_delta_ms * round
+        if kind is TimeoutKind.PRECOMMIT:
+            return self.precommit_ms + self.precommit_delta_ms * round
+        if kind is TimeoutKind.COMMIT:
+            return self.commit_ms
+        return self.resend_ms
+
+
+# --- events ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MessageReceived:
+    """A peer's proposal or vote whose signature and signer the caller already checked."""
+
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutFired:
+    kind: TimeoutKind
+    height: int
+    round: int
+
+
+@dataclass(frozen=True, slots=True)
+class CommitReceived:
+    """A decided block with its certificate (from block sync); committed if it is for our
+    height, its certificate verifies and the block re-executes."""
+
+    block: Block
+    cert: CommitCertificate
+
+
+Event = MessageReceived | TimeoutFired | CommitReceived
+
+
+# --- actions --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Broadcast:
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleTimeout:
+    """Deliver ``TimeoutFired(kind, height, round)`` after ``delay_ms``."""
+
+    kind: TimeoutKind
+    height: int
+    round: int
+    delay_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """Apply ``block`` and store it with ``cert`` before delivering the next event."""
+
+    block: Block
+    cert: CommitCertificate
+
+
+@dataclass(frozen=True, slots=True)
+class RequestSync:
+    """Fetch decided blocks with certificates from ``from_height`` on from peers, and feed
+    them back as ``CommitReceived`` in height order."""
+
+    from_height: int
+
+
+Action = Broadcast | ScheduleTimeout | Commit | RequestSync
+
+
+class App(Protocol):
+    """The ledger as the engine sees it; deterministic and synchronous."""
+
+    def build_block(self, height: int, round: int, last_cert: CommitCertificate | None) -> Block:
+        """A new block for the next height, built by this validator (the proposer)."""
+        ...
+
+    def validate_block(self, block: Block) -> None:
+        """Re-execute ``block`` on the current state; raise InvalidBlock if it does not
+        apply. Called at most once per block hash per height by the engine."""
+        ...
+
+
+# --- per-height state -----------------------------------------------------------------
+
+
+class _Tally:
+    """One (round, vote kind): who voted, and who voted for each value.
+
+    Algorithm 1 counts messages from distinct validators for a value. An equivocating
+    validator's votes therefore count for every value it signed (up to a small bound), and
+    the conflict is kept as evidence. Counting only each validator's first vote instead
+    would let an equivocator show different nodes different quorums, so that a proof of
+    lock relayed to a peer would not add up there and the network could stall. Safety is
+    unaffected: two quorums for different values in one round share at least f+1
+    validators, so one honest validator would have to have voted twice.
+    """
+
+    __slots__ = ("by_value", "first")
+
+    def __init__(self) -> None:
+        self.first: dict[int, Vote] = {}  # each validator's first vote in this slot
+        self.by_value: dict[bytes | None, dict[int, Vote]] = {}
+
+    @property
+    def total(self) -> int:
+        """Distinct validators with any vote here ("2f+1 ⟨PREVOTE, h, r, *⟩")."""
+        return len(self.first)
+
+    def count(self, block_hash: bytes | None) -> int:
+        return len(self.by_value.get(block_hash, ()))
+
+    def add(self, index: int, vote: Vote) -> tuple[bool, Vote | None]:
+        """Record ``vote``; returns (counted, earlier conflicting vote of the same validator)."""
+        voters = self.by_value.get(vote.block_hash)
+        if voters is not None and index in voters:
+            return False, None
+        prior = self.first.get(index)
+        if prior is None:
+            self.first[index] = vote
+        elif sum(index in v for v in self.by_value.values()) >= MAX_VALUES_PER_VALIDATOR:
+            return False, prior
+        if voters is None:
+            voters = self.by_value[vote.block_hash] = {}
+        voters[index] = vote
+        return True, prior
+
+    def quorum_hash(self, quorum: int) -> bytes | None:
+        """A non-nil value with at least ``quorum`` votes (only one, unless > f are faulty)."""
+        for block_hash, voters in self.by_value.items():
+            if block_hash is not None and len(voters) >= quorum:
+                return block_hash
+        return None
+
+    def votes_for(self, block_hash: bytes | None) -> list[Vote]:
+        """The votes for a value, in validator order."""
+        voters = self.by_value.get(block_hash, {})
+        return [voters[i] for i in sorted(voters)]
+
+
+@dataclass
+class _Height:
+    """Everything Algorithm 1 keeps for one height; replaced wholesale at the next (line 53)."""
+
+    round: int = 0
+    step: Step = Step.PROPOSE
+    locked_round: int = -1  # line 7
+    locked_hash: bytes | None = None  # line 6 (the block itself is in ``blocks`` if known)
+    valid_round: int = -1  # line 9
+    valid_block: Block | None = None  # line 8
+    proposals: dict[int, list[Proposal]] = field(default_factory=dict)
+    blocks: dict[bytes, Block] = field(default_factory=dict)
+    validity: dict[bytes, bool] = field(default_factory=dict)
+    tallies: dict[tuple[int, VoteKind], _Tally] = field(default_factory=dict)
+    senders: dict[int, set[int]] = field(default_factory=dict)  # round -> validator indexes
+    fired: set[tuple[int, int]] = field(default_factory=set)  # (round, line): "first time"
+    own: dict[tuple[int, Step], Message] = field(default_factory=dict)  # what we signed
+    precommit_quorum_rounds: list[int] = field(default_factory=list)
+    missing_block: bool = False  # a precommit quorum for a block we never received
+    decision: tuple[Block, CommitCertificate] | None = None
+
+
+class Engine:
+    """One validator's Tendermint instance, from ``height`` on. See the module docstring."""
+
+    def __init__(
+        self,
+        chain_id: str,
+        validators: ValidatorSet,
+        signer: Signer,
+        app: App,
+        height: int,
+        last_cert: CommitCertificate | None,
+        timeouts: Timeouts | None = None,
+    ) -> None:
+        if signer.pubkey not in validators:
+            raise ValueError("the signer's key is not in the validator set")
+        if height < 1 or (height > 1) != (last_cert is not None):
+            raise ValueError("an engine at height > 1 needs the previous height's certificate")
+        self.chain_id = chain_id
+        self.validators = validators
+        self.signer = signer
+        self.app = app
+        self.timeouts = timeouts or Timeouts()
+        self._height = height
+        self._last_cert = last_cert
+        self._s = _Height()
+        self._future: dict[tuple, Message] = {}  # messages for height + 1, deduplicated
+        self._pending_commits: dict[int, tuple[Block, CommitCertificate]] = {}
+        self._ahead: dict[int, int] = {}  # validator index -> highest height seen above ours
+        self._sync_asked_at = 0  # our height when we last asked for sync on a far message
+        self._last_precommit: Vote | None = None  # ours, that helped decide the last height
+        self._evidence: list[Equivocation] = []
+        self._evidence_slots: set[tuple[bytes, int, int, str]] = set()
+        self._resend_key: tuple[int, int] | None = None
+        self._actions: list[Action] = []
+        self._started = False
+
+    # --- read-only status ---------------------------------------------------------------
+
+    @property
+    def height(self) -> int:
+        return self._height
+
+    @property
+    def round(self) -> int:
+        return self._s.round
+
+    @property
+    def step(self) -> Step:
+        return self._s.step
+
+    @property
+    def last_cert(self) -> CommitCertificate | None:
+        return self._last_cert
+
+    @property
+    def locked_round(self) -> int:
+        return self._s.locked_round
+
+    @property
+    def evidence(self) -> list[Equivocation]:
+        return list(self._evidence)
+
+    def voters(self, kind: VoteKind, round: int | None = None) -> tuple[bytes, ...]:
+        """Validators whose ``kind`` votes we hold for our height and ``round`` (default:
+        the current one), in genesis order."""
+        tally = self._s.tallies.get((self._s.round if round is None else round, kind))
+        if tally is None:
+            return ()
+        return tuple(self.validators.pubkeys[i] for i in sorted(tally.first))
+
+    def status(self) -> dict:
+        """A JSON-ready summary for the node's status endpoint and `depnet status`."""
+        s = self._s
+        proposals = s.proposals.get(s.round, [])
+        return {
+            "height": self._height,
+            "round": s.round,
+            "step": s.step.name.lower(),
+            "proposer": self.validators.proposer(self._height, s.round).hex(),
+            "proposal": proposals[0].block.hash.hex() if proposals else None,
+            "prevotes": [k.hex() for k in self.voters(VoteKind.PREVOTE)],
+            "precommits": [k.hex() for k in self.voters(VoteKind.PRECOMMIT)],
+            "quorum": self.validators.quorum,
+            "validators": self.validators.n,
+            "locked_round": s.locked_round,
+            "valid_round": s.valid_round,
+            "evidence": len(self._evidence),
+        }
+
+    # --- driving the engine -------------------------------------------------------------
+
+    def start(self) -> list[Action]:
+        """Begin at our height (Algorithm 1, line 10), resuming where the signer says we
+        were if we already signed at this height before a restart."""
+        if self._started:
+            raise RuntimeError("engine already started")
+        self._started = True
+        self._schedule_resend()
+        lock = self.signer.lock
+        if lock is not None and lock.height == self._height:
+            self._restore_lock(lock)
+        last = self.signer.last
+        if last is not None and last.height == self._height:
+            self._resume(last)
+        else:
+            self._start_round(0)
+        self._advance()
+        return self._take()
+
+    def handle(self, event: Event) -> list[Action]:
+        """One step of the state machine. No I/O: the caller carries the actions out."""
+        if not self._started:
+            raise RuntimeError("call start() before handle()")
+        if isinstance(event, MessageReceived):
+            self._on_message(event.message)
+        elif isinstance(event, TimeoutFired):
+            self._on_timeout(event)
+        else:
+            self._on_commit_received(event.block, event.cert)
+        self._advance()
+        return self._take()
+
+    def _take(self) -> list[Action]:
+        actions, self._actions = self._actions, []
+        return actions
+
+    # --- rounds -------------------------------------------------------------------------
+
+    def _start_round(self, round: int) -> None:
+        """StartRound (lines 11-21)."""
+        s = self._s
+        s.round, s.step = round, Step.PROPOSE
+        if self.validators.proposer(self._height, round) == self.signer.pubkey:
+            if s.valid_block is not None:  # lines 15-16: re-propose what may have been decided
+                block, pol_round = s.valid_block, s.valid_round
+            else:  # line 18
+                block, pol_round = self.app.build_block(self._height, round, self._last_cert), -1
+            try:
+                proposal = self.signer.sign_proposal(self._height, round, block, pol_round)
+            except DoubleSignRefused:
+                # We proposed another block in this round before a restart; wait like
+                # any other validator rather than propose twice.
+                self._schedule(TimeoutKind.PROPOSE)
+                return
+            self._broadcast(proposal)  # line 19
+            self._actions.extend(Broadcast(v) for v in self._pol_votes(proposal))
+        else:
+            self._schedule(TimeoutKind.PROPOSE)  # line 21
+
+    def _restore_lock(self, lock: Lock) -> None:
+        """Take back the lock from before a restart, with its block and polka: the locked
+        block is also our best valid value, so we re-propose it, with its proof (line 15)."""
+        s = self._s
+        s.locked_round, s.locked_hash = lock.round, lock.block_hash
+        s.valid_round, s.valid_block = lock.round, lock.block
+        s.blocks[lock.block_hash] = lock.block
+        for vote in lock.polka:
+            self._add_vote(vote)
+
+    def _resume(self, last: SignedRecord) -> None:
+        """Re-enter the round and step we last signed in, so that after a restart we never
+        sign anything else there; our votes of that round are counted and sent again."""
+        if last.step is Step.PROPOSE:
+            self._start_round(last.round)  # the signer returns the same proposal or refuses
+            return
+        s = self._s
+        s.round, s.step = last.round, last.step
+        for record in self.signer.signed_in(self._height, last.round):
+            if record.step is not Step.PROPOSE:  # our proposal's block died with the crash
+                kind = VoteKind.PREVOTE if record.step is Step.PREVOTE else VoteKind.PRECOMMIT
+                me = self.signer.pubkey
+                self._broadcast(
+                    Vote(kind, self._height, record.round, record.block_hash, me, record.signature)
+                )
+
+    def _advance(self) -> None:
+        """Fire every upon-rule of Algorithm 1 whose condition holds, until none does."""
+        while self._s.step is not Step.COMMIT:
+            if self._try_decide():
+                return
+            if self._try_skip_round():
+                continue
+            if not self._try_round_rules():
+                return
+
+    def _try_decide(self) -> bool:
+        """Line 49: a proposal for v and 2f+1 precommits for id(v) in any round decide v."""
+        s = self._s
+        for round in s.precommit_quorum_rounds:
+            tally = s.tallies[(round, VoteKind.PRECOMMIT)]
+            block_hash = tally.quorum_hash(self.validators.quorum)
+            block = s.blocks.get(block_hash) if block_hash is not None else None
+            if block is None:
+                s.missing_block = True  # decided without us seeing the block: sync fetches it
+                continue
+            if self._valid(block):  # line 50
+                signatures = tuple(
+                    (self.validators.index(v.validator), v.signature)
+                    for v in tally.votes_for(block_hash)
+                )
+                self._decide(block, CommitCertificate(self._height, round, block_hash, signatures))
+                return True
+        return False
+
+    def _try_skip_round(self) -> bool:
+        """Line 55: f+1 validators in a higher round mean at least one honest validator is
+        there; follow it instead of waiting out our timeouts."""
+        s = self._s
+        higher = [r for r, who in s.senders.items() if r > s.round and len(who) > self.validators.f]
+        if not higher:
+            return False
+        self._start_round(max(higher))
+        return True
+
+    def _try_round_rules(self) -> bool:
+        """Lines 22-47 for the current round. True if the state changed."""
+        s = self._s
+        quorum = self.validators.quorum
+        if s.step is Step.PROPOSE and self._try_prevote():
+            return True
+        prevotes = s.tallies.get((s.round, VoteKind.PREVOTE))
+        if prevotes is not None and prevotes.total >= quorum:
+            if s.step is Step.PREVOTE and self._first_time(34):  # line 34
+                self._schedule(TimeoutKind.PREVOTE)
+            polka = prevotes.quorum_hash(quorum)
+            # line 36: a polka for a block we hold, once per round, from the prevote step on
+            if polka is not None and s.step is not Step.PROPOSE and (s.round, 36) not in s.fired:
+                block = s.blocks.get(polka)
+                if block is not None and self._valid(block):
+                    s.fired.add((s.round, 36))
+                    if s.step is Step.PREVOTE:  # lines 37-41
+                        s.locked_round, s.locked_hash = s.round, polka
+                        self._lock_and_precommit(block, prevotes.votes_for(polka))
+                        s.step = Step.PRECOMMIT
+                    s.valid_round, s.valid_block = s.round, block  # lines 42-43
+                    return True
+            if s.step is Step.PREVOTE and prevotes.count(None) >= quorum:  # line 44
+                self._vote(VoteKind.PRECOMMIT, None)
+                s.step = Step.PRECOMMIT
+                return True
+        precommits = s.tallies.get((s.round, VoteKind.PRECOMMIT))
+        if precommits is not None and precommits.total >= quorum and self._first_time(47):
+            self._schedule(TimeoutKind.PRECOMMIT)  # line 47
+        return False
+
+    def _try_prevote(self) -> bool:
+        """Lines 22-33: prevote on the round's proposal (the first usable one, if the
+        proposer equivocated)."""
+        s = self._s
+        for proposal in s.proposals.get(s.round, ()):
+            block = proposal.block
+            if proposal.pol_round == -1:  # line 22
+                acceptable = s.locked_round == -1 or s.locked_hash == block.hash  # line 23
+            else:  # line 28: a re-proposal needs the polka of its POL round
+                pol = s.tallies.get((proposal.pol_round, VoteKind.PREVOTE))
+                if pol is None or pol.count(block.hash) < self.validators.quorum:
+                    continue
+                acceptable = s.locked_round <= proposal.pol_round or s.locked_hash == block.hash
+            ok = acceptable and self._valid(block)
+            self._vote(VoteKind.PREVOTE, block.hash if ok else None)  # lines 24/26, 30/32
+            s.step = Step.PREVOTE
+            return True
+        return False
+
+    def _pol_votes(self, proposal: Proposal) -> list[Vote]:
+        """The prevotes that justify a re-proposal (its proof of lock). Peers need them for
+        line 28 and may have lost them long ago (resending covers recent rounds only), so
+        the proposer relays them with its proposal, as CometBFT's gossip does."""
+        if proposal.pol_round < 0:
+            return []
+        tally = self._s.tallies.get((proposal.pol_round, VoteKind.PREVOTE))
+        if tally is None:
+            return []
+        return tally.votes_for(proposal.block.hash)
+
+    def _first_time(self, line: int) -> bool:
+        key = (self._s.round, line)
+        if key in self._s.fired:
+            return False
+        self._s.fired.add(key)
+        return True
+
+    def _valid(self, block: Block) -> bool:
+        """valid(v): the block is for this height and chain, names the right proposer for
+        the round it was built in, carries a valid certificate of its parent, and
+        re-executes. Cached per block hash for the height."""
+        s = self._s
+        known = s.validity.get(block.hash)
+        if known is not None:
+            return known
+        header = block.header
+        ok = (
+            block.height == self._height
+            and header.chain_id == self.chain_id
+            and header.proposer == self.validators.proposer(self._height, header.round)
+        )
+        if ok and block.last_cert is not None:
+            try:
+                verify_certificate(block.last_cert, self.validators, self.chain_id)
+            except InvalidCertificate:
+                ok = False
+        if ok:
+            try:
+                self.app.validate_block(block)
+            except InvalidBlock:
+                ok = False
+        s.validity[block.hash] = ok
+        return ok
+
+    def _decide(self, block: Block, cert: CommitCertificate) -> None:
+        """Lines 51-54, split in two: commit now, start the next height on the COMMIT
+        timeout, once the caller has applied the block."""
+        s = self._s
+        s.step, s.decision = Step.COMMIT, (block, cert)
+        ours = s.own.get((cert.round, Step.PRECOMMIT))
+        useful = isinstance(ours, Vote) and ours.block_hash == block.hash
+        self._last_precommit = ours if useful else None
+        self._actions.append(Commit(block, cert))
+        self._schedule(TimeoutKind.COMMIT)
+
+    def _next_height(self) -> None:
+        decision = self._s.decision
+        assert decision is not None
+        self._height += 1
+        self._last_cert = decision[1]
+        self._s = _Height()  # line 53: lock and valid value reset with everything else
+        self._ahead = {i: h for i, h in self._ahead.items() if h > self._height}
+        pending = self._pending_commits.pop(self._height, None)
+        if pending is not None:
+            self._on_commit_received(*pending)
+            if self._s.step is Step.COMMIT:
+                return
+        buffered = list(self._future.values())
+        self._future = {}
+        self._start_round(0)  # line 54
+        for msg in buffered:
+            self._on_message(msg)
+
+    # --- inputs -------------------------------------------------------------------------
+
+    def _on_message(self, msg: Message) -> None:
+        signer = signer_of(msg)
+        if signer not in self.validators:
+            return
+        if msg.height == self._height:
+            if self._s.step is not Step.COMMIT and msg.round <= self._s.round + MAX_ROUNDS_AHEAD:
+                self._add_message(msg)
+            return
+        if msg.height < self._height:
+            return
+        index = self.validators.index(signer)
+        self._ahead[index] = max(self._ahead.get(index, 0), msg.height)
+        if msg.height == self._height + 1:
+            key = _message_key(msg)
+            if key not in self._future and len(self._future) < MAX_FUTURE_MESSAGES:
+                self._future[key] = msg
+        elif self._sync_asked_at != self._height:
+            # Two heights ahead cannot be pipelining: we missed a decision.
+            self._sync_asked_at = self._height
+            self._actions.append(RequestSync(self._height))
+
+    def _add_message(self, msg: Message) -> None:
+        if isinstance(msg, Proposal):
+            self._add_proposal(msg)
+        else:
+            self._add_vote(msg)
+
+    def _add_proposal(self, proposal: Proposal) -> None:
+        s = self._s
+        if proposal.proposer != self.validators.proposer(self._height, proposal.round):
+            return  # only the round's proposer may propose (lines 22, 28, 36, 49)
+        if proposal.block.header.round > proposal.round:
+            return  # a block cannot have been built in a later round than it is proposed in
+        s.senders.setdefault(proposal.round, set()).add(self.validators.index(proposal.proposer))
+        held = s.proposals.setdefault(proposal.round, [])
+        for other in held:
+            if other.block.hash == proposal.block.hash and other.pol_round == proposal.pol_round:
+                return
+        if held:
+            self._record(held[0], proposal)
+        if len(held) < MAX_PROPOSALS_PER_ROUND:
+            held.append(proposal)
+            s.blocks.setdefault(proposal.block.hash, proposal.block)
+
+    def _add_vote(self, vote: Vote) -> None:
+        s = self._s
+        index = self.validators.index(vote.validator)
+        tally = s.tallies.get((vote.round, vote.kind))
+        if tally is None:
+            tally = s.tallies[(vote.round, vote.kind)] = _Tally()
+        counted, prior = tally.add(index, vote)
+        if prior is not None and prior.block_hash != vote.block_hash:
+            self._record(prior, vote)
+        if not counted:
+            return
+        s.senders.setdefault(vote.round, set()).add(index)
+        if (
+            vote.kind is VoteKind.PRECOMMIT
+            and vote.block_hash is not None
+            and tally.count(vote.block_hash) == self.validators.quorum
+        ):
+            s.precommit_quorum_rounds.append(vote.round)
+
+    def _record(self, first: Message, second: Message) -> None:
+        evidence = detect(first, second)
+        if evidence is None:
+            return
+        slot = (evidence.validator, evidence.height, evidence.round, evidence.kind)
+        if slot not in self._evidence_slots:
+            self._evidence_slots.add(slot)
+            self._evidence.append(evidence)
+
+    def _on_timeout(self, event: TimeoutFired) -> None:
+        s = self._s
+        if event.kind is TimeoutKind.RESEND:
+            if (event.height, event.round) == self._resend_key:
+                self._resend()
+                self._schedule_resend()
+            return
+        if event.height != self._height:
+            return
+        if event.kind is TimeoutKind.COMMIT:
+            if s.step is Step.COMMIT:
+                self._next_height()
+            return
+        if event.round != s.round:
+            return
+        if event.kind is TimeoutKind.PROPOSE and s.step is Step.PROPOSE:  # lines 57-60
+            self._vote(VoteKind.PREVOTE, None)
+            s.step = Step.PREVOTE
+        elif event.kind is TimeoutKind.PREVOTE and s.step is Step.PREVOTE:  # lines 61-64
+            self._vote(VoteKind.PRECOMMIT, None)
+            s.step = Step.PRECOMMIT
+        elif event.kind is TimeoutKind.PRECOMMIT and s.step is not Step.COMMIT:  # lines 65-67
+            self._start_round(s.round + 1)
+
+    def _on_commit_received(self, block: Block, cert: CommitCertificate) -> None:
+        if cert.height != block.height or cert.block_hash != block.hash:
+            return
+        if block.height > self._height:
+            if (
+                block.height not in self._pending_commits
+                and block.height - self._height <= MAX_PENDING_COMMITS
+                and _certified(cert, self.validators, self.chain_id)
+            ):
+                self._pending_commits[block.height] = (block, cert)
+            return
+        if block.height < self._height or self._s.step is Step.COMMIT:
+            return
+        if _certified(cert, self.validators, self.chain_id) and self._valid(block):
+            self._decide(block, cert)
+
+    def _resend(self) -> None:
+        """Re-broadcast what we signed in the current and previous round, our precommit
+        for the last decision, and ask for sync if we seem to be behind."""
+        s = self._s
+        for (round, _), msg in s.own.items():
+            # The previous round too: we may have left it on 2f+1 precommits that include
+            # ours, and peers still there need ours to leave it as well.
+            if s.round - 1 <= round <= s.round:
+                self._actions.append(Broadcast(msg))
+                if isinstance(msg, Proposal):
+                    self._actions.extend(Broadcast(v) for v in self._pol_votes(msg))
+        if self._last_precommit is not None:
+            self._actions.append(Broadcast(self._last_precommit))
+        # One validator ahead is enough: it may be the only one that can serve the block
+        # (the rest wait for a precommit it lost in a crash); a byzantine one claiming to be
+        # ahead only costs a request that returns nothing.
+        if any(h > self._height for h in self._ahead.values()) or s.missing_block:
+            self._actions.append(RequestSync(self._height))
+
+    # --- outputs ------------------------------------------------------------------------
+
+    def _vote(self, kind: VoteKind, block_hash: bytes | None) -> None:
+        """A prevote, or a precommit for nil."""
+        try:
+            vote = self.signer.sign_vote(kind, self._height, self._s.round, block_hash)
+        except DoubleSignRefused:
+            return  # signed otherwise here before a restart: stay silent, the step advances
+        self._broadcast(vote)
+
+    def _lock_and_precommit(self, block: Block, polka: list[Vote]) -> None:
+        try:
+            vote = self.signer.lock_and_precommit(self._height, self._s.round, block, polka)
+        except DoubleSignRefused:
+            return
+        self._broadcast(vote)
+
+    def _broadcast(self, msg: Message) -> None:
+        step = Step.PROPOSE if isinstance(msg, Proposal) else Step.of_vote(msg.kind)
+        self._s.own[(msg.round, step)] = msg
+        self._actions.append(Broadcast(msg))
+        self._add_message(msg)  # we count our own messages as every peer does
+
+    def _schedule(self, kind: TimeoutKind) -> None:
+        s = self._s
+        delay = self.timeouts.delay(kind, s.round)
+        self._actions.append(ScheduleTimeout(kind, self._height, s.round, delay))
+
+    def _schedule_resend(self) -> None:
+        self._resend_key = (self._height, self._s.round)
+        self._schedule(TimeoutKind.RESEND)
+
+
+def _certified(cert: CommitCertificate, validators: ValidatorSet, chain_id: str) -> bool:
+    try:
+        verify_certificate(cert, validators, chain_id)
+    except InvalidCertificate:
+        return False
+    return True
+
+
+def _message_key(msg: Message) -> tuple:
+    if isinstance(msg, Proposal):
+        return ("proposal", msg.round, msg.proposer, msg.block.hash, msg.pol_round)
+    return (slot_kind(msg), msg.round, msg.validator, msg.block_hash)

@@ -1,0 +1,760 @@
+"""A deterministic simulator: real engines, real ledger execution, a seeded faulty network.
+
+Like TigerBeetle's VOPR and Diem's Twins, it runs n real ``Engine`` instances in one
+process over a simulated network and clock (an event queue), injects faults, and checks
+invariants on every commit. A run is a pure function of its ``SimConfig``: one
+``random.Random(seed)`` draws every fault, so a failing seed is a reproducible bug
+report (``SimConfig.command()`` prints the ``depnet sim`` line that replays it).
+
+What is real: every node keeps a ``chain.state.State`` from a small genesis and
+re-executes proposed blocks, which carry real signed transfers (signed once per process);
+every consensus message is encoded to bytes, decoded and signature-checked as the node
+does; each node has its own ``Signer`` over a ``MemorySignerStorage`` that survives its
+crashes, and a list of committed blocks that stands for its store.
+
+Faults: message drop, a delay distribution (with extra hold-back for reordering),
+duplication, partitions that heal at a given time, crash and restart (the engine is
+rebuilt from the signer storage and the committed blocks), and byzantine validators, made
+only from honest engines with shared keys or rewritten outbound messages (as
+``node/faults.py`` does), never from a hand-written evil engine:
+
+* ``equivocate``: the proposer's proposal goes to some peers with its block and to others
+  with a conflicting (valid) block; some peers get both.
+* ``double-vote``: the validator's key runs in two engines (Twins), each signing freely.
+* ``silent``: sends nothing and serves no blocks.
+* ``invalid-block``: its proposals carry a block that does not re-execute, and its votes
+  for its own block are rewritten to vote for that invalid block.
+
+Invariants checked: no two honest nodes commit different blocks at a height; every
+committed block re-executes on the reference state and its certificate verifies; honest
+nodes' state roots agree; every evidence record verifies and accuses a byzantine
+validator. Liveness: every honest node reaches the target height by the deadline, which
+is measured from the time the last partition heals and the last crashed node restarts.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from functools import lru_cache
+from hashlib import sha256
+
+from nacl.signing import SigningKey
+
+from chain.block import Block, CommitCertificate
+from chain.errors import InvalidBlock
+from chain.genesis import Genesis, parse_genesis
+from chain.state import Changes, State, build_block, execute_block
+from chain.tx import Tx, TxKind, sign_tx
+from consensus.engine import (
+    Action,
+    Broadcast,
+    Commit,
+    CommitReceived,
+    Engine,
+    Event,
+    MessageReceived,
+    RequestSync,
+    ScheduleTimeout,
+    TimeoutFired,
+    Timeouts,
+)
+from consensus.evidence import Equivocation, InvalidEvidence, verify_equivocation
+from consensus.messages import (
+    BadMessage,
+    Message,
+    Proposal,
+    decode_message,
+    encode_message,
+    verify_message,
+)
+from consensus.signer import MemorySignerStorage, Signer
+from consensus.validators import InvalidCertificate, ValidatorSet, verify_certificate
+
+CHAIN_ID = "depnet-sim"
+GENESIS_TIME_MS = 1_764_000_000_000
+TOKEN = "USD.BANK0"
+ACCOUNTS = 8
+TXS_PER_ACCOUNT = 40  # 320 pre-signed transfers; later blocks are empty
+TXS_PER_BLOCK = 4
+SYNC_BATCH = 32
+MAX_EVENTS = 3_000_000
+
+# Simulated links take a few ms; timeouts are a few times that, as on a LAN.
+SIM_TIMEOUTS = Timeouts(
+    propose_ms=200,
+    propose_delta_ms=100,
+    prevote_ms=100,
+    prevote_delta_ms=50,
+    precommit_ms=100,
+    precommit_delta_ms=50,
+    resend_ms=150,
+    commit_ms=0,
+)
+
+
+class ByzantineMode(StrEnum):
+    EQUIVOCATE = "equivocate"
+    DOUBLE_VOTE = "double-vote"
+    SILENT = "silent"
+    INVALID_BLOCK = "invalid-block"
+    MIXED = "mixed"  # each byzantine validator draws one of the above from the seed
+
+
+class Verdict(StrEnum):
+    OK = "ok"
+    SAFETY_VIOLATION = "safety_violation"
+    LIVENESS_FAILURE = "liveness_failure"
+
+
+@dataclass(frozen=True, slots=True)
+class Partition:
+    """From ``start_ms`` to ``end_ms`` nodes in different groups cannot reach each other.
+    Nodes not listed in any group reach everyone."""
+
+    groups: tuple[tuple[int, ...], ...]
+    start_ms: int
+    end_ms: int
+
+    def spec(self) -> str:
+        groups = "|".join(",".join(str(n) for n in group) for group in self.groups)
+        return f"{groups}@{self.start_ms}-{self.end_ms}"
+
+
+@dataclass(frozen=True, slots=True)
+class Crash:
+    """Node ``node`` stops at ``at_ms`` (losing its memory, keeping its signer state and
+    committed blocks) and restarts at ``restart_ms``."""
+
+    node: int
+    at_ms: int
+    restart_ms: int
+
+    def spec(self) -> str:
+        return f"{self.node}@{self.at_ms}-{self.restart_ms}"
+
+
+@dataclass(frozen=True, slots=True)
+class SimConfig:
+    """Everything a run depends on. Node ids are validator indexes 0..n-1; the twin
+    engines of double-vote validators get ids n, n+1, ... in validator order."""
+
+    nodes: int = 4
+    heights: int = 20
+    seed: int = 0
+    drop: float = 0.0
+    delay_min_ms: int = 2
+    delay_max_ms: int = 30
+    duplicate: float = 0.0
+    reorder: float = 0.0  # share of messages held back by up to 5x the max delay
+    byzantine: int = 0
+    byzantine_mode: ByzantineMode = ByzantineMode.MIXED
+    partitions: tuple[Partition, ...] = ()
+    crashes: tuple[Crash, ...] = ()
+    deadline_ms: int | None = None  # after the faults heal; default from ``heights``
+
+    def __post_init__(self) -> None:
+        if self.nodes < 1 or self.heights < 1:
+            raise ValueError("need at least one node and one height")
+        if not 0 <= self.byzantine <= self.nodes:
+            raise ValueError("byzantine validators must be between 0 and --nodes")
+        for p in (self.drop, self.duplicate, self.reorder):
+            if not 0.0 <= p < 1.0:
+                raise ValueError("probabilities must be in [0, 1)")
+        if not 0 <= self.delay_min_ms <= self.delay_max_ms:
+            raise ValueError("delay must satisfy 0 <= min <= max")
+        for partition in self.partitions:
+            if not 0 <= partition.start_ms <= partition.end_ms:
+                raise ValueError(f"partition {partition.spec()}: need start <= end")
+        for crash in self.crashes:
+            if not 0 <= crash.node < self.nodes or not 0 <= crash.at_ms <= crash.restart_ms:
+                raise ValueError(f"crash {crash.spec()}: unknown node or restart before crash")
+
+    @property
+    def heal_ms(self) -> int:
+        """When the last partition ends and the last crashed node is back."""
+        ends = [p.end_ms for p in self.partitions] + [c.restart_ms for c in self.crashes]
+        return max(ends, default=0)
+
+    @property
+    def effective_deadline_ms(self) -> int:
+        """Generous, and scaled by the links: a height takes a few message delays without
+        faults and a few rounds under heavy loss; 30 s more cover the rounds a long
+        partition ran up, whose timeouts grew meanwhile."""
+        if self.deadline_ms is not None:
+            return self.heal_ms + self.deadline_ms
+        mean_delay = (self.delay_min_ms + self.delay_max_ms) / 2
+        mean_delay += self.reorder * 2.5 * (self.delay_max_ms + 1)
+        per_height = 1_000 + 10 * mean_delay
+        return self.heal_ms + 30_000 + int(per_height * self.heights)
+
+    def command(self) -> str:
+        """The ``depnet sim`` command line that replays this run exactly."""
+        parts = [
+            f"depnet sim --nodes {self.nodes} --heights {self.heights} --seed {self.seed}",
+            f"--drop {self.drop:g}",
+            f"--delay {self.delay_min_ms}-{self.delay_max_ms}",
+        ]
+        if self.duplicate:
+            parts.append(f"--duplicate {self.duplicate:g}")
+        if self.reorder:
+            parts.append(f"--reorder {self.reorder:g}")
+        if self.byzantine:
+            parts.append(f"--byzantine {self.byzantine} --byzantine-mode {self.byzantine_mode}")
+        parts += [f"--partition '{p.spec()}'" for p in self.partitions]
+        parts += [f"--crash {c.spec()}" for c in self.crashes]
+        if self.deadline_ms is not None:
+            parts.append(f"--deadline {self.deadline_ms}")
+        return " ".join(parts)
+
+
+@dataclass
+class SimResult:
+    config: SimConfig
+    verdict: Verdict
+    violations: list[str]
+    committed: dict[int, int]  # honest node id -> committed height
+    max_round: int  # highest round any decided block was decided in
+    late_heights: int  # decided heights that needed more than round 0
+    messages_sent: int
+    messages_delivered: int
+    messages_dropped: int
+    messages_duplicated: int
+    sync_requests: int
+    evidence: list[Equivocation]
+    byzantine: dict[int, ByzantineMode]  # validator index -> mode
+    sim_time_ms: int
+    events: int
+
+    @property
+    def exit_code(self) -> int:
+        return {Verdict.OK: 0, Verdict.SAFETY_VIOLATION: 1, Verdict.LIVENESS_FAILURE: 2}[
+            self.verdict
+        ]
+
+    def to_json(self) -> dict:
+        return {
+            "verdict": self.verdict.value,
+            "violations": self.violations,
+            "seed": self.config.seed,
+            "nodes": self.config.nodes,
+            "target_height": self.config.heights,
+            "committed": {str(k): v for k, v in self.committed.items()},
+            "heights_committed": min(self.committed.values(), default=0),
+            "max_round": self.max_round,
+            "heights_after_round_0": self.late_heights,
+            "messages": {
+                "sent": self.messages_sent,
+                "delivered": self.messages_delivered,
+                "dropped": self.messages_dropped,
+                "duplicated": self.messages_duplicated,
+                "sync_requests": self.sync_requests,
+            },
+            "byzantine": {str(k): v.value for k, v in self.byzantine.items()},
+            "evidence": [
+                {"validator_index": world(self.config.nodes).validators.index(e.validator)}
+                | e.to_json()
+                for e in self.evidence
+            ],
+            "sim_time_ms": self.sim_time_ms,
+            "events": self.events,
+            "command": self.config.command(),
+        }
+
+
+# --- the world: keys, genesis, transactions (built once per process) -----------------------
+
+
+@dataclass(frozen=True)
+class World:
+    genesis: Genesis
+    validators: ValidatorSet
+    keys: tuple[SigningKey, ...]
+    pool: tuple[tuple[Tx, ...], ...]  # per account, transfers with nonces 0, 1, 2, ...
+    verified: frozenset[bytes]  # ids of pool txs: signed by us, so checked once, here
+
+
+def _key(label: str) -> SigningKey:
+    return SigningKey(sha256(f"depnet-sim/{label}".encode()).digest())
+
+
+@lru_cache(maxsize=4)
+def _accounts() -> tuple[tuple[SigningKey, ...], tuple[tuple[Tx, ...], ...]]:
+    keys = tuple(_key(f"account/{i}") for i in range(ACCOUNTS))
+    pool = tuple(
+        tuple(
+            sign_tx(
+                keys[a],
+                TxKind.TRANSFER,
+                CHAIN_ID,
+                nonce,
+                to=bytes(keys[(a + 1) % ACCOUNTS].verify_key),
+                token=TOKEN,
+                amount=1 + nonce,
+                memo=f"inv-{a}-{nonce}",
+            )
+            for nonce in range(TXS_PER_ACCOUNT)
+        )
+        for a in range(ACCOUNTS)
+    )
+    return keys, pool
+
+
+@lru_cache(maxsize=8)
+def world(nodes: int) -> World:
+    """Genesis with ``nodes`` bank validators and a few funded client accounts at BANK0."""
+    keys = tuple(_key(f"validator/{i}") for i in range(nodes))
+    account_keys, pool = _accounts()
+    genesis = parse_genesis(
+        {
+            "chain_id": CHAIN_ID,
+            "genesis_time_ms": GENESIS_TIME_MS,
+            "banks": [
+                {
+                    "name": f"BANK{i}",
+                    "validator": bytes(keys[i].verify_key).hex(),
+                    "issuer": bytes(_key(f"issuer/{i}").verify_key).hex(),
+                    "tokens": [{"symbol": f"USD.BANK{i}", "decimals": 2}],
+                }
+                for i in range(nodes)
+            ],
+            "accounts": [
+                {
+                    "account": bytes(k.verify_key).hex(),
+                    "bank": "BANK0",
+                    "balances": {TOKEN: 1_000_000},
+                }
+                for k in account_keys
+            ],
+        }
+    )
+    verified = frozenset(tx.tx_id for txs in pool for tx in txs)
+    return World(genesis, ValidatorSet(genesis.validators), keys, pool, verified)
+
+
+class SimApp:
+    """The engine's App over a real State; blocks take the next pre-signed transfers."""
+
+    def __init__(self, world: World, proposer: bytes, clock: Callable[[], int]) -> None:
+        self.world = world
+        self.proposer = proposer
+        self.clock = clock
+        self.state = State(world.genesis)
+        self.executed: dict[bytes, Changes] = {}
+
+    def build_block(self, height: int, round: int, last_cert: CommitCertificate | None) -> Block:
+        built = build_block(
+            self.state,
+            self._candidates(height),
+            round=round,
+            proposer=self.proposer,
+            time_ms=self.clock(),
+            last_cert=last_cert,
+            max_txs=TXS_PER_BLOCK,
+            verified=self.world.verified,
+        )
+        self.executed[built.block.hash] = built.changes
+        return built.block
+
+    def validate_block(self, block: Block) -> None:
+        if block.hash not in self.executed:
+            self.executed[block.hash] = execute_block(
+                self.state, block, verified=self.world.verified
+            )
+
+    def apply(self, block: Block) -> None:
+        """Commit a decided block; raises InvalidBlock if it does not execute here."""
+        changes = self.executed.get(block.hash)
+        if changes is None:
+            changes = execute_block(self.state, block, verified=self.world.verified)
+        self.state.commit(changes, block.header)
+        self.executed.clear()  # every other candidate was built on the old head
+
+    def _candidates(self, height: int) -> list[Tx]:
+        pool = self.world.pool
+        out = []
+        for i in range(len(pool)):
+            txs = pool[(height + i) % len(pool)]
+            nonce = self.state.nonces.get(txs[0].sender, 0)
+            if nonce < len(txs):
+                out.append(txs[nonce])
+        return out
+
+
+# --- the simulation -----------------------------------------------------------------------
+
+
+@dataclass
+class _Node:
+    id: int
+    validator: int
+    key: SigningKey
+    mode: ByzantineMode | None  # None: honest
+    skew_ms: int
+    storage: MemorySignerStorage = field(default_factory=MemorySignerStorage)
+    committed: list[tuple[Block, CommitCertificate]] = field(default_factory=list)
+    engine: Engine | None = None
+    app: SimApp | None = None
+    epoch: int = 0  # bumped on crash: timers and sync replies of a dead incarnation are void
+    crash_next: bool = False  # crash in the middle of carrying out the next actions
+    rewritten: dict[bytes, bytes] = field(default_factory=dict)  # invalid-block: A -> C
+
+
+# event kinds in the queue
+_DELIVER, _TIMER, _SYNC, _CRASH, _RESTART = range(5)
+
+
+class Simulation:
+    """One run. ``run()`` returns a SimResult; see the module docstring."""
+
+    def __init__(self, config: SimConfig) -> None:
+        self.config = config
+        self.rng = random.Random(config.seed)
+        self.world = world(config.nodes)
+        self.now = 0
+        self.queue: list[tuple[int, int, int, object]] = []
+        self.seq = 0
+        self.events = 0
+        self.sent = self.delivered = self.dropped = self.duplicated = self.sync_requests = 0
+        self.violations: list[str] = []
+        self.decoded: dict[bytes, Message | None] = {}
+        self.reference = State(self.world.genesis)
+        self.decided: dict[int, tuple[bytes, bytes]] = {}  # height -> (block hash, state root)
+        self.decided_rounds: dict[int, int] = {}
+        self.evidence: dict[tuple[bytes, int, int, str], Equivocation] = {}
+        self.byzantine = self._choose_byzantine()
+        self.nodes = self._make_nodes()
+        self.honest = [node for node in self.nodes if node.mode is None]
+
+    def _choose_byzantine(self) -> dict[int, ByzantineMode]:
+        chosen = sorted(self.rng.sample(range(self.config.nodes), self.config.byzantine))
+        modes = [m for m in ByzantineMode if m is not ByzantineMode.MIXED]
+        mode = self.config.byzantine_mode
+        return {v: self.rng.choice(modes) if mode is ByzantineMode.MIXED else mode for v in chosen}
+
+    def _make_nodes(self) -> list[_Node]:
+        keys = self.world.keys
+        nodes = [
+            _Node(v, v, keys[v], self.byzantine.get(v), self.rng.randrange(50))
+            for v in range(self.config.nodes)
+        ]
+        for v, mode in self.byzantine.items():
+            if mode is ByzantineMode.DOUBLE_VOTE:
+                nodes.append(_Node(len(nodes), v, keys[v], mode, self.rng.randrange(50)))
+        return nodes
+
+    # --- the event loop -------------------------------------------------------------------
+
+    def run(self) -> SimResult:
+        for node in self.nodes:
+            self._boot(node)
+        for crash in self.config.crashes:
+            self._push(crash.at_ms, _CRASH, crash.node)
+            self._push(crash.restart_ms, _RESTART, crash.node)
+        deadline = self.config.effective_deadline_ms
+        target = self.config.heights
+        while self.queue and not self.violations:
+            time, _, kind, payload = heapq.heappop(self.queue)
+            if time > deadline or self.events >= MAX_EVENTS:
+                break
+            self.now = time
+            self.events += 1
+            self._dispatch(kind, payload)
+            if all(len(n.committed) >= target for n in self.honest):
+                break
+        return self._result()
+
+    def _push(self, time: int, kind: int, payload: object) -> None:
+        self.seq += 1
+        heapq.heappush(self.queue, (time, self.seq, kind, payload))
+
+    def _dispatch(self, kind: int, payload: object) -> None:
+        if kind == _DELIVER:
+            node_id, data = payload  # type: ignore[misc]
+            node = self.nodes[node_id]
+            msg = self._decode(data)
+            if node.engine is not None and msg is not None:
+                self.delivered += 1
+                self._handle(node, MessageReceived(msg))
+        elif kind == _TIMER:
+            node_id, epoch, event = payload  # type: ignore[misc]
+            node = self.nodes[node_id]
+            if node.engine is not None and node.epoch == epoch:
+                self._handle(node, event)
+        elif kind == _SYNC:
+            self._serve_sync(*payload)  # type: ignore[misc]
+        elif kind == _CRASH:
+            node = self.nodes[payload]  # type: ignore[index]
+            if self.rng.random() < 0.5:
+                node.crash_next = True  # die half-way through the next batch of actions
+            else:
+                self._crash(node)
+        else:
+            node = self.nodes[payload]  # type: ignore[index]
+            if node.engine is not None:
+                self._crash(node)
+            self._boot(node)
+
+    def _decode(self, data: bytes) -> Message | None:
+        """Decode and verify as the node does; the result is the same for every receiver
+        of the same bytes, so each distinct message is checked once per run."""
+        if data not in self.decoded:
+            try:
+                msg: Message | None = decode_message(data)
+                verify_message(msg, self.world.validators, CHAIN_ID)  # type: ignore[arg-type]
+            except BadMessage:
+                msg = None
+            self.decoded[data] = msg
+        return self.decoded[data]
+
+    # --- nodes ------------------------------------------------------------------------------
+
+    def _boot(self, node: _Node) -> None:
+        """Start (or restart) a node from what survives a crash: signer state and blocks."""
+        node.app = SimApp(self.world, bytes(node.key.verify_key), lambda: self.now + node.skew_ms)
+        for block, _ in node.committed:
+            node.app.apply(block)
+        last_cert = node.committed[-1][1] if node.committed else None
+        node.engine = Engine(
+            CHAIN_ID,
+            self.world.validators,
+            Signer(node.key, node.storage, CHAIN_ID),
+            node.app,
+            height=len(node.committed) + 1,
+            last_cert=last_cert,
+            timeouts=SIM_TIMEOUTS,
+        )
+        self._carry_out(node, node.engine.start())
+
+    def _crash(self, node: _Node) -> None:
+        self._collect_evidence(node)
+        node.engine = node.app = None
+        node.epoch += 1
+        node.crash_next = False
+
+    def _handle(self, node: _Node, event: Event) -> None:
+        assert node.engine is not None
+        self._carry_out(node, node.engine.handle(event))
+
+    def _carry_out(self, node: _Node, actions: list[Action]) -> None:
+        if node.crash_next:
+            actions = actions[: self.rng.randrange(len(actions) + 1)]
+        for action in actions:
+            if isinstance(action, Broadcast):
+                self._broadcast(node, action.message)
+            elif isinstance(action, ScheduleTimeout):
+                event = TimeoutFired(action.kind, action.height, action.round)
+                self._push(self.now + action.delay_ms, _TIMER, (node.id, node.epoch, event))
+            elif isinstance(action, Commit):
+                self._commit(node, action.block, action.cert)
+            elif isinstance(action, RequestSync):
+                self._request_sync(node, action.from_height)
+        if node.crash_next:
+            self._crash(node)
+
+    def _commit(self, node: _Node, block: Block, cert: CommitCertificate) -> None:
+        assert node.app is not None and block.height == len(node.committed) + 1
+        try:
+            node.app.apply(block)
+        except InvalidBlock as exc:
+            if node.mode is None:
+                self.violations.append(
+                    f"node {node.id} committed block {block.height} that does not execute: {exc}"
+                )
+            return
+        node.committed.append((block, cert))
+        if node.mode is None:
+            self._check_commit(node, block, cert)
+
+    def _check_commit(self, node: _Node, block: Block, cert: CommitCertificate) -> None:
+        """Safety, checked at the moment an honest node commits."""
+        height = block.height
+        try:
+            verify_certificate(cert, self.world.validators, CHAIN_ID)
+        except InvalidCertificate as exc:
+            self.violations.append(f"node {node.id} height {height}: bad certificate: {exc}")
+        if cert.block_hash != block.hash:
+            self.violations.append(f"node {node.id} height {height}: certificate for another block")
+        if height not in self.decided:
+            try:
+                changes = execute_block(self.reference, block, verified=self.world.verified)
+            except InvalidBlock as exc:
+                self.violations.append(f"height {height}: committed block is invalid: {exc}")
+                return
+            self.reference.commit(changes, block.header)
+            self.decided[height] = (block.hash, self.reference.state_root)
+            self.decided_rounds[height] = cert.round
+            return
+        decided_hash, root = self.decided[height]
+        if block.hash != decided_hash:
+            self.violations.append(
+                f"fork at height {height}: node {node.id} committed {block.hash.hex()[:12]}, "
+                f"another honest node {decided_hash.hex()[:12]}"
+            )
+        elif node.app is not None and node.app.state.state_root != root:
+            self.violations.append(f"node {node.id} height {height}: state root diverged")
+
+    # --- the network ------------------------------------------------------------------------
+
+    def _broadcast(self, node: _Node, msg: Message) -> None:
+        mode = node.mode
+        if mode is ByzantineMode.SILENT:
+            return
+        peers = [p for p in self.nodes if p.id != node.id]
+        if isinstance(msg, Proposal) and mode is ByzantineMode.EQUIVOCATE:
+            self._equivocate(node, msg, peers)
+            return
+        if mode is ByzantineMode.INVALID_BLOCK:
+            msg = self._invalidate(node, msg)
+        data = encode_message(msg)
+        for peer in peers:
+            self._send(node, peer, data)
+
+    def _equivocate(self, node: _Node, proposal: Proposal, peers: list[_Node]) -> None:
+        """Send the real proposal to some peers, a conflicting valid one to the others,
+        and both to a few (so that honest nodes can catch it)."""
+        header = proposal.block.header
+        other_block = replace(proposal.block, header=replace(header, time_ms=header.time_ms + 1))
+        other = self._resign(node, replace(proposal, block=other_block))
+        real, fake = encode_message(proposal), encode_message(other)
+        for peer in peers:
+            first, second = (real, fake) if self.rng.random() < 0.5 else (fake, real)
+            self._send(node, peer, first)
+            if self.rng.random() < 0.3:
+                self._send(node, peer, second)
+
+    def _invalidate(self, node: _Node, msg: Message) -> Message:
+        """Swap our block for one with a wrong state root, and our votes for it along."""
+        if isinstance(msg, Proposal):
+            header = msg.block.header
+            bad_root = sha256(b"not the state root" + header.state_root).digest()
+            bad = replace(msg.block, header=replace(header, state_root=bad_root))
+            node.rewritten[msg.block.hash] = bad.hash
+            return self._resign(node, replace(msg, block=bad))
+        if msg.block_hash in node.rewritten:
+            return self._resign(node, replace(msg, block_hash=node.rewritten[msg.block_hash]))
+        return msg
+
+    def _resign(self, node: _Node, msg: Message) -> Message:
+        # The faulty node signs outside its Signer: that is exactly what makes it byzantine.
+        return replace(msg, signature=node.key.sign(msg.sign_bytes(CHAIN_ID)).signature)
+
+    def _reachable(self, a: int, b: int) -> bool:
+        for p in self.config.partitions:
+            if p.start_ms <= self.now < p.end_ms:
+                group_a = next((g for g in p.groups if a in g), None)
+                group_b = next((g for g in p.groups if b in g), None)
+                if group_a is not None and group_b is not None and group_a != group_b:
+                    return False
+        return True
+
+    def _delay(self) -> int:
+        cfg = self.config
+        delay = cfg.delay_min_ms + int(
+            self.rng.random() * (cfg.delay_max_ms - cfg.delay_min_ms + 1)
+        )
+        if cfg.reorder and self.rng.random() < cfg.reorder:
+            delay += int(self.rng.random() * 5 * (cfg.delay_max_ms + 1))
+        return delay
+
+    def _send(self, node: _Node, peer: _Node, data: bytes) -> None:
+        self.sent += 1
+        if not self._reachable(node.id, peer.id) or self.rng.random() < self.config.drop:
+            self.dropped += 1
+            return
+        self._push(self.now + self._delay(), _DELIVER, (peer.id, data))
+        if self.config.duplicate and self.rng.random() < self.config.duplicate:
+            self.duplicated += 1
+            self._push(self.now + self._delay(), _DELIVER, (peer.id, data))
+
+    def _request_sync(self, node: _Node, from_height: int) -> None:
+        """Ask one random reachable peer for decided blocks; request and reply can be lost."""
+        self.sync_requests += 1
+        peers = [
+            p
+            for p in self.nodes
+            if p.id != node.id and p.engine is not None and p.mode is not ByzantineMode.SILENT
+        ]
+        if not peers:
+            return
+        peer = self.rng.choice(peers)
+        lost = self.rng.random() < self.config.drop or self.rng.random() < self.config.drop
+        if lost or not self._reachable(node.id, peer.id):
+            return
+        when = self.now + self._delay() + self._delay()
+        self._push(when, _SYNC, (node.id, node.epoch, peer.id, from_height))
+
+    def _serve_sync(self, node_id: int, epoch: int, peer_id: int, from_height: int) -> None:
+        node, peer = self.nodes[node_id], self.nodes[peer_id]
+        if node.engine is None or node.epoch != epoch or peer.engine is None:
+            return
+        for block, cert in peer.committed[from_height - 1 : from_height - 1 + SYNC_BATCH]:
+            if node.engine is None:  # crashed half-way through
+                return
+            self._handle(node, CommitReceived(block, cert))
+
+    # --- the verdict ------------------------------------------------------------------------
+
+    def _collect_evidence(self, node: _Node) -> None:
+        if node.mode is not None or node.engine is None:
+            return
+        for ev in node.engine.evidence:
+            self.evidence.setdefault((ev.validator, ev.height, ev.round, ev.kind), ev)
+
+    def _check_evidence(self) -> None:
+        for ev in self.evidence.values():
+            try:
+                verify_equivocation(ev, self.world.validators, CHAIN_ID)
+            except InvalidEvidence as exc:
+                self.violations.append(f"evidence does not verify: {exc}")
+            if self.world.validators.index(ev.validator) not in self.byzantine:
+                self.violations.append(
+                    f"honest validator {self.world.validators.index(ev.validator)} accused"
+                )
+
+    def _result(self) -> SimResult:
+        for node in self.honest:
+            self._collect_evidence(node)
+        self._check_evidence()
+        committed = {n.id: len(n.committed) for n in self.honest}
+        if self.violations:
+            verdict = Verdict.SAFETY_VIOLATION
+        elif any(h < self.config.heights for h in committed.values()):
+            verdict = Verdict.LIVENESS_FAILURE
+            behind = ", ".join(
+                f"node {i} at {h}" for i, h in committed.items() if h < self.config.heights
+            )
+            self.violations.append(
+                f"target height {self.config.heights} not reached by the deadline "
+                f"({self.config.effective_deadline_ms} ms): {behind}"
+            )
+        else:
+            verdict = Verdict.OK
+        rounds = self.decided_rounds.values()
+        return SimResult(
+            config=self.config,
+            verdict=verdict,
+            violations=self.violations,
+            committed=committed,
+            max_round=max(rounds, default=0),
+            late_heights=sum(1 for r in rounds if r > 0),
+            messages_sent=self.sent,
+            messages_delivered=self.delivered,
+            messages_dropped=self.dropped,
+            messages_duplicated=self.duplicated,
+            sync_requests=self.sync_requests,
+            evidence=sorted(
+                self.evidence.values(), key=lambda e: (e.height, e.round, e.kind, e.validator)
+            ),
+            byzantine=self.byzantine,
+            sim_time_ms=self.now,
+            events=self.events,
+        )
+
+
+def simulate(config: SimConfig) -> SimResult:
+    """Run one simulation; the same config always gives the same result."""
+    return Simulation(config).run()

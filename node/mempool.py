@@ -1,0 +1,333 @@
+"""The mempool: admitted transactions waiting for a block. A data structure: no I/O, no clock.
+
+Admission runs the ledger's own rules (``chain.state.apply_tx``) on a ``Changes`` overlay
+laid over the committed ``State``: the overlay is the committed state plus every pending
+transaction applied in admission order. So "funds including pending txs" and "the next
+nonce including pending txs" are plain reads of the overlay, and the admission order is
+itself an order in which ``build_block`` can apply the pending txs (per account, nonces
+come in order, and every credit a tx relies on was admitted before it).
+
+Nonce policy: a tx whose nonce is the sender's next pending nonce is *pending* (applied to
+the overlay, offered to blocks). A tx up to ``nonce_window - 1`` nonces further ahead is
+*queued*: its signature, chain and sender are checked, and it waits, outside the overlay,
+until the gap before it fills; then it is promoted (and checked for funds). Gossip batches
+and clients that pipeline payments through several nodes deliver nonces out of order, so
+rejecting every future nonce would make a node refuse txs its peers accepted. A queued tx
+that waits ``max_queue_blocks`` committed blocks without its gap filling is dropped, so a
+lost tx cannot pin memory forever. Further ahead than the window, or a nonce already used
+or already held by another pending/queued tx, is ``BAD_NONCE``: there is no replacement.
+
+A signature is verified once per node: verified tx ids are kept in a bounded set that the
+runner passes to ``build_block`` / ``execute_block`` as ``verified=`` (Ed25519 verify is
+the most expensive per-tx step, notes/machine-limits.md). Cheap checks run before it, so a
+stale or re-gossiped tx costs a few dict lookups, not a verification.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Container
+from dataclasses import dataclass
+from itertools import islice
+from typing import Literal
+
+from chain.block import Block
+from chain.errors import Reason, TxRejected
+from chain.state import Changes, State, apply_tx
+from chain.tx import Tx, verify_signature
+
+
+class MempoolError(Exception):
+    """A tx this pool cannot take for a reason of its own, not a ledger rule."""
+
+    code = "mempool_error"
+
+
+class MempoolFull(MempoolError):
+    """The pool holds ``max_size`` txs; the tx was not checked. Transient: retry later."""
+
+    code = "mempool_full"
+
+
+@dataclass(frozen=True, slots=True)
+class TxStatus:
+    """Where a tx stands on this node. The pool answers pending, queued (waiting for an
+    earlier nonce), rejected (``code`` is a ``Reason`` value) or unknown; committed (at
+    ``height``, index ``position`` in the block) comes from the store's tx index."""
+
+    status: Literal["pending", "queued", "committed", "rejected", "unknown"]
+    height: int | None = None
+    position: int | None = None
+    code: str | None = None
+    message: str | None = None
+
+    @classmethod
+    def committed(cls, height: int, position: int) -> TxStatus:
+        return cls("committed", height=height, position=position)
+
+
+_PENDING = TxStatus("pending")
+_QUEUED = TxStatus("queued")
+_UNKNOWN = TxStatus("unknown")
+_OVERLAY_SLACK = 4096
+
+
+class Mempool:
+    """Pending and queued transactions over the committed ``state`` (see the module doc).
+
+    ``state`` is the node's committed State object; the runner commits each block into it
+    and then calls :meth:`on_commit`.
+    """
+
+    def __init__(
+        self,
+        state: State,
+        *,
+        max_size: int,
+        nonce_window: int = 64,
+        max_queue_blocks: int = 100,
+        max_verified: int | None = None,
+        max_rejected: int = 10_000,
+    ) -> None:
+        if max_size < 1 or nonce_window < 1 or max_queue_blocks < 1 or max_rejected < 1:
+            raise ValueError("mempool limits must be positive")
+        self.max_size = max_size
+        self.nonce_window = nonce_window
+        self.max_queue_blocks = max_queue_blocks
+        # Ids stay verified after they leave the pool (a tx evicted for funds may come back),
+        # so the set is bigger than the pool; a forgotten id only costs a second verification.
+        self.max_verified = 2 * max_size if max_verified is None else max_verified
+        self.max_rejected = max_rejected
+        self._state = state
+        self._overlay = Changes(state)
+        self._pending: dict[bytes, Tx] = {}  # admission order = an order blocks can apply
+        self._queued: dict[bytes, dict[int, Tx]] = {}  # sender -> nonce -> tx
+        self._queued_since: dict[bytes, tuple[Tx, int]] = {}  # tx id -> (tx, height queued at)
+        self._verified: OrderedDict[bytes, None] = OrderedDict()
+        self._rejected: OrderedDict[bytes, tuple[Reason, str]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._pending) + len(self._queued_since)
+
+    def __contains__(self, tx_id: object) -> bool:
+        return tx_id in self._pending or tx_id in self._queued_since
+
+    @property
+    def pending_count(self) -> int:
+        return len(self._pending)
+
+    @property
+    def queued_count(self) -> int:
+        return len(self._queued_since)
+
+    @property
+    def verified(self) -> Container[bytes]:
+        """Tx ids whose signatures this node checked: pass as ``verified=`` to block execution."""
+        return self._verified
+
+    def next_nonce(self, account: bytes) -> int:
+        """The nonce the account's next tx should carry, counting its pending txs."""
+        return self._overlay.nonce(account)
+
+    def add(self, tx: Tx) -> None:
+        """Admit a decoded tx, or raise TxRejected (DUPLICATE if already held) or MempoolFull."""
+        tx_id = tx.tx_id
+        if tx_id in self._pending or tx_id in self._queued_since:
+            raise TxRejected(Reason.DUPLICATE, "tx is already in the mempool")
+        if len(self._pending) + len(self._queued_since) >= self.max_size:
+            raise MempoolFull(f"mempool holds its maximum of {self.max_size} txs; retry later")
+        try:
+            self._admit(tx)
+        except TxRejected as exc:
+            self._remember(tx_id, exc)
+            raise
+        self._rejected.pop(tx_id, None)
+
+    def candidates(self, max_txs: int) -> list[Tx]:
+        """Up to ``max_txs`` pending txs in an order ``build_block`` can apply."""
+        return list(islice(self._pending.values(), max_txs))
+
+    def on_commit(self, block: Block) -> list[tuple[Tx, TxRejected]]:
+        """Drop the block's txs and recheck the rest against the new committed state.
+
+        Called after ``block`` was committed into the State this pool was built on. Returns
+        the evicted txs with their reasons (also kept for :meth:`status`).
+
+        If every tx of the block was pending here, the overlay is still exact and every
+        remaining pending tx still applies in admission order: the overlay holds absolute
+        values equal to old state + all pending = new state + remaining pending, and moving
+        some txs earlier only adds credits before the others (a sender's own debits come in
+        nonce order, so none of them can have moved ahead of an earlier one). Then the
+        commit costs one dict deletion per block tx. Otherwise (a tx this node never saw, or
+        a conflicting one) pending txs are re-applied in admission order onto a fresh
+        overlay, one ``apply_tx`` each: those that no longer apply are evicted, except that
+        a tx now beyond a gap in its sender's nonces goes back to the queue.
+        """
+        state = self._state
+        if state.height != block.height:
+            raise ValueError(f"commit block {block.height} into the state before on_commit")
+        committed = {tx.tx_id for tx in block.txs}
+        for tx_id in committed:
+            self._verified.pop(tx_id, None)  # a committed tx is stale: never verified again
+        evicted: list[tuple[Tx, TxRejected]] = []
+        if committed <= self._pending.keys() and not self._overlay_oversized():
+            for tx_id in committed:
+                del self._pending[tx_id]
+        else:
+            evicted.extend(self._recheck(committed))
+        overlay = self._overlay
+        height = state.height
+        for tx_id, (tx, _) in list(self._queued_since.items()):
+            if tx_id in committed:
+                self._unqueue(tx)
+            elif tx.nonce < overlay.nonce(tx.sender):
+                self._unqueue(tx)
+                evicted.append((tx, _stale(tx, overlay)))
+        for sender in list(self._queued):
+            failed = self._promote(sender)
+            if failed is not None:
+                evicted.append(failed)
+        for tx, since in list(self._queued_since.values()):
+            if height - since >= self.max_queue_blocks:
+                self._unqueue(tx)
+                reason = f"nonce {tx.nonce} waited {self.max_queue_blocks} blocks for a gap to fill"
+                evicted.append((tx, TxRejected(Reason.BAD_NONCE, reason)))
+        for tx, exc in evicted:
+            self._remember(tx.tx_id, exc)
+        return evicted
+
+    def status(self, tx_id: bytes) -> TxStatus:
+        """Pending, queued, recently rejected or evicted (with the reason), else unknown."""
+        if tx_id in self._pending:
+            return _PENDING
+        if tx_id in self._queued_since:
+            return _QUEUED
+        rejected = self._rejected.get(tx_id)
+        if rejected is None:
+            return _UNKNOWN
+        reason, detail = rejected
+        return TxStatus("rejected", code=reason.value, message=detail or reason.value)
+
+    def _admit(self, tx: Tx) -> None:
+        """Cheap checks first, then the signature, then the ledger rules on the overlay."""
+        known = self._rejected.get(tx.tx_id)
+        if known is not None and known[0] is Reason.BAD_SIGNATURE:
+            raise TxRejected(*known)  # a tx id names its signature: it will never verify
+        overlay = self._overlay
+        if tx.chain_id != self._state.chain_id:
+            raise TxRejected(Reason.WRONG_CHAIN, f"tx is for chain {tx.chain_id!r}")
+        sender = tx.sender
+        if overlay.bank_of(sender) is None:
+            raise TxRejected(Reason.SENDER_NOT_REGISTERED, "sender is not registered")
+        expected = overlay.nonce(sender)
+        nonce = tx.nonce
+        if nonce < expected:
+            raise _stale(tx, overlay)
+        if nonce >= expected + self.nonce_window:
+            raise TxRejected(
+                Reason.BAD_NONCE,
+                f"nonce {nonce} is too far ahead: the next is {expected}, "
+                f"the window {self.nonce_window}",
+            )
+        queue = self._queued.get(sender)
+        if queue is not None and nonce in queue:
+            raise TxRejected(Reason.BAD_NONCE, f"another tx with nonce {nonce} is queued")
+        if tx.tx_id not in self._verified:
+            verify_signature(tx)
+            verified = self._verified
+            verified[tx.tx_id] = None
+            if len(verified) > self.max_verified:
+                verified.popitem(last=False)
+        if nonce > expected:
+            self._queue(tx, self._state.height)
+            return
+        apply_tx(overlay, tx)
+        self._pending[tx.tx_id] = tx
+        if queue is not None:
+            failed = self._promote(sender)
+            if failed is not None:
+                self._remember(failed[0].tx_id, failed[1])
+
+    def _recheck(self, committed: set[bytes]) -> list[tuple[Tx, TxRejected]]:
+        """Rebuild the overlay from the committed state and the surviving pending txs."""
+        overlay = Changes(self._state)
+        pending: dict[bytes, Tx] = {}
+        evicted: list[tuple[Tx, TxRejected]] = []
+        demoted: list[Tx] = []
+        for tx_id, tx in self._pending.items():
+            if tx_id in committed:
+                continue
+            try:
+                apply_tx(overlay, tx)
+            except TxRejected as exc:
+                if exc.reason is Reason.BAD_NONCE and tx.nonce > overlay.nonce(tx.sender):
+                    demoted.append(tx)
+                else:
+                    evicted.append((tx, exc))
+                continue
+            pending[tx_id] = tx
+        self._overlay = overlay
+        self._pending = pending
+        for tx in demoted:
+            self._queue(tx, self._state.height)
+        return evicted
+
+    def _overlay_oversized(self) -> bool:
+        """True once the overlay holds many entries no pending tx needs any more.
+
+        Without a rebuild, entries written by txs that have since committed stay in the
+        overlay (harmless: they equal the committed values). A pending tx writes at most
+        four entries, so beyond that (plus slack) a rebuild, O(pool), frees them; it
+        happens at most once per O(pool) admissions, so the cost stays O(1) per tx.
+        """
+        overlay = self._overlay
+        entries = len(overlay.balances) + len(overlay.nonces) + len(overlay.accounts)
+        return entries > 4 * len(self._pending) + _OVERLAY_SLACK
+
+    def _queue(self, tx: Tx, height: int) -> None:
+        self._queued.setdefault(tx.sender, {})[tx.nonce] = tx
+        self._queued_since[tx.tx_id] = (tx, height)
+
+    def _unqueue(self, tx: Tx) -> None:
+        del self._queued_since[tx.tx_id]
+        queue = self._queued[tx.sender]
+        del queue[tx.nonce]
+        if not queue:
+            del self._queued[tx.sender]
+
+    def _promote(self, sender: bytes) -> tuple[Tx, TxRejected] | None:
+        """Move the sender's queued txs whose gap has filled into pending, in nonce order.
+
+        The first one the ledger rejects (funds, typically) is dropped and returned; the
+        ones after it stay queued behind the new gap.
+        """
+        queue = self._queued[sender]
+        overlay = self._overlay
+        nonce = overlay.nonce(sender)
+        failed = None
+        while (tx := queue.pop(nonce, None)) is not None:
+            del self._queued_since[tx.tx_id]
+            try:
+                apply_tx(overlay, tx)
+            except TxRejected as exc:
+                failed = (tx, exc)
+                break
+            self._pending[tx.tx_id] = tx
+            nonce += 1
+        if not queue:
+            del self._queued[sender]
+        return failed
+
+    def _remember(self, tx_id: bytes, exc: TxRejected) -> None:
+        """Keep a bounded memory of recent rejections so status can still explain them."""
+        rejected = self._rejected
+        rejected[tx_id] = (exc.reason, exc.detail)
+        rejected.move_to_end(tx_id)
+        if len(rejected) > self.max_rejected:
+            rejected.popitem(last=False)
+
+
+def _stale(tx: Tx, overlay: Changes) -> TxRejected:
+    if tx.nonce < overlay.base.nonces.get(tx.sender, 0):
+        return TxRejected(Reason.BAD_NONCE, f"nonce {tx.nonce} was already used")
+    return TxRejected(Reason.BAD_NONCE, f"another tx with nonce {tx.nonce} is pending")

@@ -1,0 +1,238 @@
+"""A fake validator network for CLI tests: the real ledger rules behind the node API's JSON.
+
+Every node of the network answers from one shared ledger (chain/state.py), so a CLI test
+sees real rejections (insufficient funds, unknown token, unregistered recipient) without
+starting processes. Each accepted tx commits at once in a block of its own. A test can take
+nodes down (connection refused), fill the mempool, or set what /status reports.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any
+
+import httpx
+
+from chain.errors import TxRejected
+from chain.state import Changes, State, check_tx
+from chain.tx import decode_tx
+from node.api import tx_json
+from node.layout import NetworkHome
+
+
+class FakeNetwork:
+    def __init__(self, net: NetworkHome) -> None:
+        self.net = net
+        genesis = net.genesis()
+        self.genesis = genesis
+        self.changes = Changes(State(genesis))
+        self.blocks: list[list[Any]] = []
+        self.committed: dict[str, tuple[int, int]] = {}
+        self.bank_by_port = {int(e.api_url.rsplit(":", 1)[1]): e.bank for e in net.nodes()}
+        self.down: set[str] = set()
+        self.mempool_full = False
+        self.status: dict[str, dict] = {}  # bank -> fields that override /status
+        self.requests: list[str] = []
+
+    @property
+    def transport(self) -> httpx.MockTransport:
+        return httpx.MockTransport(self.handle)
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        bank = self.bank_by_port[request.url.port]
+        if bank in self.down:
+            raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+        path = request.url.path
+        self.requests.append(f"{bank} {request.method} {path}")
+        if request.method == "POST" and path == "/txs":
+            return self._submit(json.loads(request.content)["txs"])
+        for pattern, route in (
+            (r"/txs/([0-9a-f]{64})", self._tx),
+            (r"/accounts/([0-9a-f]{64})", self._account),
+            (r"/blocks/(\d+)", self._block),
+            (r"/head", self._head),
+            (r"/status", lambda: self._status(bank)),
+        ):
+            match = re.fullmatch(pattern, path)
+            if match:
+                return route(*match.groups())
+        return _error(404, "not_found", f"no route {path}")
+
+    def balance_of(self, account: str, token: str) -> int:
+        return self.changes.balance(bytes.fromhex(account), token)
+
+    def _submit(self, raws: list[str]) -> httpx.Response:
+        results = []
+        for raw in raws:
+            tx = decode_tx(bytes.fromhex(raw))
+            if self.mempool_full:
+                results.append(_result(tx.tx_id.hex(), False, "mempool_full", "pool is full"))
+                continue
+            try:
+                check_tx(self.changes, tx)
+            except TxRejected as exc:
+                results.append(_result(tx.tx_id.hex(), False, exc.reason.value, exc.detail))
+                continue
+            self.blocks.append([tx])
+            self.committed[tx.tx_id.hex()] = (len(self.blocks), 0)
+            results.append(_result(tx.tx_id.hex(), True, None, None))
+        accepted = sum(r["accepted"] for r in results)
+        return httpx.Response(
+            200,
+            json={"accepted": accepted, "rejected": len(results) - accepted, "results": results},
+        )
+
+    def _tx(self, tx_id: str) -> httpx.Response:
+        if tx_id not in self.committed:
+            return _error(404, "tx_not_found", f"no tx {tx_id} is known to this node")
+        height, position = self.committed[tx_id]
+        return httpx.Response(
+            200,
+            json={
+                "tx_id": tx_id,
+                "status": "committed",
+                "height": height,
+                "position": position,
+                "code": None,
+                "message": None,
+            },
+        )
+
+    def _account(self, account: str) -> httpx.Response:
+        key = bytes.fromhex(account)
+        bank = self.changes.bank_of(key)
+        if bank is None:
+            return _error(404, "account_not_found", f"account {account} is not registered")
+        balances = {
+            t: self.changes.balance(key, t)
+            for t in self.genesis.tokens
+            if self.changes.balance(key, t)
+        }
+        nonce = self.changes.nonce(key)
+        return httpx.Response(
+            200,
+            json={
+                "account": account,
+                "bank": bank,
+                "nonce": nonce,
+                "next_nonce": nonce,
+                "balances": balances,
+            },
+        )
+
+    def _block(self, height: str) -> httpx.Response:
+        index = int(height) - 1
+        if not 0 <= index < len(self.blocks):
+            return _error(404, "block_not_found", f"no block at height {height}")
+        return httpx.Response(200, json=self.block_json(index + 1))
+
+    def block_json(self, height: int) -> dict:
+        txs = self.blocks[height - 1]
+        return {
+            "height": height,
+            "hash": _hash(height),
+            "header": {
+                "chain_id": self.genesis.chain_id,
+                "height": height,
+                "round": 0,
+                "prev_hash": _hash(height - 1),
+                "proposer": self.genesis.banks[height % len(self.genesis.banks)].validator.hex(),
+                "time_ms": self.genesis.genesis_time_ms + 1000 * height,
+                "tx_root": "00" * 32,
+                "state_root": "00" * 32,
+                "last_cert_hash": "00" * 32,
+            },
+            "txs": [tx_json(tx) for tx in txs],
+            "last_cert": None,
+            "cert": {
+                "height": height,
+                "round": 0,
+                "block_hash": _hash(height),
+                "signatures": [[0, "00"], [1, "00"], [2, "00"]],
+            },
+        }
+
+    def _head(self) -> httpx.Response:
+        height = len(self.blocks)
+        return httpx.Response(
+            200,
+            json={
+                "chain_id": self.genesis.chain_id,
+                "height": height,
+                "hash": _hash(height),
+                "state_root": "00" * 32,
+                "time_ms": self.genesis.genesis_time_ms + 1000 * height,
+            },
+        )
+
+    def _status(self, bank: str) -> httpx.Response:
+        height = len(self.blocks)
+        validators = [b.validator.hex() for b in self.genesis.banks]
+        body = {
+            "bank": bank,
+            "chain_id": self.genesis.chain_id,
+            "height": height,
+            "round": 0,
+            "step": "propose",
+            "peers": 3,
+            "mempool_size": 0,
+            "evidence": 0,
+            "head_hash": _hash(height),
+            "state_root": "00" * 32,
+            "seconds_since_commit": 0.2,
+            "consensus": {
+                "height": height + 1,
+                "round": 0,
+                "step": "propose",
+                "proposer": validators[(height + 1) % len(validators)],
+                "proposal": None,
+                "prevotes": [],
+                "precommits": [],
+                "quorum": 2 * len(validators) // 3 + 1,
+                "validators": len(validators),
+                "locked_round": -1,
+                "valid_round": -1,
+                "evidence": 0,
+            },
+        }
+        override = self.status.get(bank, {})
+        body.update({k: v for k, v in override.items() if k != "consensus"})
+        body["consensus"].update(override.get("consensus", {}))
+        return httpx.Response(200, json=body)
+
+
+def _hash(height: int) -> str:
+    return hashlib.sha256(str(height).encode()).hexdigest()
+
+
+def _result(tx_id: str, accepted: bool, code: str | None, message: str | None) -> dict:
+    return {"tx_id": tx_id, "accepted": accepted, "code": code, "message": message}
+
+
+def _error(status: int, code: str, message: str) -> httpx.Response:
+    return httpx.Response(status, json={"error": {"code": code, "message": message}})
+
+
+def free_port_range(count: int) -> int:
+    """A base port such that ``count`` consecutive ports are free on 127.0.0.1 right now."""
+    import random
+    import socket
+
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20_000, 60_000 - count)
+        socks = []
+        try:
+            for port in range(base, base + count):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                socks.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError(f"no {count} consecutive free ports found")

@@ -1,0 +1,458 @@
+"""The HTTP API against a fake node: every route's answer, and every bad request refused
+with the error body before anything reaches the node."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import AsyncIterator
+from hashlib import sha256
+
+import httpx
+import pytest
+import trio
+from nacl.signing import SigningKey
+
+from chain.block import Block, CommitCertificate
+from chain.errors import Reason, TxRejected
+from chain.genesis import parse_genesis
+from chain.state import State, build_block
+from chain.tx import TxKind, decode_tx, sign_tx
+from node.api import (
+    MAX_BATCH,
+    MAX_BODY_BYTES,
+    AccountInfo,
+    AccountOut,
+    BlockOut,
+    CommittedBlock,
+    ErrorOut,
+    Head,
+    HeadOut,
+    NodeStatus,
+    StatusOut,
+    SubmitOut,
+    SubmitResult,
+    TxStatusOut,
+    create_app,
+    serve_api,
+)
+from node.mempool import MempoolFull, TxStatus
+from node.metrics import Metrics
+
+CHAIN = "depnet-test"
+BANK = SigningKey(b"\x01" * 32)
+ALICE = SigningKey(b"\x02" * 32)
+BOB = SigningKey(b"\x03" * 32)
+VALIDATOR = bytes(range(32))
+
+
+def _block() -> Block:
+    genesis = parse_genesis(
+        {
+            "chain_id": CHAIN,
+            "genesis_time_ms": 1_000,
+            "banks": [
+                {
+                    "name": "JPM",
+                    "country": "US",
+                    "validator": VALIDATOR.hex(),
+                    "issuer": bytes(BANK.verify_key).hex(),
+                    "tokens": [{"symbol": "USD.JPM", "decimals": 2}],
+                }
+            ],
+            "accounts": [
+                {"account": bytes(k.verify_key).hex(), "bank": "JPM", "balances": b}
+                for k, b in ((ALICE, {"USD.JPM": 500}), (BOB, {}))
+            ],
+        }
+    )
+    txs = [
+        sign_tx(ALICE, TxKind.TRANSFER, CHAIN, 0, to=bytes(BOB.verify_key), token="USD.JPM",
+                amount=25, memo="INV-1"),
+        sign_tx(BANK, TxKind.MINT, CHAIN, 0, to=bytes(BOB.verify_key), token="USD.JPM", amount=7),
+    ]  # fmt: skip
+    built = build_block(
+        State(genesis), txs, round=1, proposer=VALIDATOR, time_ms=2_000, last_cert=None, max_txs=9
+    )
+    assert not built.rejected
+    return built.block
+
+
+BLOCK = _block()
+CERT = CommitCertificate(1, 1, BLOCK.hash, ((0, b"\x09" * 64),))
+GOOD_TX = BLOCK.txs[0]
+
+
+class FakeNode:
+    """A NodeService that records every call that could change a real node."""
+
+    def __init__(self) -> None:
+        self.metrics = Metrics()
+        self.submitted: list[list[bytes]] = []
+        self.accounts = {
+            bytes(ALICE.verify_key): AccountInfo(
+                bytes(ALICE.verify_key), "JPM", 1, 3, {"USD.JPM": 475}
+            )
+        }
+        self.statuses = {
+            GOOD_TX.tx_id: TxStatus.committed(1, 0),
+            b"\x01" * 32: TxStatus("pending"),
+            b"\x02" * 32: TxStatus("rejected", code="bad_nonce", message="nonce 4 was used"),
+        }
+        self.fail_status = False
+
+    @property
+    def registry(self):  # type: ignore[no-untyped-def]
+        return self.metrics.registry
+
+    async def submit(self, raws: list[bytes]) -> list[SubmitResult]:
+        self.submitted.append(raws)
+        results = []
+        for raw in raws:
+            try:
+                tx = decode_tx(raw)
+            except TxRejected as exc:
+                results.append(SubmitResult.rejected(raw, exc))
+                continue
+            if tx.memo == "full":
+                results.append(SubmitResult.rejected(raw, MempoolFull("mempool is full")))
+            else:
+                results.append(SubmitResult.accepted(tx.tx_id))
+        return results
+
+    def tx_status(self, tx_id: bytes) -> TxStatus:
+        return self.statuses.get(tx_id, TxStatus("unknown"))
+
+    def account(self, account: bytes) -> AccountInfo | None:
+        return self.accounts.get(account)
+
+    def block(self, height: int) -> CommittedBlock | None:
+        return CommittedBlock(BLOCK, CERT) if height == 1 else None
+
+    def head(self) -> Head:
+        return Head(CHAIN, 1, BLOCK.hash, BLOCK.header.state_root, BLOCK.header.time_ms)
+
+    def status(self) -> NodeStatus:
+        if self.fail_status:
+            raise RuntimeError("engine exploded")
+        return NodeStatus(
+            "JPM", CHAIN, 1, 2, "prevote", 3, 17, 0, extra={"head_hash": BLOCK.hash.hex()}
+        )
+
+    def snapshot(self) -> tuple:
+        return (copy.deepcopy(self.submitted), dict(self.accounts), dict(self.statuses))
+
+
+@pytest.fixture
+def fake() -> FakeNode:
+    return FakeNode()
+
+
+@pytest.fixture
+async def client(fake: FakeNode) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=create_app(fake), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://node") as client:
+        yield client
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> None:
+    assert response.status_code == status, response.text
+    body = ErrorOut.model_validate(response.json())
+    assert body.error.code == code
+    assert body.error.message and "Traceback" not in body.error.message
+
+
+# --- happy paths ------------------------------------------------------------------------
+
+
+async def test_submit_batch_reports_each_tx(client: httpx.AsyncClient, fake: FakeNode) -> None:
+    full = sign_tx(ALICE, TxKind.TRANSFER, CHAIN, 1, to=bytes(BOB.verify_key),
+                   token="USD.JPM", amount=1, memo="full")  # fmt: skip
+    raws = [GOOD_TX.raw, b"\x00garbage", full.raw]
+    response = await client.post("/txs", json={"txs": [raw.hex() for raw in raws]})
+    assert response.status_code == 200
+    body = SubmitOut.model_validate(response.json())
+    assert (body.accepted, body.rejected) == (1, 2)
+    assert [(r.tx_id, r.accepted, r.code) for r in body.results] == [
+        (GOOD_TX.tx_id.hex(), True, None),
+        (sha256(b"\x00garbage").hexdigest(), False, Reason.MALFORMED.value),
+        (full.tx_id.hex(), False, "mempool_full"),
+    ]
+    assert body.results[1].message and body.results[2].message == "mempool is full"
+    assert fake.submitted == [raws]
+
+
+async def test_submit_takes_a_full_batch(client: httpx.AsyncClient, fake: FakeNode) -> None:
+    response = await client.post("/txs", json={"txs": [GOOD_TX.raw.hex()] * MAX_BATCH})
+    assert response.status_code == 200 and response.json()["accepted"] == MAX_BATCH
+    assert len(fake.submitted[0]) == MAX_BATCH
+
+
+@pytest.mark.parametrize(
+    ("tx_id", "expected"),
+    [
+        (GOOD_TX.tx_id, {"status": "committed", "height": 1, "position": 0, "code": None}),
+        (b"\x01" * 32, {"status": "pending", "height": None, "code": None}),
+        (b"\x02" * 32, {"status": "rejected", "code": "bad_nonce", "message": "nonce 4 was used"}),
+    ],
+)
+async def test_tx_status(client: httpx.AsyncClient, tx_id: bytes, expected: dict) -> None:
+    response = await client.get(f"/txs/{tx_id.hex().upper()}")  # hex in any case
+    assert response.status_code == 200
+    body = TxStatusOut.model_validate(response.json()).model_dump()
+    assert body["tx_id"] == tx_id.hex()
+    assert {key: body[key] for key in expected} == expected
+
+
+async def test_unknown_tx_is_404(client: httpx.AsyncClient) -> None:
+    assert_error(await client.get(f"/txs/{'ab' * 32}"), 404, "tx_not_found")
+
+
+async def test_account(client: httpx.AsyncClient) -> None:
+    alice = bytes(ALICE.verify_key).hex()
+    response = await client.get(f"/accounts/{alice}")
+    assert response.status_code == 200
+    assert AccountOut.model_validate(response.json()).model_dump() == {
+        "account": alice,
+        "bank": "JPM",
+        "nonce": 1,
+        "next_nonce": 3,
+        "balances": {"USD.JPM": 475},
+    }
+    assert_error(await client.get(f"/accounts/{'cd' * 32}"), 404, "account_not_found")
+
+
+async def test_block(client: httpx.AsyncClient) -> None:
+    response = await client.get("/blocks/1")
+    assert response.status_code == 200
+    body = BlockOut.model_validate(response.json())
+    assert body.hash == BLOCK.hash.hex() and body.height == 1
+    assert body.header.state_root == BLOCK.header.state_root.hex()
+    assert [tx.tx_id for tx in body.txs] == [tx.tx_id.hex() for tx in BLOCK.txs]
+    first = body.txs[0]
+    assert (first.kind, first.amount, first.memo, first.nonce) == ("transfer", 25, "INV-1", 0)
+    assert body.txs[1].kind == "mint"
+    assert body.last_cert is None
+    assert body.cert is not None and body.cert.signatures == [(0, "09" * 64)]
+    assert_error(await client.get("/blocks/2"), 404, "block_not_found")
+
+
+async def test_head_and_status(client: httpx.AsyncClient) -> None:
+    head = HeadOut.model_validate((await client.get("/head")).json())
+    assert (head.height, head.hash, head.chain_id) == (1, BLOCK.hash.hex(), CHAIN)
+    response = await client.get("/status")
+    assert response.status_code == 200
+    status = StatusOut.model_validate(response.json()).model_dump()
+    assert status == {
+        "bank": "JPM",
+        "chain_id": CHAIN,
+        "height": 1,
+        "round": 2,
+        "step": "prevote",
+        "peers": 3,
+        "mempool_size": 17,
+        "evidence": 0,
+        "head_hash": BLOCK.hash.hex(),
+    }
+
+
+async def test_metrics_render_the_node_registry(client: httpx.AsyncClient, fake: FakeNode) -> None:
+    fake.metrics.on_submit([GOOD_TX.tx_id], now=10.0)
+    fake.metrics.on_commit(BLOCK, now=10.25)
+    fake.metrics.update(round=2, peers=3, mempool_size=17, evidence=1)
+    fake.metrics.on_reject("bad_nonce", 2)
+    response = await client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    for line in (
+        "depnet_height 1.0",
+        "depnet_round 2.0",
+        "depnet_committed_txs_total 2.0",
+        "depnet_submitted_txs_total 1.0",
+        'depnet_rejected_txs_total{code="bad_nonce"} 2.0',
+        "depnet_mempool_size 17.0",
+        "depnet_peers 3.0",
+        "depnet_evidence 1.0",
+        'depnet_commit_latency_seconds_bucket{le="0.3"} 1.0',
+        'depnet_commit_latency_seconds_bucket{le="0.2"} 0.0',
+        "depnet_block_interval_seconds_count 0.0",  # no parent seen yet
+    ):
+        assert line in text, line
+
+
+def test_block_interval_comes_from_header_times() -> None:
+    metrics = Metrics()
+    metrics.on_commit(BLOCK, now=0.0)
+    second = Block(
+        BLOCK.header.__class__(**{**_header_fields(), "height": 2, "time_ms": 3_500}),
+        (),
+        CERT,
+    )
+    metrics.on_commit(second, now=0.0)
+    assert metrics.registry.get_sample_value("depnet_block_interval_seconds_sum") == 1.5
+    assert metrics.registry.get_sample_value("depnet_height") == 2
+
+
+def _header_fields() -> dict:
+    h = BLOCK.header
+    return {name: getattr(h, name) for name in h.__slots__}
+
+
+async def test_openapi_documents_every_route(client: httpx.AsyncClient) -> None:
+    response = await client.get("/openapi.json")
+    assert response.status_code == 200
+    doc = response.json()
+    assert {"/txs", "/txs/{tx_id}", "/accounts/{account}", "/blocks/{height}", "/head",
+            "/status", "/metrics"} <= doc["paths"].keys()  # fmt: skip
+    submit = doc["paths"]["/txs"]["post"]
+    schema = submit["requestBody"]["content"]["application/json"]["schema"]
+    assert schema["properties"]["txs"]["maxItems"] == MAX_BATCH
+    assert "422" not in json.dumps(doc["paths"])
+    assert "400" in doc["paths"]["/txs/{tx_id}"]["get"]["responses"]
+
+
+# --- bad requests -----------------------------------------------------------------------
+
+BAD_SUBMITS = [
+    (b"", 400, "malformed_json"),
+    (b"not json", 400, "malformed_json"),
+    (b'{"txs": [', 400, "malformed_json"),
+    (b"\xff\xfe\x00garbage", 400, "malformed_json"),
+    (b"[" * 100_000, 400, "malformed_json"),
+    (b'{"txs": [' + b"9" * 5_000 + b"]}", 400, "malformed_json"),
+    (b"[]", 400, "invalid_request"),
+    (b"null", 400, "invalid_request"),
+    (b'"txs"', 400, "invalid_request"),
+    (b'{"tx": ["00"]}', 400, "invalid_request"),
+    (b'{"txs": "00"}', 400, "invalid_request"),
+    (b'{"txs": {"0": "00"}}', 400, "invalid_request"),
+    (b'{"txs": [1]}', 400, "invalid_request"),
+    (b'{"txs": [null]}', 400, "invalid_request"),
+    (b'{"txs": [["00"]]}', 400, "invalid_request"),
+    (b'{"txs": []}', 400, "empty_batch"),
+    (b'{"txs": ["zz"]}', 400, "bad_hex"),
+    (b'{"txs": ["abc"]}', 400, "bad_hex"),
+    (json.dumps({"txs": [GOOD_TX.raw.hex(), "0x00"]}).encode(), 400, "bad_hex"),
+    (json.dumps({"txs": ["00"] * (MAX_BATCH + 1)}).encode(), 413, "batch_too_large"),
+    (b'{"txs": ["' + b"0" * MAX_BODY_BYTES + b'"]}', 413, "body_too_large"),
+]
+
+
+@pytest.mark.parametrize(("body", "status", "code"), BAD_SUBMITS)
+async def test_bad_submissions_never_reach_the_node(
+    client: httpx.AsyncClient, fake: FakeNode, body: bytes, status: int, code: str
+) -> None:
+    before = fake.snapshot()
+    response = await client.post("/txs", content=body, headers={"content-type": "application/json"})
+    assert_error(response, status, code)
+    assert fake.snapshot() == before
+
+
+async def test_body_too_large_without_content_length(
+    client: httpx.AsyncClient, fake: FakeNode
+) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"txs": ["'
+        for _ in range(MAX_BODY_BYTES // 65_536 + 2):
+            yield b"0" * 65_536
+        yield b'"]}'
+
+    assert_error(await client.post("/txs", content=chunks()), 413, "body_too_large")
+    assert fake.submitted == []
+
+
+BAD_GETS = [
+    ("/txs/xyz", 400, "invalid_request"),
+    ("/txs/" + "00" * 31, 400, "invalid_request"),
+    ("/txs/" + "00" * 33, 400, "invalid_request"),
+    ("/txs/" + "g" * 64, 400, "invalid_request"),
+    ("/txs/%00%ff", 400, "invalid_request"),
+    ("/accounts/zz", 400, "invalid_request"),
+    ("/accounts/" + "0" * 63, 400, "invalid_request"),
+    ("/accounts/" + "ab" * 32 + "%20", 400, "invalid_request"),
+    ("/blocks/abc", 400, "invalid_request"),
+    ("/blocks/0", 400, "invalid_request"),
+    ("/blocks/-1", 400, "invalid_request"),
+    ("/blocks/1.5", 400, "invalid_request"),
+    ("/blocks/" + "9" * 30, 400, "invalid_request"),
+    ("/blocks/" + "9" * 5_000, 400, "invalid_request"),
+    ("/nope", 404, "not_found"),
+    ("/txs", 405, "method_not_allowed"),
+    ("/blocks", 404, "not_found"),
+    ("/accounts/", 404, "not_found"),
+    ("/head/extra", 404, "not_found"),
+    ("/" + "x" * 10_000, 404, "not_found"),
+]
+
+
+@pytest.mark.parametrize(("path", "status", "code"), BAD_GETS)
+async def test_bad_paths_are_refused(
+    client: httpx.AsyncClient, fake: FakeNode, path: str, status: int, code: str
+) -> None:
+    before = fake.snapshot()
+    response = await client.get(path)
+    assert_error(response, status, code)
+    assert len(response.json()["error"]["message"]) < 500
+    assert fake.snapshot() == before
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("PUT", "/txs"),
+        ("DELETE", "/txs"),
+        ("PATCH", "/txs"),
+        ("POST", "/txs/" + "ab" * 32),
+        ("DELETE", "/txs/" + "ab" * 32),
+        ("POST", "/accounts/" + "ab" * 32),
+        ("PUT", "/blocks/1"),
+        ("POST", "/head"),
+        ("POST", "/status"),
+        ("DELETE", "/metrics"),
+        ("POST", "/openapi.json"),
+    ],
+)
+async def test_wrong_methods_with_garbage_bodies_are_405(
+    client: httpx.AsyncClient, fake: FakeNode, method: str, path: str
+) -> None:
+    before = fake.snapshot()
+    response = await client.request(method, path, content=b"{garbage")
+    assert_error(response, 405, "method_not_allowed")
+    assert "allow" in response.headers
+    assert fake.snapshot() == before
+
+
+@pytest.mark.parametrize(
+    "path", ["/txs/" + GOOD_TX.tx_id.hex(), "/accounts/" + "ab" * 32, "/blocks/1", "/head",
+             "/status", "/metrics", "/openapi.json"],
+)  # fmt: skip
+async def test_garbage_body_on_a_read_route_is_ignored(
+    client: httpx.AsyncClient, fake: FakeNode, path: str
+) -> None:
+    """GET routes take no body: garbage sent along changes nothing and is not parsed."""
+    before = fake.snapshot()
+    plain = await client.get(path)
+    garbage = await client.request("GET", path, content=b"\xff{not json")
+    assert garbage.status_code == plain.status_code
+    assert fake.snapshot() == before
+
+
+async def test_node_failure_is_a_500_with_the_error_body(
+    client: httpx.AsyncClient, fake: FakeNode
+) -> None:
+    fake.fail_status = True
+    response = await client.get("/status")
+    assert_error(response, 500, "internal_error")
+    assert "exploded" not in response.text
+
+
+async def test_serve_api_listens_on_loopback_and_stops_on_trigger(fake: FakeNode) -> None:
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        urls = await nursery.start(serve_api, create_app(fake), "127.0.0.1", 0, stop.wait)
+        assert len(urls) == 1 and urls[0].startswith("http://127.0.0.1:")
+        async with httpx.AsyncClient(base_url=urls[0]) as http:
+            assert (await http.get("/head")).json()["height"] == 1
+            assert_error(await http.post("/txs", content=b"nope"), 400, "malformed_json")
+        stop.set()  # serve_api returns, so the nursery can close

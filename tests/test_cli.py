@@ -1,0 +1,531 @@
+"""The `depnet` CLI against a fake network (tests/cli_fakes.py): parsing, flows, and every
+user error as one line with a non-zero exit and no traceback."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from chain.genesis import Token
+from chain.tx import TxKind
+from cli import processes
+from cli.common import CliError, NodeClient, format_amount, parse_amount
+from cli.main import main
+from node.layout import NetworkHome, create_network, load_template, new_wallet
+from tests.cli_fakes import FakeNetwork, free_port_range
+
+BUYER = "acme-buyer"
+SUPPLIER = "pearl-river-electronics"
+
+
+@pytest.fixture(scope="session")
+def template_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One initialised 4-bank network home; each test gets a copy. Nothing listens on its
+    ports, so a test without the fake sees unreachable nodes."""
+    home = tmp_path_factory.mktemp("template") / "net"
+    create_network(
+        home,
+        load_template(),
+        base_port=free_port_range(8),
+        genesis_time_ms=1_764_000_000_000,
+    )
+    return home
+
+
+@pytest.fixture
+def home(template_home: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "net"
+    shutil.copytree(template_home, target)
+    return target
+
+
+@pytest.fixture
+def fake(home: Path, monkeypatch: pytest.MonkeyPatch) -> FakeNetwork:
+    network = FakeNetwork(NetworkHome(home))
+    monkeypatch.setattr(NodeClient, "transport", network.transport)
+    return network
+
+
+def run(home: Path, *args: str) -> Result:
+    return CliRunner().invoke(main, [*args, "--home", str(home)], catch_exceptions=False)
+
+
+def fails(result: Result, *expected: str) -> str:
+    """The command failed with one line on stderr holding every ``expected`` text."""
+    assert result.exit_code != 0, result.output
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for text in expected:
+        assert text in lines[0], lines[0]
+    return lines[0]
+
+
+def ok(result: Result) -> str:
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def account_of(home: Path, name: str) -> str:
+    return NetworkHome(home).wallet(name).account
+
+
+# --- help and parsing --------------------------------------------------------------------
+
+
+def _commands(group, prefix=()):  # type: ignore[no-untyped-def]
+    for name, command in group.commands.items():
+        yield (*prefix, name)
+        if hasattr(command, "commands"):
+            yield from _commands(command, (*prefix, name))
+
+
+@pytest.mark.parametrize("path", list(_commands(main)), ids=" ".join)
+def test_every_command_has_help(path: tuple[str, ...]) -> None:
+    result = CliRunner().invoke(main, [*path, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output
+
+
+def test_home_defaults_to_depnet_home_env(home: Path, fake: FakeNetwork) -> None:
+    result = CliRunner().invoke(main, ["wallet", "list"], env={"DEPNET_HOME": str(home)})
+    assert BUYER in ok(result)
+
+
+def test_amounts_are_exact_decimal_strings() -> None:
+    usd = Token("USD.JPM", 2, "JPM", bytes(32))
+    assert parse_amount("1250.00", usd) == 125000
+    assert parse_amount("1,250.5", usd) == 125050
+    assert parse_amount("0.010", usd) == 1
+    assert parse_amount("92233720368547758.07", usd) == 2**63 - 1
+    for bad in ("1e3", "-5", "0", "0.00", "1.2.3", "", "abc", "92233720368547758.08", "0.001"):
+        with pytest.raises(CliError):
+            parse_amount(bad, usd)
+    assert format_amount(125000, 2) == "1,250.00"
+    assert format_amount(7, 0) == "7"
+    assert format_amount(5, 3) == "0.005"
+
+
+# --- init ---------------------------------------------------------------------------------
+
+
+def test_init_creates_a_network_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    home = tmp_path / "fresh"
+    base = free_port_range(8)
+    out = ok(run(home, "init", "--base-port", str(base)))
+    assert "4 banks" in out and BUYER in out
+    assert {e.bank for e in NetworkHome(home).nodes()} == {"JPM", "HSBC", "DBS", "BNP"}
+    fails(run(home, "init", "--base-port", str(base)), "already exists", "--force")
+    before = NetworkHome(home).wallet(BUYER).account
+    ok(run(home, "init", "--base-port", str(base), "--force", "--banks", "3"))
+    assert len(NetworkHome(home).nodes()) == 3
+    assert NetworkHome(home).wallet(BUYER).account != before
+
+
+def test_init_json_and_banks_file(tmp_path: Path) -> None:
+    template = tmp_path / "two.json"
+    template.write_text(
+        json.dumps(
+            {
+                "banks": [
+                    {"name": "ALPHA", "tokens": [{"symbol": "USD.ALPHA", "decimals": 2}]},
+                    {"name": "BETA", "tokens": [{"symbol": "JPY.BETA", "decimals": 0}]},
+                ],
+                "accounts": [{"name": "shop", "bank": "BETA", "balances": {"JPY.BETA": 500}}],
+            }
+        )
+    )
+    result = run(
+        tmp_path / "n", "init", "--banks-file", str(template),
+        "--base-port", str(free_port_range(4)), "--json",
+    )  # fmt: skip
+    data = json.loads(ok(result))
+    assert [n["bank"] for n in data["nodes"]] == ["ALPHA", "BETA"]
+
+
+def test_init_reports_a_port_in_use(tmp_path: Path) -> None:
+    base = free_port_range(8)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", base + 3))
+        busy.listen()
+        fails(run(tmp_path / "n", "init", "--base-port", str(base)), f"port {base + 3} in use")
+    assert not NetworkHome(tmp_path / "n").exists()
+
+
+def test_init_with_more_banks_than_the_template(tmp_path: Path) -> None:
+    fails(
+        run(tmp_path / "n", "init", "--banks", "9", "--base-port", str(free_port_range(8))),
+        "4 banks",
+    )
+
+
+# --- errors every command shares ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("status",),
+        ("down",),
+        ("logs", "JPM"),
+        ("wallet", "list"),
+        ("wallet", "balance", BUYER),
+        ("wallet", "transfer", "--from", BUYER, "--to", SUPPLIER, "--amount", "1",
+         "--token", "USD.JPM"),
+        ("chain", "head"),
+    ],
+    ids=lambda a: " ".join(a[:2]),
+)  # fmt: skip
+def test_network_not_initialised(tmp_path: Path, args: tuple[str, ...]) -> None:
+    fails(run(tmp_path / "nothing", *args), "network not initialised", "depnet up")
+
+
+def test_node_not_reachable(home: Path) -> None:
+    line = fails(run(home, "wallet", "balance", BUYER), "not reachable")
+    assert "depnet up" in line
+    fails(run(home, "chain", "head", "--node", "DBS"), "node DBS not reachable", "refused")
+
+
+def test_a_live_node_is_found_when_others_are_down(home: Path, fake: FakeNetwork) -> None:
+    fake.down = {"JPM", "HSBC"}
+    assert "2,500,000.00 USD.JPM" in ok(run(home, "wallet", "balance", BUYER))
+    fake.down = {"JPM", "HSBC", "DBS", "BNP"}
+    fails(run(home, "wallet", "balance", BUYER), "not reachable", "JPM, HSBC, DBS, BNP")
+
+
+def test_unexpected_errors_are_one_line(
+    home: Path, fake: FakeNetwork, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def boom(*_: object) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(NodeClient, "account", boom)
+    fails(run(home, "wallet", "balance", BUYER), "unexpected RuntimeError: disk on fire")
+
+
+# --- wallet: transfers and their errors ---------------------------------------------------
+
+
+def transfer(home: Path, *extra: str, amount: str = "1250.00", token: str = "USD.JPM") -> Result:
+    return run(
+        home, "wallet", "transfer", "--from", BUYER, "--to", SUPPLIER,
+        "--amount", amount, "--token", token, *extra,
+    )  # fmt: skip
+
+
+def test_transfer_waits_for_commit_and_moves_the_money(home: Path, fake: FakeNetwork) -> None:
+    out = ok(transfer(home, "--memo", "INV-1"))
+    assert f"paid 1,250.00 USD.JPM from {BUYER} to {SUPPLIER} (memo INV-1)" in out
+    assert "committed at height 1, settled in" in out
+    assert fake.balance_of(account_of(home, SUPPLIER), "USD.JPM") == 125000
+    assert fake.requests[0] == "JPM GET /head"  # the payer's bank's node first
+    data = json.loads(ok(transfer(home, "--json", amount="0.5")))
+    assert data["committed"] and data["height"] == 2 and data["amount"] == "0.50"
+    assert data["to"] == account_of(home, SUPPLIER)
+    assert fake.balance_of(account_of(home, BUYER), "USD.JPM") == 250_000_000 - 125_050
+
+
+def test_transfer_to_an_account_by_hex_and_through_a_chosen_node(
+    home: Path, fake: FakeNetwork
+) -> None:
+    supplier = account_of(home, SUPPLIER)
+    out = ok(run(home, "wallet", "transfer", "--from", BUYER, "--to", supplier, "--amount",
+                 "3", "--token", "usd.jpm", "--node", "BNP", "--no-wait"))  # fmt: skip
+    assert "not waiting for commit" in out and "accepted by BNP" in out
+    assert all(r.startswith("BNP") for r in fake.requests)
+    fake.down = {"BNP"}
+    fails(transfer(home, "--node", "BNP"), "node BNP not reachable")
+
+
+def test_transfer_errors(home: Path, fake: FakeNetwork) -> None:
+    fails(transfer(home, amount="9999999.00"), "insufficient funds", "holds 2,500,000.00 USD.JPM",
+          "needs 9,999,999.00 USD.JPM")  # fmt: skip
+    fails(transfer(home, amount="1.001"), "too many decimals", "USD.JPM has 2 decimal places")
+    fails(transfer(home, amount="1e3"), "not a decimal number")
+    fails(transfer(home, token="XYZ.NOPE"), "unknown token 'XYZ.NOPE'", "USD.JPM")
+    fails(run(home, "wallet", "transfer", "--from", "nobody", "--to", SUPPLIER, "--amount", "1",
+              "--token", "USD.JPM"), "unknown wallet 'nobody'")  # fmt: skip
+    fails(run(home, "wallet", "transfer", "--from", BUYER, "--to", "nobody", "--amount", "1",
+              "--token", "USD.JPM"), "unknown wallet or account 'nobody'")  # fmt: skip
+    stranger = "ab" * 32
+    fails(run(home, "wallet", "transfer", "--from", BUYER, "--to", stranger, "--amount", "1",
+              "--token", "USD.JPM"), "unknown account", "not registered")  # fmt: skip
+    fake.mempool_full = True
+    fails(transfer(home), "mempool full", "retry")
+    assert fake.blocks == []
+
+
+def test_missing_options_are_usage_errors(home: Path) -> None:
+    result = run(home, "wallet", "transfer", "--from", BUYER)
+    assert result.exit_code == 2 and "Missing option" in result.output
+    assert "Traceback" not in result.output
+
+
+# --- wallet: new, register, mint, burn ----------------------------------------------------
+
+
+def test_new_wallet_is_registered_then_funded_and_redeems(home: Path, fake: FakeNetwork) -> None:
+    out = ok(run(home, "wallet", "new", "kowloon-parts", "--bank", "hsbc"))
+    assert "HSBC registered kowloon-parts" in out and "committed at height 1" in out
+    wallet = NetworkHome(home).wallet("kowloon-parts")
+    assert wallet.bank == "HSBC" and wallet.seed
+    fails(run(home, "wallet", "new", "kowloon-parts", "--bank", "HSBC"), "already exists")
+    fails(run(home, "wallet", "new", "../etc", "--bank", "HSBC"), "wallet name")
+    fails(run(home, "wallet", "new", "x", "--bank", "NOPE"), "unknown bank 'NOPE'")
+
+    out = ok(run(home, "wallet", "mint", "--bank", "HSBC", "--to", "kowloon-parts",
+                 "--amount", "500", "--token", "HKD.HSBC"))  # fmt: skip
+    assert "HSBC minted 500.00 HKD.HSBC to kowloon-parts" in out
+    fails(run(home, "wallet", "mint", "--bank", "JPM", "--to", "kowloon-parts",
+              "--amount", "5", "--token", "HKD.HSBC"), "only the issuing bank")  # fmt: skip
+
+    out = ok(run(home, "wallet", "burn", "--from", "kowloon-parts", "--amount", "200",
+                 "--token", "HKD.HSBC", "--memo", "R-1"))  # fmt: skip
+    assert "kowloon-parts redeemed 200.00 HKD.HSBC with HSBC (memo R-1)" in out
+    fails(run(home, "wallet", "burn", "--from", "kowloon-parts", "--amount", "301",
+              "--token", "HKD.HSBC"), "insufficient funds", "holds 300.00 HKD.HSBC")  # fmt: skip
+    data = json.loads(ok(run(home, "wallet", "balance", "kowloon-parts", "--json")))
+    assert data["balances"] == {"HKD.HSBC": "300.00"} and data["nonce"] == 1
+
+
+def test_a_refused_registration_leaves_no_wallet(home: Path, fake: FakeNetwork) -> None:
+    fake.mempool_full = True
+    fails(run(home, "wallet", "new", "late", "--bank", "DBS"), "mempool full")
+    assert "late" not in [w.name for w in NetworkHome(home).wallets()]
+
+
+def test_register_an_outside_account_as_watch_only(home: Path, fake: FakeNetwork) -> None:
+    outside = new_wallet("outside", "DBS")
+    out = ok(run(home, "wallet", "register", outside.account, "--bank", "DBS", "--name", "ext"))
+    assert "DBS registered ext" in out
+    listed = json.loads(ok(run(home, "wallet", "list", "--json")))
+    assert {"name": "ext", "bank": "DBS", "account": outside.account,
+            "role": "watch-only"} in listed  # fmt: skip
+    ok(transfer(home, "--no-wait"))
+    ok(run(home, "wallet", "transfer", "--from", BUYER, "--to", "ext", "--amount", "1",
+           "--token", "USD.JPM"))  # fmt: skip
+    fails(run(home, "wallet", "transfer", "--from", "ext", "--to", BUYER, "--amount", "1",
+              "--token", "USD.JPM"), "watch-only")  # fmt: skip
+    fails(run(home, "wallet", "register", outside.account, "--bank", "DBS"),
+          "already registered")  # fmt: skip
+    fails(run(home, "wallet", "register", "12ab", "--bank", "DBS"), "64 hex")
+
+
+# --- wallet: reading ----------------------------------------------------------------------
+
+
+def test_balance_list_and_history(home: Path, fake: FakeNetwork) -> None:
+    out = ok(run(home, "wallet", "balance", BUYER))
+    assert "2,500,000.00 USD.JPM" in out and "nonce 0" in out
+    by_hex = json.loads(ok(run(home, "wallet", "balance", account_of(home, BUYER), "--json")))
+    assert by_hex["name"] == BUYER and by_hex["units"] == {"USD.JPM": 250_000_000}
+    listed = ok(run(home, "wallet", "list"))
+    assert "issuer" in listed and account_of(home, BUYER) in listed
+
+    ok(transfer(home, "--memo", "INV-7", amount="10"))
+    ok(run(home, "wallet", "transfer", "--from", SUPPLIER, "--to", BUYER, "--amount", "2",
+           "--token", "HKD.HSBC"))  # fmt: skip
+    history = json.loads(ok(run(home, "wallet", "history", BUYER, "--json")))
+    assert history["scanned"] == [1, 2]
+    assert [(t["kind"], t["direction"], t["amount"], t["counterparty"], t["memo"])
+            for t in history["txs"]] == [
+        ("transfer", "in", "2.00", SUPPLIER, ""),
+        ("transfer", "out", "10.00", SUPPLIER, "INV-7"),
+    ]  # fmt: skip
+    out = ok(run(home, "wallet", "history", BUYER, "--blocks", "1"))
+    assert "1 txs in blocks 2..2" in out and "older blocks not scanned" in out
+    fails(run(home, "wallet", "balance", "ghost"), "unknown wallet or account 'ghost'")
+
+
+# --- chain --------------------------------------------------------------------------------
+
+
+def test_chain_head_block_and_tx(home: Path, fake: FakeNetwork) -> None:
+    data = json.loads(ok(transfer(home, "--json", "--memo", "INV-9")))
+    head = json.loads(ok(run(home, "chain", "head", "--json")))
+    assert head["height"] == 1
+    assert "height     1" in ok(run(home, "chain", "head"))
+    block = json.loads(ok(run(home, "chain", "block", "1", "--json")))
+    assert block["txs"][0]["tx_id"] == data["tx_id"]
+    out = ok(run(home, "chain", "block", "1"))
+    assert "committed by 3 precommits" in out and BUYER in out and "INV-9" in out
+    out = ok(run(home, "chain", "tx", data["tx_id"]))
+    assert "committed at height 1" in out and f"from {BUYER} to {SUPPLIER}" in out
+    fails(run(home, "chain", "block", "7"), "no block at height 7")
+    fails(run(home, "chain", "tx", "00" * 32), "no tx")
+    assert run(home, "chain", "block", "0").exit_code == 2
+
+
+# --- status -------------------------------------------------------------------------------
+
+
+def test_status_shows_nodes_and_agreement(home: Path, fake: FakeNetwork) -> None:
+    ok(transfer(home))
+    report = json.loads(ok(run(home, "status", "--json")))
+    assert [n["up"] for n in report["nodes"]] == [True] * 4
+    assert report["agreement"]["agree"] is True and report["stall"] is None
+    assert len({n["head_hash"] for n in report["nodes"]}) == 1
+    out = ok(run(home, "status"))
+    assert "4 live nodes agree on block 1" in out
+
+
+def test_status_compares_nodes_at_different_heights(home: Path, fake: FakeNetwork) -> None:
+    ok(transfer(home))
+    ok(transfer(home))
+    fake.status["BNP"] = {"height": 1, "head_hash": fake.block_json(1)["hash"]}
+    report = json.loads(ok(run(home, "status", "--json")))
+    assert report["agreement"]["agree"] is True and report["agreement"]["height"] == 1
+    fake.status["BNP"]["head_hash"] = "ff" * 32
+    out = ok(run(home, "status"))
+    assert "NODES DISAGREE at height 1" in out
+
+
+def test_status_explains_a_stall_with_two_of_four_down(home: Path, fake: FakeNetwork) -> None:
+    genesis = NetworkHome(home).genesis()
+    key = {b.name: b.validator.hex() for b in genesis.banks}
+    fake.down = {"DBS", "BNP"}
+    for bank, round_ in (("JPM", 5), ("HSBC", 6)):
+        fake.status[bank] = {
+            "seconds_since_commit": 42.0,
+            "consensus": {"height": 812, "round": round_,
+                          "prevotes": [key["JPM"], key["HSBC"]], "precommits": []},
+        }  # fmt: skip
+    out = ok(run(home, "status"))
+    assert "stalled at height 812 round 5: prevotes from 2 of 4 banks (DBS, BNP silent); " \
+        "3 needed" in out  # fmt: skip
+    assert "down" in out and "not answering: DBS, BNP" in out
+    stall = json.loads(ok(run(home, "status", "--json")))["stall"]
+    assert (stall["height"], stall["round"], stall["silent"], stall["quorum"]) == (
+        812,
+        5,
+        ["DBS", "BNP"],
+        3,
+    )
+
+
+def test_status_when_everything_is_down(home: Path) -> None:
+    out = ok(run(home, "status"))
+    assert "no node answers" in out
+
+
+# --- processes: up, down, logs ------------------------------------------------------------
+
+
+def _sleeper(home: Path, bank: str) -> subprocess.Popen:
+    """A process that looks like bank's node to `depnet down` (its command line names the
+    node home) and ignores nothing: SIGTERM ends it."""
+    node_home = (home / "nodes" / bank).resolve()
+    process = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)", str(node_home)]
+    )
+    (node_home / "node.pid").write_text(f"{process.pid}\n")
+    return process
+
+
+def test_down_stops_running_nodes_and_removes_pid_files(home: Path) -> None:
+    sleepers = [_sleeper(home, "JPM"), _sleeper(home, "DBS")]
+    try:
+        out = ok(run(home, "down", "DBS"))
+        assert f"stopped DBS (pid {sleepers[1].pid})" in out and "still running: JPM" in out
+        assert sleepers[1].wait(timeout=5) != 0
+        out = ok(run(home, "down"))
+        assert "stopped JPM" in out and "network is down" in out
+        assert not list(home.glob("nodes/*/node.pid"))
+        assert "no node was running" in ok(run(home, "down"))
+    finally:
+        for process in sleepers:
+            process.kill()
+            process.wait()
+
+
+def test_a_stale_pid_file_is_not_a_running_node(home: Path) -> None:
+    (home / "nodes" / "JPM" / "node.pid").write_text("999999\n")
+    assert "no node was running" in ok(run(home, "down"))
+
+
+def test_up_names_a_node_that_dies_at_start(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def failing(node_home):  # type: ignore[no-untyped-def]
+        code = "import sys; print('boom: bad config'); sys.exit(3)"
+        return [sys.executable, "-c", code, str(node_home.path.resolve())]
+
+    monkeypatch.setattr(processes, "node_command", failing)
+    result = run(home, "up", "--timeout", "20")
+    fails_with_output = result.stderr.strip().splitlines()
+    assert "JPM | boom: bad config" in fails_with_output[0]  # the tail of its output first
+    assert "node JPM exited during start (status 3)" in fails_with_output[-1]
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    ok(run(home, "down"))
+
+
+def test_up_reports_a_port_in_use(home: Path) -> None:
+    port = int(NetworkHome(home).node("HSBC").api_url.rsplit(":", 1)[1])
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", port))
+        busy.listen()
+        fails(run(home, "up"), f"port {port} in use", "HSBC")
+    assert not list(home.glob("nodes/*/node.pid"))
+
+
+def test_up_times_out_with_the_nodes_still_waiting(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def silent(node_home):  # type: ignore[no-untyped-def]
+        return [sys.executable, "-c", "import time; time.sleep(60)", str(node_home.path.resolve())]
+
+    monkeypatch.setattr(processes, "node_command", silent)
+    started = time.monotonic()
+    try:
+        fails(run(home, "up", "--timeout", "1"), "no committed block after 1 s",
+              "JPM, HSBC, DBS, BNP")  # fmt: skip
+        assert time.monotonic() - started < 10
+    finally:
+        assert "stopped" in ok(run(home, "down"))
+
+
+def test_logs_prints_readable_lines_and_json(home: Path) -> None:
+    log = home / "nodes" / "JPM" / "node.log"
+    lines = [
+        {"ts": 1, "time": "2025-11-25T12:00:00", "level": "info", "bank": "JPM",
+         "logger": "depnet.node", "msg": "node starting", "height": 0},
+        {"ts": 2, "time": "2025-11-25T12:00:01", "level": "info", "bank": "JPM",
+         "logger": "depnet.node", "msg": "committed", "height": 1, "hash": "ab" * 32},
+    ]  # fmt: skip
+    log.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    out = ok(run(home, "logs", "JPM", "-n", "1"))
+    assert out.startswith("2025-11-25T12:00:01 info    committed  height=1 hash=abababab")
+    assert "node starting" not in out
+    assert json.loads(ok(run(home, "logs", "jpm", "--json")).splitlines()[0])["height"] == 0
+    fails(run(home, "logs", "DBS"), "no log yet")
+    fails(run(home, "logs", "NOPE"), "no bank 'NOPE'")
+
+
+def test_the_node_receives_a_signed_tx_and_never_the_key(home: Path, fake: FakeNetwork) -> None:
+    ok(transfer(home))
+    (tx,) = fake.blocks[0]  # decoded and signature-checked by chain/, as a node does
+    assert tx.kind is TxKind.TRANSFER and tx.sender.hex() == account_of(home, BUYER)
+    seed = NetworkHome(home).wallet(BUYER).seed
+    assert all(seed not in r for r in fake.requests)
+
+
+def test_demo_story_settles_each_step_and_prints_balances_that_match(
+    home: Path, fake: FakeNetwork, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cli import demo
+
+    monkeypatch.setattr(demo, "bring_up", lambda net, timeout, as_json: None)  # fake is "up"
+    out = ok(run(home, "demo"))
+    assert out.count("settled in") == 5 and "INV-2025-1001" in out
+    assert "redeemed 62,500.00 USD.JPM with JPM" in out
+    assert "Stop it with `depnet down`" in out
+    table = out[out.index("Final balances:") :].split("\n\n")[0].splitlines()[2:]
+    for name, _bank, amount, token in (line.split() for line in table):
+        shown = json.loads(ok(run(home, "wallet", "balance", name, "--json")))["balances"]
+        assert shown[token] == amount.replace(",", "")

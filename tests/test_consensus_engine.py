@@ -1,0 +1,370 @@
+"""Targeted tests of the Tendermint engine: one engine under test, the test plays the other
+three validators with their real keys, and blocks are real (built and executed on a real
+State). Each test names the case that breaks naive implementations."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from chain.block import Block, CommitCertificate
+from consensus.engine import (
+    Action,
+    Broadcast,
+    Commit,
+    CommitReceived,
+    Engine,
+    MessageReceived,
+    RequestSync,
+    ScheduleTimeout,
+    TimeoutFired,
+    TimeoutKind,
+    Timeouts,
+)
+from consensus.evidence import verify_equivocation
+from consensus.messages import Proposal, Step, Vote, VoteKind, proposal_sign_bytes, vote_sign_bytes
+from consensus.signer import DoubleSignRefused, MemorySignerStorage, Signer
+from consensus.simulate import CHAIN_ID, GENESIS_TIME_MS, SimApp, SimConfig, Simulation, world
+from consensus.validators import verify_certificate
+
+W = world(4)
+KEYS = W.keys
+PUB = [bytes(k.verify_key) for k in KEYS]
+ME = 0  # proposer of height 1 is validator (1 + round) % 4: 1, 2, 3, then us in round 3
+
+
+class Harness:
+    """Drives one engine; ``storage`` survives a simulated crash (``restart``)."""
+
+    def __init__(self, storage: MemorySignerStorage | None = None, clock_ms: int = 1_000) -> None:
+        self.storage = storage or MemorySignerStorage()
+        self.app = SimApp(W, PUB[ME], lambda: GENESIS_TIME_MS + clock_ms)
+        self.engine = Engine(
+            CHAIN_ID,
+            W.validators,
+            Signer(KEYS[ME], self.storage, CHAIN_ID),
+            self.app,
+            height=1,
+            last_cert=None,
+            timeouts=Timeouts(),
+        )
+        self.started = self.engine.start()
+
+    def restart(self) -> Harness:
+        return Harness(self.storage)
+
+    def feed(self, *msgs: Proposal | Vote) -> list[Action]:
+        actions: list[Action] = []
+        for msg in msgs:
+            actions += self.engine.handle(MessageReceived(msg))
+        return actions
+
+    def fire(self, kind: TimeoutKind, round: int, height: int = 1) -> list[Action]:
+        return self.engine.handle(TimeoutFired(kind, height, round))
+
+
+def block(proposer: int, round: int = 0, time_offset: int = 0) -> Block:
+    """A valid height-1 block built by ``proposer``; ``time_offset`` makes a different one."""
+    app = SimApp(W, PUB[proposer], lambda: GENESIS_TIME_MS + 1_000 + time_offset)
+    return app.build_block(1, round, None)
+
+
+def propose(b: Block, round: int, pol_round: int = -1, height: int = 1) -> Proposal:
+    proposer = W.validators.index(W.validators.proposer(height, round))
+    sig = KEYS[proposer].sign(proposal_sign_bytes(CHAIN_ID, height, round, b.hash, pol_round))
+    return Proposal(height, round, b, pol_round, PUB[proposer], sig.signature)
+
+
+def vote(who: int, kind: VoteKind, round: int, block_hash: bytes | None, height: int = 1) -> Vote:
+    sig = KEYS[who].sign(vote_sign_bytes(CHAIN_ID, kind, height, round, block_hash)).signature
+    return Vote(kind, height, round, block_hash, PUB[who], sig)
+
+
+def prevotes(who: list[int], round: int, block_hash: bytes | None) -> list[Vote]:
+    return [vote(w, VoteKind.PREVOTE, round, block_hash) for w in who]
+
+
+def precommits(who: list[int], round: int, block_hash: bytes | None) -> list[Vote]:
+    return [vote(w, VoteKind.PRECOMMIT, round, block_hash) for w in who]
+
+
+def sent_votes(actions: list[Action], kind: VoteKind) -> list[bytes | None]:
+    return [
+        a.message.block_hash
+        for a in actions
+        if isinstance(a, Broadcast)
+        and isinstance(a.message, Vote)
+        and a.message.kind is kind
+        and a.message.validator == PUB[ME]
+    ]
+
+
+def commits(actions: list[Action]) -> list[Commit]:
+    return [a for a in actions if isinstance(a, Commit)]
+
+
+def decided_chain(heights: int) -> list[tuple[Block, CommitCertificate]]:
+    """Blocks 1..heights with certificates, decided by a fault-free simulation."""
+    sim = Simulation(SimConfig(nodes=4, heights=heights, seed=1))
+    assert sim.run().verdict == "ok"
+    return sim.nodes[1].committed
+
+
+def test_commits_with_a_certificate_anyone_can_verify() -> None:
+    h = Harness()
+    a = block(1)
+    assert sent_votes(h.feed(propose(a, 0)), VoteKind.PREVOTE) == [a.hash]
+    assert sent_votes(h.feed(*prevotes([1, 2], 0, a.hash)), VoteKind.PRECOMMIT) == [a.hash]
+    actions = h.feed(*precommits([1, 2], 0, a.hash))
+    [commit] = commits(actions)
+    assert commit.block == a and commit.cert.block_hash == a.hash
+    verify_certificate(commit.cert, W.validators, CHAIN_ID)
+    assert [i for i, _ in commit.cert.signatures] == [0, 1, 2]
+    assert ScheduleTimeout(TimeoutKind.COMMIT, 1, 0, 0) in actions
+    assert h.engine.step is Step.COMMIT
+
+
+def test_locked_validator_prevotes_nil_for_new_value_and_relocks_on_polka_in_next_round() -> None:
+    h = Harness()
+    a, b = block(1), block(2, round=1)
+    h.feed(propose(a, 0), *prevotes([1, 2], 0, a.hash))  # polka for A: we lock on A in round 0
+    assert h.engine.locked_round == 0
+    h.feed(*precommits([1, 2], 0, None))
+    h.fire(TimeoutKind.PRECOMMIT, 0)
+    assert h.engine.round == 1
+    # Line 22-23: a fresh proposal of another value gets nil from a locked validator.
+    assert sent_votes(h.feed(propose(b, 1)), VoteKind.PREVOTE) == [None]
+    # Line 36: a polka for B in round 1 moves the lock to B and we precommit B.
+    actions = h.feed(*prevotes([1, 2, 3], 1, b.hash))
+    assert sent_votes(actions, VoteKind.PRECOMMIT) == [b.hash]
+    assert h.engine.locked_round == 1
+    # Line 29: a re-proposal of A with a POL older than our lock gets nil.
+    h.feed(*precommits([1, 2], 1, None))
+    h.fire(TimeoutKind.PRECOMMIT, 1)
+    assert sent_votes(h.feed(propose(a, 2, pol_round=0)), VoteKind.PREVOTE) == [None]
+
+
+def test_locked_validator_accepts_reproposal_justified_by_a_newer_polka() -> None:
+    h = Harness()
+    a, b = block(1), block(2, round=1)
+    h.feed(propose(a, 0), *prevotes([1, 2], 0, a.hash))
+    assert h.engine.locked_round == 0
+    h.feed(*precommits([1, 2], 0, None))
+    h.fire(TimeoutKind.PRECOMMIT, 0)
+    # Round 1: B's proposal never reaches us; the others form a polka for B.
+    h.fire(TimeoutKind.PROPOSE, 1)
+    h.feed(*prevotes([1, 2, 3], 1, b.hash))
+    assert h.engine.locked_round == 0  # no block, so no relock
+    h.feed(*precommits([1, 2], 1, None))
+    h.fire(TimeoutKind.PRECOMMIT, 1)
+    # Round 2: B re-proposed with POL round 1 >= our locked round 0: line 29 says prevote B.
+    assert sent_votes(h.feed(propose(b, 2, pol_round=1)), VoteKind.PREVOTE) == [b.hash]
+
+
+def test_reproposal_waits_for_its_polka() -> None:
+    h = Harness()
+    b = block(2, round=1)
+    h.fire(TimeoutKind.PROPOSE, 0)
+    h.feed(*precommits([1, 2], 0, None))
+    h.fire(TimeoutKind.PRECOMMIT, 0)
+    h.fire(TimeoutKind.PROPOSE, 1)
+    h.feed(*precommits([1, 2], 1, None))
+    h.fire(TimeoutKind.PRECOMMIT, 1)
+    assert sent_votes(h.feed(propose(b, 2, pol_round=1)), VoteKind.PREVOTE) == []
+    actions = h.feed(*prevotes([1, 2, 3], 1, b.hash))  # the POL arrives: line 28 fires
+    assert sent_votes(actions, VoteKind.PREVOTE) == [b.hash]
+
+
+def test_equivocating_proposer_gets_one_prevote_and_is_caught() -> None:
+    h = Harness()
+    a, a2 = block(1), block(1, time_offset=1)
+    assert a.hash != a2.hash
+    actions = h.feed(propose(a, 0), propose(a2, 0))
+    assert sent_votes(actions, VoteKind.PREVOTE) == [a.hash]
+    [ev] = h.engine.evidence
+    assert (ev.validator, ev.kind, ev.height, ev.round) == (PUB[1], "proposal", 1, 0)
+    verify_equivocation(ev, W.validators, CHAIN_ID)
+    # The other block wins the polka: we precommit it (line 36 does not ask what we prevoted).
+    assert sent_votes(h.feed(*prevotes([1, 2, 3], 0, a2.hash)), VoteKind.PRECOMMIT) == [a2.hash]
+    [commit] = commits(h.feed(*precommits([1, 2], 0, a2.hash)))
+    assert commit.block == a2
+
+
+def test_double_vote_is_kept_as_evidence_and_counted_for_each_value() -> None:
+    h = Harness()
+    a, a2 = block(1), block(1, time_offset=1)
+    h.feed(propose(a, 0))
+    h.feed(vote(2, VoteKind.PREVOTE, 0, a.hash), vote(2, VoteKind.PREVOTE, 0, a2.hash))
+    [ev] = h.engine.evidence
+    assert (ev.validator, ev.kind) == (PUB[2], "prevote")
+    verify_equivocation(ev, W.validators, CHAIN_ID)
+    assert h.engine.voters(VoteKind.PREVOTE) == (PUB[0], PUB[2])
+    # Validator 2's prevote for A still counts: with ours and 3's that is a polka.
+    assert sent_votes(h.feed(vote(3, VoteKind.PREVOTE, 0, a.hash)), VoteKind.PRECOMMIT) == [a.hash]
+
+
+def test_votes_before_the_proposal_decide_when_it_arrives() -> None:
+    h = Harness()
+    a = block(1)
+    early = h.feed(*prevotes([1, 2, 3], 0, a.hash), *precommits([1, 2, 3], 0, a.hash))
+    assert not any(isinstance(x, Broadcast | Commit) for x in early)
+    actions = h.feed(propose(a, 0))
+    [commit] = commits(actions)
+    assert commit.block == a
+    assert [i for i, _ in commit.cert.signatures] == [1, 2, 3]
+
+
+def test_prevotes_before_the_proposal_lead_to_a_precommit_when_it_arrives() -> None:
+    h = Harness()
+    a = block(1)
+    h.feed(*prevotes([1, 2], 0, a.hash))
+    actions = h.feed(propose(a, 0))
+    assert sent_votes(actions, VoteKind.PREVOTE) == [a.hash]
+    assert sent_votes(actions, VoteKind.PRECOMMIT) == [a.hash]
+
+
+def test_restart_after_signing_a_precommit_never_signs_a_different_one() -> None:
+    h = Harness()
+    a = block(1)
+    h.feed(propose(a, 0))
+    lost = h.feed(*prevotes([1, 2], 0, a.hash))  # signed, then the node dies before sending
+    assert sent_votes(lost, VoteKind.PRECOMMIT) == [a.hash]
+    [precommit] = [x.message for x in lost if isinstance(x, Broadcast)]
+
+    again = h.restart()
+    assert again.engine.round == 0 and again.engine.step is Step.PRECOMMIT
+    assert again.engine.locked_round == 0
+    resent = [a.message for a in again.started if isinstance(a, Broadcast)]
+    assert precommit in resent  # the same signature: nothing new was signed
+    # Everything that would make a fresh node precommit nil in round 0:
+    actions = again.feed(*prevotes([1, 2, 3], 0, None))
+    actions += again.fire(TimeoutKind.PREVOTE, 0)
+    actions += again.fire(TimeoutKind.PROPOSE, 0)
+    assert sent_votes(actions, VoteKind.PRECOMMIT) == []
+    with pytest.raises(DoubleSignRefused):
+        again.engine.signer.sign_vote(VoteKind.PRECOMMIT, 1, 0, None)
+
+
+def test_restart_between_prevote_and_precommit_keeps_the_prevote() -> None:
+    h = Harness()
+    a, a2 = block(1), block(1, time_offset=1)
+    assert sent_votes(h.feed(propose(a, 0)), VoteKind.PREVOTE) == [a.hash]
+
+    again = h.restart()
+    assert again.engine.step is Step.PREVOTE
+    assert sent_votes(again.started, VoteKind.PREVOTE) == [a.hash]  # re-sent, not re-decided
+    # The proposer equivocates towards the restarted node: no second prevote.
+    assert sent_votes(again.feed(propose(a2, 0)), VoteKind.PREVOTE) == []
+    assert sent_votes(again.feed(propose(a, 0)), VoteKind.PREVOTE) == []  # A, re-sent
+    # A polka for A still lets it precommit A: it had not precommitted anything.
+    assert sent_votes(again.feed(*prevotes([1, 2], 0, a.hash)), VoteKind.PRECOMMIT) == [a.hash]
+    [commit] = commits(again.feed(*precommits([1, 2], 0, a.hash)))
+    assert commit.block == a
+
+
+def test_restarted_proposer_resends_its_proposal_or_none_at_all() -> None:
+    storage = MemorySignerStorage()
+    mine = SimApp(W, PUB[ME], lambda: GENESIS_TIME_MS + 1_000).build_block(1, 3, None)
+    proposal = Signer(KEYS[ME], storage, CHAIN_ID).sign_proposal(1, 3, mine, -1)  # then: crash
+    before = storage.data
+    # Restarted with the same clock, the app builds the same block: the same signature.
+    same = Harness(storage)
+    assert (same.engine.round, Broadcast(proposal) in same.started) == (3, True)
+    # With a later clock the block differs, and the signer will not sign a second one.
+    other_storage = MemorySignerStorage()
+    other_storage.data = before
+    other = Harness(other_storage, clock_ms=5_000)
+    assert not any(isinstance(a, Broadcast) for a in other.started)
+    assert (other.engine.round, other.engine.step) == (3, Step.PROPOSE)
+    assert ScheduleTimeout(TimeoutKind.PROPOSE, 1, 3, 1000 + 500 * 3) in other.started
+
+
+def test_invalid_block_gets_a_nil_prevote() -> None:
+    h = Harness()
+    a = block(1)
+    bad = replace(a, header=replace(a.header, state_root=bytes(32)))
+    assert sent_votes(h.feed(propose(bad, 0)), VoteKind.PREVOTE) == [None]
+
+
+def test_proposal_from_the_wrong_proposer_is_ignored() -> None:
+    h = Harness()
+    a = block(2)
+    sig = KEYS[2].sign(proposal_sign_bytes(CHAIN_ID, 1, 0, a.hash, -1)).signature
+    assert h.feed(Proposal(1, 0, a, -1, PUB[2], sig)) == []
+
+
+def test_f_plus_one_messages_of_a_higher_round_skip_to_it() -> None:
+    h = Harness()
+    h.feed(vote(1, VoteKind.PREVOTE, 5, None))
+    assert h.engine.round == 0  # f = 1 validator could be lying
+    h.feed(vote(2, VoteKind.PRECOMMIT, 5, None))
+    assert h.engine.round == 5
+
+
+def test_timeouts_grow_with_the_round() -> None:
+    h = Harness()
+    assert ScheduleTimeout(TimeoutKind.PROPOSE, 1, 0, 1000) in h.started
+    actions = h.feed(*prevotes([1, 2], 2, None))  # skip to round 2
+    assert ScheduleTimeout(TimeoutKind.PROPOSE, 1, 2, 1000 + 500 * 2) in actions
+    actions = h.fire(TimeoutKind.PROPOSE, 2)  # our prevote is the third one of round 2
+    assert ScheduleTimeout(TimeoutKind.PREVOTE, 1, 2, 500 + 250 * 2) in actions
+    assert Timeouts().delay(TimeoutKind.PRECOMMIT, 4) == 500 + 250 * 4
+
+
+def test_resend_timer_rebroadcasts_own_votes_and_reschedules() -> None:
+    h = Harness()
+    a = block(1)
+    [prevote] = [x.message for x in h.feed(propose(a, 0)) if isinstance(x, Broadcast)]
+    actions = h.fire(TimeoutKind.RESEND, 0)
+    assert [x.message for x in actions if isinstance(x, Broadcast)] == [prevote]
+    assert ScheduleTimeout(TimeoutKind.RESEND, 1, 0, 500) in actions
+
+
+def test_messages_two_heights_ahead_request_sync() -> None:
+    h = Harness()
+    assert h.feed(vote(1, VoteKind.PREVOTE, 0, None, height=3)) == [RequestSync(1)]
+    assert h.feed(vote(2, VoteKind.PREVOTE, 0, None, height=3)) == []  # asked once per height
+    # Next height's messages are kept for later; the resend tick asks for the block.
+    h.feed(vote(1, VoteKind.PREVOTE, 0, None, height=2))
+    assert RequestSync(1) in h.fire(TimeoutKind.RESEND, 0)
+
+
+def test_commit_received_catches_up_and_waits_for_the_commit_timeout() -> None:
+    chain = decided_chain(3)
+    (b1, c1), (b2, c2), (b3, c3) = chain
+    h = Harness()
+    forged = CommitCertificate(1, c1.round, b1.hash, c1.signatures[:2])  # below quorum
+    assert h.engine.handle(CommitReceived(b1, forged)) == []
+    actions = h.engine.handle(CommitReceived(b1, c1))
+    assert commits(actions) == [Commit(b1, c1)]
+    h.app.apply(b1)  # the caller carries out the Commit before the next event
+    # Blocks 2 and 3 arrive before the commit timeout: nothing happens yet.
+    assert h.engine.handle(CommitReceived(b2, c2)) == []
+    assert h.engine.handle(CommitReceived(b3, c3)) == []
+    assert h.engine.height == 1
+    actions = h.fire(TimeoutKind.COMMIT, 0)
+    assert commits(actions) == [Commit(b2, c2)] and h.engine.height == 2
+    h.app.apply(b2)
+    assert commits(h.fire(TimeoutKind.COMMIT, 0, height=2)) == [Commit(b3, c3)]
+
+
+def test_next_height_is_not_touched_before_the_commit_is_applied() -> None:
+    chain = decided_chain(2)
+    (b1, c1), (b2, _) = chain
+    h = Harness()
+    h.engine.handle(CommitReceived(b1, c1))
+    h.app.apply(b1)
+    # The proposer of height 2 round 0 is validator 2; its proposal arrives early.
+    assert b2.header.round == 0
+    assert (
+        h.feed(propose(b2, 0, height=2)) == []
+    )  # buffered: the state may not have applied block 1 yet
+    actions = h.fire(TimeoutKind.COMMIT, 0)
+    assert h.engine.height == 2
+    prevoted = [
+        x.message.block_hash
+        for x in actions
+        if isinstance(x, Broadcast) and isinstance(x.message, Vote) and x.message.height == 2
+    ]
+    assert prevoted == [b2.hash]

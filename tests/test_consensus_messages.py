@@ -1,0 +1,167 @@
+"""Consensus messages, the validator set and commit certificates."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import replace
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from chain.block import CommitCertificate
+from consensus.evidence import InvalidEvidence, detect, verify_equivocation
+from consensus.messages import (
+    BadMessage,
+    Proposal,
+    Vote,
+    VoteKind,
+    decode_message,
+    encode_message,
+    proposal_sign_bytes,
+    verify_message,
+    vote_sign_bytes,
+)
+from consensus.simulate import CHAIN_ID, GENESIS_TIME_MS, SimApp, world
+from consensus.validators import InvalidCertificate, ValidatorSet, verify_certificate
+
+W = world(4)
+KEYS = W.keys
+PUB = [bytes(k.verify_key) for k in KEYS]
+BLOCK = SimApp(W, PUB[1], lambda: GENESIS_TIME_MS + 1).build_block(1, 0, None)
+
+
+def vote(who: int, kind: VoteKind, block_hash: bytes | None, round: int = 0) -> Vote:
+    sig = KEYS[who].sign(vote_sign_bytes(CHAIN_ID, kind, 1, round, block_hash)).signature
+    return Vote(kind, 1, round, block_hash, PUB[who], sig)
+
+
+def proposal(block=BLOCK, pol_round: int = -1, round: int = 1) -> Proposal:
+    sig = KEYS[1].sign(proposal_sign_bytes(CHAIN_ID, 1, round, block.hash, pol_round)).signature
+    return Proposal(1, round, block, pol_round, PUB[1], sig)
+
+
+def cert(signers: list[int], block_hash: bytes = BLOCK.hash) -> CommitCertificate:
+    sigs = tuple((i, vote(i, VoteKind.PRECOMMIT, block_hash).signature) for i in signers)
+    return CommitCertificate(1, 0, block_hash, sigs)
+
+
+def test_messages_round_trip_through_wire_bytes() -> None:
+    for msg in (proposal(), proposal(pol_round=0), vote(2, VoteKind.PREVOTE, None)):
+        assert decode_message(encode_message(msg)) == msg
+        verify_message(msg, W.validators, CHAIN_ID)
+    assert decode_message(encode_message(vote(3, VoteKind.PRECOMMIT, BLOCK.hash))).block_hash
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_garbage_bytes_raise_bad_message_only(data: bytes) -> None:
+    with contextlib.suppress(BadMessage):  # and no other exception
+        decode_message(data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_mutated_messages_raise_bad_message_or_fail_verification(data: st.DataObject) -> None:
+    original = data.draw(st.sampled_from([proposal(), vote(2, VoteKind.PREVOTE, BLOCK.hash)]))
+    raw = bytearray(encode_message(original))
+    for _ in range(data.draw(st.integers(1, 4))):
+        raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
+    try:
+        msg = decode_message(bytes(raw))
+        verify_message(msg, W.validators, CHAIN_ID)
+    except BadMessage:
+        return
+    assert msg == original  # no mutation yields another message that verifies
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        [2, 1, 1, 0, None, PUB[0], b"x" * 64, "extra"],  # 8 fields
+        [2, 3, 1, 0, None, PUB[0], b"x" * 64],  # unknown vote kind
+        [2, 1, 0, 0, None, PUB[0], b"x" * 64],  # height 0
+        [2, 1, 1, -1, None, PUB[0], b"x" * 64],  # negative round
+        [2, 1, 1, 0, b"short", PUB[0], b"x" * 64],
+        [2, 1, True, 0, None, PUB[0], b"x" * 64],  # bool is not an int here
+        [1, 1, 0, BLOCK.encode(), 0, PUB[1], b"x" * 64],  # POL round not below round
+        [1, 2, 0, BLOCK.encode(), -1, PUB[1], b"x" * 64],  # block for another height
+        [1, 1, 0, b"not a block", -1, PUB[1], b"x" * 64],
+        [9, 1, 0, None, -1, PUB[1], b"x" * 64],
+    ],
+)
+def test_malformed_fields_are_rejected(fields: list) -> None:
+    with pytest.raises(BadMessage):
+        decode_message(msgpack.packb(fields, use_bin_type=True))
+
+
+def test_verification_binds_chain_signer_and_content() -> None:
+    good = vote(2, VoteKind.PREVOTE, BLOCK.hash)
+    with pytest.raises(BadMessage, match="signature"):
+        verify_message(good, W.validators, "another-chain")
+    with pytest.raises(BadMessage, match="signature"):
+        verify_message(replace(good, round=1), W.validators, CHAIN_ID)
+    with pytest.raises(BadMessage, match="signature"):
+        verify_message(replace(good, kind=VoteKind.PRECOMMIT), W.validators, CHAIN_ID)
+    with pytest.raises(BadMessage, match="not a validator"):
+        verify_message(replace(good, validator=bytes(32)), W.validators, CHAIN_ID)
+    with pytest.raises(BadMessage, match="signature"):
+        verify_message(replace(proposal(), pol_round=0), W.validators, CHAIN_ID)
+
+
+def test_validator_set_sizes_quorum_and_rotation() -> None:
+    four, seven = ValidatorSet(PUB), ValidatorSet(world(7).validators.pubkeys)
+    assert (four.n, four.f, four.quorum) == (4, 1, 3)
+    assert (seven.n, seven.f, seven.quorum) == (7, 2, 5)
+    assert [four.proposer(1, r) for r in range(5)] == [PUB[1], PUB[2], PUB[3], PUB[0], PUB[1]]
+    assert four.proposer(2, 0) == four.proposer(1, 1)
+    assert four.index(PUB[3]) == 3 and PUB[3] in four and bytes(32) not in four
+    with pytest.raises(KeyError):
+        four.index(bytes(32))
+    with pytest.raises(ValueError):
+        ValidatorSet([PUB[0], PUB[0]])
+
+
+def test_certificate_with_a_quorum_of_precommits_verifies() -> None:
+    verify_certificate(cert([0, 1, 2]), W.validators, CHAIN_ID)
+    verify_certificate(cert([0, 1, 2, 3]), W.validators, CHAIN_ID)
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        (cert([0, 1]), "2 precommits; 3 of 4 needed"),
+        (replace(cert([0, 1]), signatures=cert([0, 1, 1]).signatures), "twice"),
+        (replace(cert([0, 1, 2]), block_hash=bytes(32)), "does not verify"),
+        (replace(cert([0, 1, 2]), round=1), "does not verify"),
+        (replace(cert([0, 1, 2]), signatures=((0, b"x" * 64), *cert([1, 2, 3]).signatures)), "0"),
+        (replace(cert([1, 2, 3]), signatures=((7, b"x" * 64), *cert([1, 2]).signatures)), "range"),
+    ],
+)
+def test_bad_certificates_are_rejected(bad: CommitCertificate, reason: str) -> None:
+    with pytest.raises(InvalidCertificate, match=reason):
+        verify_certificate(bad, W.validators, CHAIN_ID)
+
+
+def test_prevote_signatures_do_not_make_a_certificate() -> None:
+    sigs = tuple((i, vote(i, VoteKind.PREVOTE, BLOCK.hash).signature) for i in (0, 1, 2))
+    with pytest.raises(InvalidCertificate):
+        verify_certificate(CommitCertificate(1, 0, BLOCK.hash, sigs), W.validators, CHAIN_ID)
+
+
+def test_equivocation_evidence_proves_a_double_vote_and_nothing_else() -> None:
+    first, second = vote(2, VoteKind.PREVOTE, BLOCK.hash), vote(2, VoteKind.PREVOTE, None)
+    ev = detect(first, second)
+    assert ev is not None and ev.kind == "prevote" and ev.validator == PUB[2]
+    verify_equivocation(ev, W.validators, CHAIN_ID)
+    assert detect(first, first) is None  # a duplicate is no evidence
+    assert detect(first, vote(2, VoteKind.PRECOMMIT, None)) is None  # another slot
+    assert detect(first, vote(3, VoteKind.PREVOTE, None)) is None  # another validator
+    forged = replace(ev, second=replace(second, signature=first.signature))
+    with pytest.raises(InvalidEvidence):
+        verify_equivocation(forged, W.validators, CHAIN_ID)
+    other_block = SimApp(W, PUB[1], lambda: GENESIS_TIME_MS + 2).build_block(1, 0, None)
+    double = detect(proposal(), proposal(other_block))
+    assert double is not None and double.kind == "proposal"
+    verify_equivocation(double, W.validators, CHAIN_ID)

@@ -1,0 +1,384 @@
+"""The mempool: admission rules, nonce order, funds counting pending txs, eviction on commit."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+
+import pytest
+from nacl.signing import SigningKey
+
+import chain.state
+import node.mempool
+from chain.block import Block, CommitCertificate
+from chain.errors import Reason, TxRejected
+from chain.genesis import parse_genesis
+from chain.state import Changes, State, apply_tx, build_block, execute_block
+from chain.tx import SIGNATURE_SIZE, Tx, TxKind, decode_tx, sign_tx
+from node.mempool import Mempool, MempoolFull, TxStatus
+
+CHAIN = "depnet-test"
+TOKEN = "USD.JPM"
+PROPOSER = bytes(range(32))
+BANK = SigningKey(b"\x01" * 32)
+ALICE = SigningKey(b"\x02" * 32)
+BOB = SigningKey(b"\x03" * 32)
+CAROL = SigningKey(b"\x04" * 32)
+OUTSIDER = SigningKey(b"\x05" * 32)  # never registered
+
+
+def pub(key: SigningKey) -> bytes:
+    return bytes(key.verify_key)
+
+
+def make_state(alice: int = 100, bob: int = 0, carol: int = 0) -> State:
+    accounts = [
+        {"account": pub(key).hex(), "bank": "JPM", "name": name, "balances": balances}
+        for key, name, balances in (
+            (ALICE, "alice", {TOKEN: alice} if alice else {}),
+            (BOB, "bob", {TOKEN: bob} if bob else {}),
+            (CAROL, "carol", {TOKEN: carol} if carol else {}),
+        )
+    ]
+    genesis = parse_genesis(
+        {
+            "chain_id": CHAIN,
+            "genesis_time_ms": 1_000,
+            "banks": [
+                {
+                    "name": "JPM",
+                    "country": "US",
+                    "validator": PROPOSER.hex(),
+                    "issuer": pub(BANK).hex(),
+                    "tokens": [{"symbol": TOKEN, "decimals": 2}],
+                }
+            ],
+            "accounts": accounts,
+        }
+    )
+    return State(genesis)
+
+
+def pay(key: SigningKey, nonce: int, amount: int, to: SigningKey = CAROL, memo: str = "") -> Tx:
+    return sign_tx(
+        key, TxKind.TRANSFER, CHAIN, nonce, to=pub(to), token=TOKEN, amount=amount, memo=memo
+    )
+
+
+def commit(state: State, txs: list[Tx]) -> Block:
+    """Build a block of exactly ``txs`` on ``state`` and commit it, as another proposer would."""
+    cert = None
+    if state.height:
+        cert = CommitCertificate(state.height, 0, state.last_hash, ())
+    built = build_block(
+        state,
+        txs,
+        round=0,
+        proposer=PROPOSER,
+        time_ms=state.last_time_ms + 1_000,
+        last_cert=cert,
+        max_txs=10_000,
+    )
+    assert not built.rejected, built.rejected
+    state.commit(built.changes, built.block.header)
+    return built.block
+
+
+def rejection(pool: Mempool, tx: Tx) -> TxRejected:
+    with pytest.raises(TxRejected) as caught:
+        pool.add(tx)
+    return caught.value
+
+
+def test_valid_transfer_is_pending_and_offered_to_blocks() -> None:
+    pool = Mempool(make_state(), max_size=10, nonce_window=4)
+    tx = pay(ALICE, 0, 10)
+    pool.add(tx)
+    assert pool.status(tx.tx_id) == TxStatus("pending")
+    assert pool.candidates(10) == [tx]
+    assert tx.tx_id in pool and len(pool) == 1
+    assert pool.next_nonce(pub(ALICE)) == 1
+
+
+def test_bad_signature_is_rejected_and_remembered() -> None:
+    pool = Mempool(make_state(), max_size=10, nonce_window=4)
+    good = pay(ALICE, 0, 10)
+    forged = decode_tx(good.body + pay(BOB, 0, 10).signature)  # decodes; signature is Bob's
+    assert rejection(pool, forged).reason is Reason.BAD_SIGNATURE
+    assert pool.status(forged.tx_id).status == "rejected"
+    assert pool.status(forged.tx_id).code == "bad_signature"
+    assert len(pool) == 0 and pool.next_nonce(pub(ALICE)) == 0
+
+
+def test_wrong_chain_is_rejected() -> None:
+    pool = Mempool(make_state(), max_size=10, nonce_window=4)
+    tx = sign_tx(ALICE, TxKind.TRANSFER, "other-chain", 0, to=pub(BOB), token=TOKEN, amount=1)
+    assert rejection(pool, tx).reason is Reason.WRONG_CHAIN
+
+
+def test_unregistered_sender_is_rejected() -> None:
+    pool = Mempool(make_state(), max_size=10, nonce_window=4)
+    assert rejection(pool, pay(OUTSIDER, 0, 1)).reason is Reason.SENDER_NOT_REGISTERED
+
+
+def test_ledger_rules_apply_at_admission() -> None:
+    pool = Mempool(make_state(), max_size=10, nonce_window=4)
+    tx = sign_tx(ALICE, TxKind.TRANSFER, CHAIN, 0, to=pub(OUTSIDER), token=TOKEN, amount=1)
+    assert rejection(pool, tx).reason is Reason.RECIPIENT_NOT_REGISTERED
+    mint = sign_tx(ALICE, TxKind.MINT, CHAIN, 0, to=pub(BOB), token=TOKEN, amount=1)
+    assert rejection(pool, mint).reason is Reason.NOT_ISSUER
+    assert pool.next_nonce(pub(ALICE)) == 0
+
+
+def test_funds_count_pending_txs() -> None:
+    pool = Mempool(make_state(alice=100), max_size=10, nonce_window=4)
+    pool.add(pay(ALICE, 0, 60))
+    overspend = pay(ALICE, 1, 60)
+    error = rejection(pool, overspend)
+    assert error.reason is Reason.INSUFFICIENT_FUNDS
+    assert pool.status(overspend.tx_id).code == "insufficient_funds"
+    pool.add(pay(ALICE, 1, 40))
+    assert pool.next_nonce(pub(ALICE)) == 2
+
+
+def test_pending_credit_funds_a_later_spend_in_block_order() -> None:
+    state = make_state(alice=100, bob=0)
+    pool = Mempool(state, max_size=10, nonce_window=4)
+    credit = pay(ALICE, 0, 50, to=BOB)
+    spend = pay(BOB, 0, 50, to=CAROL)
+    pool.add(credit)
+    pool.add(spend)
+    built = build_block(
+        state,
+        pool.candidates(10),
+        round=0,
+        proposer=PROPOSER,
+        time_ms=2_000,
+        last_cert=None,
+        max_txs=10,
+        verified=pool.verified,
+    )
+    assert built.block.txs == (credit, spend) and not built.rejected
+
+
+def test_duplicate_is_rejected_as_duplicate() -> None:
+    pool = Mempool(make_state(), max_size=10, nonce_window=4)
+    tx = pay(ALICE, 0, 10)
+    pool.add(tx)
+    assert rejection(pool, tx).reason is Reason.DUPLICATE
+    assert pool.candidates(10) == [tx]
+
+
+def test_used_and_taken_nonces_are_rejected() -> None:
+    state = make_state()
+    pool = Mempool(state, max_size=10, nonce_window=4)
+    pool.add(pay(ALICE, 0, 10))
+    rival = pay(ALICE, 0, 10, memo="same nonce, another tx")
+    error = rejection(pool, rival)
+    assert error.reason is Reason.BAD_NONCE and "pending" in error.detail
+    pool.on_commit(commit(state, pool.candidates(10)))
+    error = rejection(pool, rival)
+    assert error.reason is Reason.BAD_NONCE and "already used" in error.detail
+
+
+def test_nonce_beyond_window_is_rejected() -> None:
+    pool = Mempool(make_state(), max_size=10, nonce_window=4)
+    pool.add(pay(ALICE, 3, 1))  # next is 0: 3 is the last nonce inside the window
+    error = rejection(pool, pay(ALICE, 4, 1))
+    assert error.reason is Reason.BAD_NONCE and "too far ahead" in error.detail
+
+
+def test_future_nonce_waits_queued_until_the_gap_fills() -> None:
+    pool = Mempool(make_state(), max_size=10, nonce_window=4)
+    txs = [pay(ALICE, n, 1) for n in range(4)]
+    for tx in (txs[2], txs[3], txs[1]):
+        pool.add(tx)
+    assert [pool.status(tx.tx_id).status for tx in txs] == ["unknown", *["queued"] * 3]
+    assert pool.candidates(10) == [] and pool.queued_count == 3
+    error = rejection(pool, pay(ALICE, 2, 1, memo="rival"))
+    assert error.reason is Reason.BAD_NONCE and "queued" in error.detail
+    pool.add(txs[0])
+    assert pool.candidates(10) == txs
+    assert pool.queued_count == 0 and pool.next_nonce(pub(ALICE)) == 4
+
+
+def test_promoted_tx_that_overspends_is_dropped_and_later_ones_stay_queued() -> None:
+    pool = Mempool(make_state(alice=100), max_size=10, nonce_window=4)
+    too_big = pay(ALICE, 1, 95)
+    after = pay(ALICE, 2, 1)
+    pool.add(too_big)
+    pool.add(after)
+    pool.add(pay(ALICE, 0, 10))
+    assert pool.status(too_big.tx_id).code == "insufficient_funds"
+    assert pool.status(after.tx_id).status == "queued"
+    pool.add(pay(ALICE, 1, 5))
+    assert [tx.nonce for tx in pool.candidates(10)] == [0, 1, 2]
+
+
+def test_full_pool_refuses_before_checking_anything(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    monkeypatch.setattr(node.mempool, "verify_signature", calls.append)
+    pool = Mempool(make_state(), max_size=2, nonce_window=8)
+    pool.add(pay(ALICE, 0, 1))
+    pool.add(pay(ALICE, 5, 1))  # queued txs count too
+    with pytest.raises(MempoolFull) as caught:
+        pool.add(pay(ALICE, 1, 1))
+    assert caught.value.code == "mempool_full"
+    assert len(calls) == 2 and len(pool) == 2
+
+
+def test_signature_verified_once_across_admission_build_and_execute(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[bytes] = []
+    real = node.mempool.verify_signature
+
+    def counting(tx: Tx) -> None:
+        calls.append(tx.tx_id)
+        real(tx)
+
+    monkeypatch.setattr(node.mempool, "verify_signature", counting)
+    monkeypatch.setattr(chain.state, "verify_signature", counting)
+    state = make_state(alice=100, bob=100)
+    pool = Mempool(state, max_size=10, nonce_window=4)
+    txs = [pay(ALICE, 0, 1), pay(BOB, 0, 1), pay(ALICE, 1, 1)]
+    for tx in txs:
+        pool.add(tx)
+    with pytest.raises(TxRejected):
+        pool.add(txs[0])  # duplicate: no second verification
+    built = build_block(
+        state,
+        pool.candidates(10),
+        round=0,
+        proposer=PROPOSER,
+        time_ms=2_000,
+        last_cert=None,
+        max_txs=10,
+        verified=pool.verified,
+    )
+    execute_block(state, built.block, verified=pool.verified)
+    assert sorted(calls) == sorted(tx.tx_id for tx in txs)
+
+
+def test_known_bad_signature_is_not_verified_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    pool = Mempool(make_state(), max_size=10, nonce_window=4)
+    good = pay(ALICE, 0, 10)
+    forged = decode_tx(good.raw[:-SIGNATURE_SIZE] + bytes(SIGNATURE_SIZE))
+    assert rejection(pool, forged).reason is Reason.BAD_SIGNATURE
+    calls = []
+    monkeypatch.setattr(node.mempool, "verify_signature", calls.append)
+    assert rejection(pool, forged).reason is Reason.BAD_SIGNATURE
+    assert calls == []
+
+
+def test_commit_removes_committed_txs_and_keeps_the_rest_pending() -> None:
+    state = make_state(alice=100, bob=100)
+    pool = Mempool(state, max_size=10, nonce_window=4)
+    txs = [pay(ALICE, 0, 10), pay(BOB, 0, 10), pay(ALICE, 1, 10)]
+    for tx in txs:
+        pool.add(tx)
+    block = commit(state, [txs[1]])  # another proposer's pick, not our prefix
+    assert pool.on_commit(block) == []
+    assert pool.candidates(10) == [txs[0], txs[2]]
+    assert pool.status(txs[1].tx_id) == TxStatus("unknown")  # committed: the store answers
+    assert txs[1].tx_id not in pool.verified
+
+
+def test_commit_of_a_rival_tx_evicts_what_it_invalidated() -> None:
+    state = make_state(alice=100)
+    pool = Mempool(state, max_size=10, nonce_window=4)
+    ours = [pay(ALICE, 0, 10), pay(ALICE, 1, 80), pay(ALICE, 2, 5)]
+    for tx in ours:
+        pool.add(tx)
+    rival = pay(ALICE, 0, 90, memo="submitted elsewhere")
+    evicted = pool.on_commit(commit(state, [rival]))
+    assert {tx.tx_id: exc.reason for tx, exc in evicted} == {
+        ours[0].tx_id: Reason.BAD_NONCE,
+        ours[1].tx_id: Reason.INSUFFICIENT_FUNDS,
+    }
+    assert pool.status(ours[0].tx_id).status == "rejected"
+    assert pool.status(ours[1].tx_id).code == "insufficient_funds"
+    # nonce 2 now lies beyond a gap (nonce 1 is free again): it waits instead of dying
+    assert pool.status(ours[2].tx_id).status == "queued"
+    assert pool.candidates(10) == []
+    refill = pay(ALICE, 1, 3)
+    pool.add(refill)
+    assert pool.candidates(10) == [refill, ours[2]]
+
+
+def test_committed_nonce_evicts_queued_tx_and_filled_gap_promotes() -> None:
+    state = make_state(alice=100)
+    pool = Mempool(state, max_size=10, nonce_window=4)
+    stale = pay(ALICE, 1, 1, memo="loses to the committed nonce 1")
+    waiting = pay(ALICE, 2, 1)
+    pool.add(stale)
+    pool.add(waiting)
+    evicted = pool.on_commit(commit(state, [pay(ALICE, 0, 1), pay(ALICE, 1, 1)]))
+    assert [(tx, exc.reason) for tx, exc in evicted] == [(stale, Reason.BAD_NONCE)]
+    assert pool.candidates(10) == [waiting]
+
+
+def test_queued_tx_expires_after_max_queue_blocks() -> None:
+    state = make_state()
+    pool = Mempool(state, max_size=10, nonce_window=4, max_queue_blocks=2)
+    orphan = pay(ALICE, 2, 1)
+    pool.add(orphan)
+    assert pool.on_commit(commit(state, [])) == []
+    evicted = pool.on_commit(commit(state, []))
+    assert [tx for tx, _ in evicted] == [orphan]
+    assert pool.status(orphan.tx_id).code == "bad_nonce" and len(pool) == 0
+
+
+def test_rejection_memory_is_bounded() -> None:
+    pool = Mempool(make_state(), max_size=10, nonce_window=4, max_rejected=2)
+    bad = [pay(OUTSIDER, n, 1) for n in range(3)]
+    for tx in bad:
+        rejection(pool, tx)
+    assert [pool.status(tx.tx_id).status for tx in bad] == ["unknown", "rejected", "rejected"]
+
+
+def test_on_commit_before_state_commit_is_refused() -> None:
+    state = make_state()
+    pool = Mempool(state, max_size=10, nonce_window=4)
+    built = build_block(
+        state, [], round=0, proposer=PROPOSER, time_ms=2_000, last_cert=None, max_txs=1
+    )
+    with pytest.raises(ValueError):
+        pool.on_commit(built.block)
+
+
+@pytest.mark.parametrize("slack", [0, node.mempool._OVERLAY_SLACK])
+@pytest.mark.parametrize("seed", range(4))
+def test_pool_always_matches_a_fresh_replay_of_its_candidates(
+    monkeypatch: pytest.MonkeyPatch, slack: int, seed: int
+) -> None:
+    """Random admissions out of order, rival txs and partial blocks: after every step the
+    pool's candidates apply in order on the committed state, and its next nonces are
+    what that replay gives. ``slack`` 0 forces the overlay rebuild on every commit."""
+    monkeypatch.setattr(node.mempool, "_OVERLAY_SLACK", slack)
+    rng = random.Random(seed)
+    keys = [ALICE, BOB, CAROL]
+    state = make_state(alice=300, bob=300, carol=300)
+    pool = Mempool(state, max_size=200, nonce_window=6, max_queue_blocks=3)
+    for _ in range(300):
+        key = rng.choice(keys)
+        sender = pub(key)
+        nonce = max(pool.next_nonce(sender) + rng.choice([-1, 0, 0, 0, 1, 2, 3]), 0)
+        to = rng.choice([k for k in keys if k is not key])
+        tx = pay(key, nonce, rng.randint(1, 40), to=to, memo=str(rng.random()))
+        with contextlib.suppress(TxRejected):
+            pool.add(tx)
+        if rng.random() < 0.1:
+            picked = pool.candidates(rng.randint(0, 10))
+            if rng.random() < 0.3:  # a rival proposer's block, built from txs we never saw
+                rival = pay(key, state.nonces.get(sender, 0), 1, to=to, memo="rival")
+                picked = [tx for tx in picked if tx.sender != sender] + [rival]
+            pool.on_commit(commit(state, picked))
+        replay = Changes(state)
+        for tx in pool.candidates(1_000):
+            apply_tx(replay, tx)  # raises if the pool's order were not a valid block order
+        for k in keys:
+            assert pool.next_nonce(pub(k)) == replay.nonce(pub(k))
+            assert pool._overlay.balance(pub(k), TOKEN) == replay.balance(pub(k), TOKEN)
+        for tx, _ in pool._queued_since.values():
+            assert tx.nonce > replay.nonce(tx.sender)

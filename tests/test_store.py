@@ -1,0 +1,189 @@
+"""The LevelDB store: what a commit writes, what reads return, what reopening restores,
+and what it refuses (another genesis, a second process, changes that do not fit)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import plyvel
+import pytest
+
+from chain.block import CommitCertificate
+from chain.errors import InvalidBlock, StoreError
+from chain.state import Changes, State, apply_tx, build_block
+from chain.store import Store
+from chain.tx import TxKind, sign_tx
+from tests.ledger_helpers import (
+    CHAIN_ID,
+    GENESIS_TIME_MS,
+    SGD,
+    USD,
+    certificate,
+    commit,
+    key,
+    make_genesis,
+    pub,
+    view,
+)
+
+GENESIS = make_genesis()
+
+
+def pay(sender: str, nonce: int, to: str, token: str, amount: int, memo: str = ""):
+    return sign_tx(
+        key(sender), TxKind.TRANSFER, CHAIN_ID, nonce, to=pub(to), token=token, amount=amount,
+        memo=memo,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    with Store.open(tmp_path / "db", GENESIS) as opened:
+        yield opened
+
+
+def test_a_new_store_holds_the_genesis_state(store: Store) -> None:
+    assert (store.head.height, store.head.hash, store.head.time_ms) == (
+        0,
+        bytes(32),
+        GENESIS_TIME_MS,
+    )
+    assert store.head.state_root == State(GENESIS).state_root == store.state.state_root
+    assert store.balances(pub("bob")) == {SGD: 50_000, USD: 1_000}
+    assert store.bank_of(pub("carol")) == "JPM"
+    assert store.bank_of(pub("dave")) is None
+    assert store.supply(USD) == (101_000, 0)
+    assert store.nonce(pub("alice")) == 0
+    assert store.block(1) is None and store.certificate(1) is None
+
+
+def test_committed_blocks_read_back_by_height_hash_and_tx_id(store: Store) -> None:
+    first = commit(store, [pay("alice", 0, "carol", USD, 10, "INV-1")])
+    second = commit(store, [pay("alice", 1, "bob", USD, 20), pay("bob", 0, "alice", SGD, 5)])
+    assert store.block(1) == first and store.block(2) == second
+    assert store.block_by_hash(second.hash) == second
+    assert store.block_by_hash(bytes(32)) is None
+    assert store.block(0) is None and store.block(3) is None
+    assert store.certificate(2) == certificate(second)
+    assert second.last_cert == store.certificate(1)
+    assert [b.height for b, _ in store.blocks(1, 99)] == [1, 2]
+    for height, block in ((1, first), (2, second)):
+        for position, t in enumerate(block.txs):
+            assert store.tx_location(t.tx_id) == (height, position)
+            assert store.tx(t.tx_id) == t
+    assert store.tx(bytes(32)) is None
+    assert store.head.height == 2 and store.head.hash == second.hash
+
+
+def test_disk_reads_follow_every_kind_of_change(store: Store) -> None:
+    commit(
+        store,
+        [
+            sign_tx(key("jpm-issuer"), TxKind.REGISTER, CHAIN_ID, 0, to=pub("dave")),
+            sign_tx(key("jpm-issuer"), TxKind.MINT, CHAIN_ID, 1, to=pub("dave"), token=USD,
+                    amount=500),
+            sign_tx(key("alice"), TxKind.BURN, CHAIN_ID, 0, token=USD, amount=1_000),
+            pay("bob", 0, "dave", USD, 1_000),  # bob's whole USD balance
+        ],
+    )  # fmt: skip
+    assert store.bank_of(pub("dave")) == "JPM"
+    assert store.balance(pub("dave"), USD) == 1_500
+    assert store.balance(pub("alice"), USD) == 99_000
+    assert store.balance(pub("bob"), USD) == 0
+    assert store.balances(pub("bob")) == {SGD: 50_000}  # a zero balance leaves no entry
+    assert store.supply(USD) == (101_500, 1_000)
+    assert (store.nonce(pub("jpm-issuer")), store.nonce(pub("bob"))) == (2, 1)
+
+
+def test_reopening_restores_the_same_state_and_head(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "db", GENESIS) as store:
+        commit(store, [pay("alice", 0, "carol", USD, 10)])
+        commit(store, [pay("carol", 0, "bob", USD, 10)])  # carol's balance back to zero
+        head, state = store.head, store.state
+    with Store.open(tmp_path / "db", GENESIS) as reopened:
+        assert reopened.head == head
+        assert reopened.state.state_root == state.state_root == head.state_root
+        assert view(reopened.state) == view(state)
+        assert (reopened.state.height, reopened.state.last_hash) == (2, head.hash)
+        assert reopened.state.last_time_ms == state.last_time_ms
+        # The reopened state carries on where it left off.
+        commit(reopened, [pay("alice", 1, "bob", USD, 1)])
+        assert reopened.balance(pub("bob"), USD) == 1_011
+
+
+def test_a_store_refuses_another_chain(tmp_path: Path) -> None:
+    Store.open(tmp_path / "db", GENESIS).close()
+    with pytest.raises(StoreError, match="belongs to chain 'depnet-test', not 'depnet-other'"):
+        Store.open(tmp_path / "db", make_genesis("depnet-other"))
+
+
+def test_a_store_refuses_a_different_genesis_of_the_same_chain(tmp_path: Path) -> None:
+    Store.open(tmp_path / "db", GENESIS).close()
+    other = make_genesis()
+    other = type(other)(other.chain_id, other.genesis_time_ms + 1, other.banks, other.accounts)
+    with pytest.raises(StoreError, match="different genesis"):
+        Store.open(tmp_path / "db", other)
+
+
+def test_a_store_open_elsewhere_is_refused(store: Store) -> None:
+    with pytest.raises(StoreError, match="cannot open store"):
+        Store.open(store.path, GENESIS)
+
+
+def test_commit_refuses_changes_executed_on_another_state(store: Store) -> None:
+    built = build_block(
+        State(GENESIS), [], round=0, proposer=pub("jpm-validator"),
+        time_ms=GENESIS_TIME_MS + 1, last_cert=None, max_txs=1,
+    )  # fmt: skip
+    with pytest.raises(InvalidBlock, match="not executed on this store"):
+        store.commit_block(built.block, certificate(built.block), built.changes)
+    assert store.head.height == 0 and store.block(1) is None
+
+
+def test_commit_refuses_a_certificate_for_another_block(store: Store) -> None:
+    built = build_block(
+        store.state, [], round=0, proposer=pub("jpm-validator"),
+        time_ms=GENESIS_TIME_MS + 1, last_cert=None, max_txs=1,
+    )  # fmt: skip
+    wrong = CommitCertificate(1, 0, bytes(32), ((0, bytes(64)),))
+    with pytest.raises(InvalidBlock, match="certificate"):
+        store.commit_block(built.block, wrong, built.changes)
+    assert store.head.height == 0 and store.certificate(1) is None
+
+
+def test_commit_refuses_a_block_twice(store: Store) -> None:
+    block = commit(store, [pay("alice", 0, "carol", USD, 10)])
+    with pytest.raises(InvalidBlock, match="does not extend head 1"):
+        store.commit_block(block, certificate(block), Changes(store.state))
+    assert store.head.height == 1 and store.balance(pub("carol"), USD) == 10
+
+
+def test_commit_refuses_changes_that_do_not_lead_to_the_block_root(store: Store) -> None:
+    built = build_block(
+        store.state, [pay("alice", 0, "carol", USD, 10)], round=0,
+        proposer=pub("jpm-validator"), time_ms=GENESIS_TIME_MS + 1, last_cert=None, max_txs=9,
+    )  # fmt: skip
+    apply_tx(built.changes, pay("alice", 1, "carol", USD, 10))  # a write the block lacks
+    with pytest.raises(InvalidBlock, match="state root"):
+        store.commit_block(built.block, certificate(built.block), built.changes)
+    assert store.head.height == 0 and store.balance(pub("carol"), USD) == 0
+
+
+def test_an_entry_edited_behind_the_store_is_detected_on_open(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "db", GENESIS) as store:
+        commit(store, [pay("alice", 0, "carol", USD, 10)])
+    db = plyvel.DB(str(tmp_path / "db"))
+    db.put(b"B" + pub("carol") + USD.encode(), b"\xcd\x03\xe8")  # 1000 instead of 10
+    db.close()
+    with pytest.raises(StoreError, match="corrupt"):
+        Store.open(tmp_path / "db", GENESIS)
+
+
+def test_a_block_beyond_the_head_is_detected_on_open(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "db", GENESIS) as store:
+        commit(store, [pay("alice", 0, "carol", USD, 10)])
+    db = plyvel.DB(str(tmp_path / "db"))
+    db.put(b"b" + (2).to_bytes(8, "big"), b"\x90")
+    db.close()
+    with pytest.raises(StoreError, match="beyond the head"):
+        Store.open(tmp_path / "db", GENESIS)
