@@ -17,13 +17,13 @@ from pathlib import Path
 
 import msgpack
 import trio
-from prometheus_client import CollectorRegistry
 from nacl.signing import SigningKey
+from prometheus_client import CollectorRegistry
 
 from chain.block import Block, CommitCertificate
 from chain.errors import InvalidBlock, LedgerError, TxRejected
-from chain.ledger import Ledger
 from chain.state import Changes, build_block, execute_block
+from chain.store import Store
 from chain.tx import decode_tx
 from consensus.engine import (
     Broadcast,
@@ -76,8 +76,8 @@ class NodeApp:
     that follows a successful vote writes them instead of executing the block again.
     """
 
-    def __init__(self, ledger: Ledger, mempool: Mempool, proposer: bytes, max_txs: int) -> None:
-        self.ledger = ledger
+    def __init__(self, store: Store, mempool: Mempool, proposer: bytes, max_txs: int) -> None:
+        self.store = store
         self.mempool = mempool
         self.proposer = proposer
         self.max_txs = max_txs
@@ -85,7 +85,7 @@ class NodeApp:
 
     def build_block(self, height: int, round: int, last_cert: CommitCertificate | None) -> Block:
         built = build_block(
-            self.ledger.state,
+            self.store.state,
             self.mempool.candidates(self.max_txs),
             round=round,
             proposer=self.proposer,
@@ -103,14 +103,14 @@ class NodeApp:
         if block.header.time_ms > now_ms() + MAX_BLOCK_DRIFT_MS:
             raise InvalidBlock("block time is too far in the future")
         self.executed[block.hash] = execute_block(
-            self.ledger.state, block, verified=self.mempool.verified
+            self.store.state, block, verified=self.mempool.verified
         )
 
     def changes_for(self, block: Block) -> Changes:
         """The executed changes of a decided block (a synced block is executed here)."""
         changes = self.executed.pop(block.hash, None)
-        if changes is None or changes.base is not self.ledger.state:
-            changes = execute_block(self.ledger.state, block, verified=self.mempool.verified)
+        if changes is None or changes.base is not self.store.state:
+            changes = execute_block(self.store.state, block, verified=self.mempool.verified)
         self.executed.clear()  # every other candidate was built on the old head
         return changes
 
@@ -135,9 +135,9 @@ class Node(NodeService):
         if self.pubkey not in self.genesis.validators:
             raise LedgerError("this node's validator key is not in genesis")
         self.bank = self.genesis.banks[self.validators.index(self.pubkey)].name
-        self.ledger = Ledger.open(home.data_dir, self.genesis)
-        self.mempool = Mempool(self.ledger.state, max_size=config.mempool_max_txs)
-        self.app = NodeApp(self.ledger, self.mempool, self.pubkey, config.block_max_txs)
+        self.store = Store.open(home.data_dir, self.genesis)
+        self.mempool = Mempool(self.store.state, max_size=config.mempool_max_txs)
+        self.app = NodeApp(self.store, self.mempool, self.pubkey, config.block_max_txs)
         self.signer = Signer(self.key, FileSignerStorage(home.signer_file), self.genesis.chain_id)
         t = config.timeouts
         self.engine = Engine(
@@ -145,8 +145,8 @@ class Node(NodeService):
             self.validators,
             self.signer,
             self.app,
-            height=self.ledger.height + 1,
-            last_cert=self.ledger.cert_at(self.ledger.height),
+            height=self.store.state.height + 1,
+            last_cert=self.store.certificate(self.store.state.height),
             timeouts=Timeouts(
                 propose_ms=t.propose_ms,
                 propose_delta_ms=t.propose_delta_ms,
@@ -159,9 +159,7 @@ class Node(NodeService):
             ),
         )
         peers = {bytes.fromhex(p.validator): p.address for p in config.peers}
-        self.net = P2PNetwork(
-            seed, config.p2p_listen, peers, observers=config.observers
-        )
+        self.net = P2PNetwork(seed, config.p2p_listen, peers, observers=config.observers)
         self.metrics = Metrics()
         self.events_send, self.events_recv = trio.open_memory_channel[object](10_000)
         self.outgoing_txs: list[bytes] = []
@@ -172,7 +170,7 @@ class Node(NodeService):
     # --- the process ---------------------------------------------------------------------
 
     async def run(self) -> None:
-        log_event(log, "node starting", height=self.ledger.height, bank=self.bank)
+        log_event(log, "node starting", height=self.store.state.height, bank=self.bank)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._watch_signals)
             await nursery.start(self.net.run)
@@ -189,8 +187,8 @@ class Node(NodeService):
             log_event(log, "node ready", api_port=self.config.api_port)
             await self.shutdown.wait()
             nursery.cancel_scope.cancel()
-        self.ledger.close()
-        log_event(log, "node stopped", height=self.ledger.height)
+        self.store.close()
+        log_event(log, "node stopped", height=self.store.state.height)
 
     async def _watch_signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -222,7 +220,7 @@ class Node(NodeService):
 
     def _commit(self, block: Block, cert: CommitCertificate) -> None:
         changes = self.app.changes_for(block)
-        self.ledger.commit(block, cert, changes)
+        self.store.commit_block(block, cert, changes)
         self.mempool.on_commit(block)
         self.last_commit_time = time.monotonic()
         self.metrics.on_commit(block, self.last_commit_time)
@@ -244,8 +242,12 @@ class Node(NodeService):
                 await self._on_message(message, nursery)
             except Exception as exc:  # a peer's bytes must never stop the node
                 log_event(
-                    log, "bad message from peer", logging.WARNING,
-                    peer=message.sender.hex()[:16], kind=message.kind.name, error=repr(exc),
+                    log,
+                    "bad message from peer",
+                    logging.WARNING,
+                    peer=message.sender.hex()[:16],
+                    kind=message.kind.name,
+                    error=repr(exc),
                 )
 
     async def _on_message(self, message: Message, nursery: trio.Nursery) -> None:
@@ -285,10 +287,10 @@ class Node(NodeService):
         start, count = msgpack.unpackb(payload)
         if not (type(start) is int and type(count) is int and start >= 1):
             raise BadMessage("sync request is [from_height, count]")
-        entries = []
-        for height in range(start, min(start + min(count, SYNC_BATCH), self.ledger.height + 1)):
-            block, cert = self.ledger.block_at(height), self.ledger.cert_at(height)
-            entries.append([block.encode(), cert.encode()])
+        last = min(start + min(count, SYNC_BATCH) - 1, self.store.state.height)
+        entries = [
+            [block.encode(), cert.encode()] for block, cert in self.store.blocks(start, last)
+        ]
         return msgpack.packb(entries, use_bin_type=True)
 
     def _start_sync(self, from_height: int, nursery: trio.Nursery) -> None:
@@ -309,19 +311,38 @@ class Node(NodeService):
                 for peer in sorted(self.net.connected_peers()):
                     try:
                         reply = await self.net.request(
-                            peer, Kind.SYNC_REQUEST, msgpack.packb([height, SYNC_BATCH]), SYNC_TIMEOUT
+                            peer,
+                            Kind.SYNC_REQUEST,
+                            msgpack.packb([height, SYNC_BATCH]),
+                            SYNC_TIMEOUT,
                         )
                         entries = msgpack.unpackb(reply, raw=False)
                         for raw_block, raw_cert in entries:
-                            block, cert = Block.decode(raw_block), CommitCertificate.decode(raw_cert)
+                            block, cert = (
+                                Block.decode(raw_block),
+                                CommitCertificate.decode(raw_cert),
+                            )
                             if block.height != height or cert.block_hash != block.hash:
                                 raise BadMessage("sync reply out of order")
                             verify_certificate(cert, self.validators, self.genesis.chain_id)
                             await self.events_send.send(CommitReceived(block, cert))
                             height += 1
                             got += 1
-                    except (RequestFailed, BadMessage, InvalidBlock, InvalidCertificate, ValueError, TypeError) as exc:
-                        log_event(log, "sync from peer failed", logging.WARNING, peer=peer.hex()[:16], error=repr(exc))
+                    except (
+                        RequestFailed,
+                        BadMessage,
+                        InvalidBlock,
+                        InvalidCertificate,
+                        ValueError,
+                        TypeError,
+                    ) as exc:
+                        log_event(
+                            log,
+                            "sync from peer failed",
+                            logging.WARNING,
+                            peer=peer.hex()[:16],
+                            error=repr(exc),
+                        )
                         continue
                     if got:
                         break
@@ -345,7 +366,9 @@ class Node(NodeService):
                 self.mempool.add(tx)
             except (TxRejected, MempoolError) as exc:
                 results.append(SubmitResult.rejected(raw, exc))
-                self.metrics.on_reject(exc.reason.value if isinstance(exc, TxRejected) else exc.code)
+                self.metrics.on_reject(
+                    exc.reason.value if isinstance(exc, TxRejected) else exc.code
+                )
                 continue
             self.outgoing_txs.append(tx.raw)
             accepted.append(tx.tx_id)
@@ -354,13 +377,13 @@ class Node(NodeService):
         return results
 
     def tx_status(self, tx_id: bytes) -> TxStatus:
-        location = self.ledger.tx_location(tx_id)
+        location = self.store.tx_location(tx_id)
         if location is not None:
             return TxStatus.committed(*location)
         return self.mempool.status(tx_id)
 
     def account(self, account: bytes) -> AccountInfo | None:
-        state = self.ledger.state
+        state = self.store.state
         bank = state.accounts.get(account)
         if bank is None:
             return None
@@ -369,18 +392,16 @@ class Node(NodeService):
             bank=bank,
             nonce=state.nonces.get(account, 0),
             next_nonce=self.mempool.next_nonce(account),
-            balances={
-                symbol: state.balances.get((account, symbol), 0) for symbol in state.tokens
-            },
+            balances={symbol: state.balances.get((account, symbol), 0) for symbol in state.tokens},
         )
 
     def block(self, height: int) -> CommittedBlock | None:
-        if not 1 <= height <= self.ledger.height:
+        if not 1 <= height <= self.store.state.height:
             return None
-        return CommittedBlock(self.ledger.block_at(height), self.ledger.cert_at(height))
+        return CommittedBlock(self.store.block(height), self.store.certificate(height))
 
     def head(self) -> Head:
-        state = self.ledger.state
+        state = self.store.state
         return Head(
             chain_id=state.chain_id,
             height=state.height,
@@ -393,21 +414,23 @@ class Node(NodeService):
         engine = self.engine
         peers = self.net.connected_peers()
         self.metrics.update(
-            round=engine.round, peers=len(peers), mempool_size=len(self.mempool),
+            round=engine.round,
+            peers=len(peers),
+            mempool_size=len(self.mempool),
             evidence=len(engine.evidence),
         )
         return NodeStatus(
             bank=self.bank,
             chain_id=self.genesis.chain_id,
-            height=self.ledger.height,
+            height=self.store.state.height,
             round=engine.round,
             step=engine.step.name.lower(),
             peers=len(peers),
             mempool_size=len(self.mempool),
             evidence=len(engine.evidence),
             extra={
-                "head_hash": self.ledger.state.last_hash.hex(),
-                "state_root": self.ledger.state.state_root.hex(),
+                "head_hash": self.store.state.last_hash.hex(),
+                "state_root": self.store.state.state_root.hex(),
                 "peer_ids": sorted(p.hex() for p in peers),
                 "seconds_since_commit": round(time.monotonic() - self.last_commit_time, 3),
                 "consensus": engine.status(),
