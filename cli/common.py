@@ -370,6 +370,11 @@ def connect(net: NetworkHome, prefer: str | None = None, *, only: bool = False) 
     )
 
 
+def holdings(account_info: dict) -> dict[str, int]:
+    """Non-zero balances of a GET /accounts answer, by token symbol in order."""
+    return {t: units for t, units in sorted(account_info["balances"].items()) if units}
+
+
 # --- transactions ----------------------------------------------------------------------
 
 

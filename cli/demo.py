@@ -19,6 +19,7 @@ from cli.common import (
     connect,
     find_wallet,
     format_amount,
+    holdings,
     home_option,
     parse_amount,
     print_table,
@@ -139,7 +140,7 @@ def _print_balances(net: NetworkHome, names: list[str]) -> None:
     with connect(net) as client:
         for name in names:
             info = client.account(resolve_party(net, name).account)
-            for symbol, units in sorted(info["balances"].items()):
+            for symbol, units in holdings(info).items():
                 rows.append(
                     [name, info["bank"], f"{format_amount(units, tokens[symbol].decimals)}", symbol]
                 )

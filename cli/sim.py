@@ -152,7 +152,8 @@ def _print(result: SimResult) -> None:
     cfg = result.config
     f = (cfg.nodes - 1) // 3
     echo = click.echo
-    echo(f"depnet sim: {cfg.nodes} validators (f = {f}), seed {cfg.seed}, target {cfg.heights}")
+    run = f"{cfg.nodes} validators (f = {f}), seed {cfg.seed}"
+    echo(f"depnet sim: {run}, target height {cfg.heights}")
     faults = [f"drop {cfg.drop:.0%}", f"delay {cfg.delay_min_ms}-{cfg.delay_max_ms} ms"]
     if cfg.duplicate:
         faults.append(f"duplicate {cfg.duplicate:.0%}")

@@ -33,6 +33,7 @@ from cli.common import (
     find_token,
     find_wallet,
     format_amount,
+    holdings,
     home_option,
     json_option,
     node_option,
@@ -408,8 +409,7 @@ def balance(who: str, node: str | None, home: Path, as_json: bool) -> None:
         info = _account_info(client, party.account, party.label)
     tokens = net.genesis().tokens
     balances = {
-        symbol: (units, tokens[symbol].decimals)
-        for symbol, units in sorted(info["balances"].items())
+        symbol: (units, tokens[symbol].decimals) for symbol, units in holdings(info).items()
     }
     if as_json:
         echo_json(

@@ -21,7 +21,11 @@ What the paper leaves to the implementation, and how it is done here:
   ``COMMIT`` timeout before it starts the next height, so it never builds or validates a
   block on a state that has not applied the commit yet.
 * Safety lives in ``consensus/signer.py``: the engine asks the signer for every vote, and
-  after a restart resumes from what the signer says it signed last (round, step, lock).
+  after a restart resumes from what the signer says it signed (round, step, the votes of
+  that round) and from its lock, which keeps the locked block and its polka so that a
+  restarted validator can still re-propose it with its proof.
+* Votes are counted per value from distinct validators; an equivocator's conflicting
+  votes are kept as evidence and count for each value it signed (see ``_Tally``).
 """
 
 from __future__ import annotations
@@ -428,7 +432,8 @@ class Engine:
                 return
 
     def _try_decide(self) -> bool:
-        """Line 49: a proposal for v and 2f+1 precommits for id(v) in any round decide v."""
+        """Line 49: a proposal for v and 2f+1 precommits for id(v) in any round decide v.
+        The block may have come with any proposal of this height: its hash names it."""
         s = self._s
         for round in s.precommit_quorum_rounds:
             tally = s.tallies[(round, VoteKind.PRECOMMIT)]

@@ -166,9 +166,12 @@ class SimConfig:
                 raise ValueError("probabilities must be in [0, 1)")
         if not 0 <= self.delay_min_ms <= self.delay_max_ms:
             raise ValueError("delay must satisfy 0 <= min <= max")
+        engines = self.nodes + self.byzantine  # at most one twin per byzantine validator
         for partition in self.partitions:
             if not 0 <= partition.start_ms <= partition.end_ms:
                 raise ValueError(f"partition {partition.spec()}: need start <= end")
+            if any(not 0 <= n < engines for group in partition.groups for n in group):
+                raise ValueError(f"partition {partition.spec()}: no such node")
         for crash in self.crashes:
             if not 0 <= crash.node < self.nodes or not 0 <= crash.at_ms <= crash.restart_ms:
                 raise ValueError(f"crash {crash.spec()}: unknown node or restart before crash")
@@ -390,7 +393,6 @@ class SimApp:
 @dataclass
 class _Node:
     id: int
-    validator: int
     key: SigningKey
     mode: ByzantineMode | None  # None: honest
     skew_ms: int
@@ -438,12 +440,12 @@ class Simulation:
     def _make_nodes(self) -> list[_Node]:
         keys = self.world.keys
         nodes = [
-            _Node(v, v, keys[v], self.byzantine.get(v), self.rng.randrange(50))
+            _Node(v, keys[v], self.byzantine.get(v), self.rng.randrange(50))
             for v in range(self.config.nodes)
         ]
         for v, mode in self.byzantine.items():
             if mode is ByzantineMode.DOUBLE_VOTE:
-                nodes.append(_Node(len(nodes), v, keys[v], mode, self.rng.randrange(50)))
+                nodes.append(_Node(len(nodes), keys[v], mode, self.rng.randrange(50)))
         return nodes
 
     # --- the event loop -------------------------------------------------------------------
@@ -727,9 +729,13 @@ class Simulation:
             behind = ", ".join(
                 f"node {i} at {h}" for i, h in committed.items() if h < self.config.heights
             )
+            limit = (
+                f"in {MAX_EVENTS} events"
+                if self.events >= MAX_EVENTS
+                else f"by the deadline ({self.config.effective_deadline_ms} ms)"
+            )
             self.violations.append(
-                f"target height {self.config.heights} not reached by the deadline "
-                f"({self.config.effective_deadline_ms} ms): {behind}"
+                f"target height {self.config.heights} not reached {limit}: {behind}"
             )
         else:
             verdict = Verdict.OK

@@ -206,13 +206,11 @@ def create_network(
         }
     )
 
-    from node.p2p import peer_id_from_pubkey  # libp2p is slow to import; only init needs it
-
     entries = [
         NodeEntry(
             bank=bank.name,
             validator=bank.validator.hex(),
-            peer_id=str(peer_id_from_pubkey(bank.validator)),
+            peer_id=peer_id_text(bank.validator),
             p2p_address=f"/ip4/127.0.0.1/tcp/{p2p}",
             api_url=f"http://127.0.0.1:{api}",
         )
@@ -253,3 +251,24 @@ def new_wallet(name: str, bank: str) -> Wallet:
     """A fresh key pair for a wallet; registering it on the ledger is a separate tx."""
     seed = os.urandom(32)
     return Wallet(name, bank, _public(seed).hex(), seed.hex())
+
+
+_BASE58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+
+
+def peer_id_text(validator: bytes) -> str:
+    """The libp2p peer id of an Ed25519 key, as ``node.p2p.peer_id_from_pubkey`` prints it.
+
+    Computed here because importing libp2p costs seconds, and `depnet up` on a fresh home
+    must reach its first block quickly: an Ed25519 key is short enough to be inlined in
+    its peer id (identity multihash of the protobuf ``PublicKey{type: Ed25519, data}``),
+    in base58btc.
+    """
+    key = b"\x08\x01\x12\x20" + validator  # protobuf: field 1 = 1 (Ed25519), field 2 = 32 bytes
+    digest = bytes([0x00, len(key)]) + key  # multihash: identity code, length
+    number = int.from_bytes(digest, "big")
+    text = ""
+    while number:
+        number, digit = divmod(number, 58)
+        text = _BASE58[digit] + text
+    return "1" * (len(digest) - len(digest.lstrip(b"\0"))) + text

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import msgpack
@@ -109,16 +108,10 @@ class NodeApp:
     def changes_for(self, block: Block) -> Changes:
         """The executed changes of a decided block (a synced block is executed here)."""
         changes = self.executed.pop(block.hash, None)
-        if changes is None or changes.base is not self.store.state:
-            changes = execute_block(self.store.state, block, verified=self.mempool.verified)
         self.executed.clear()  # every other candidate was built on the old head
+        if changes is None:
+            changes = execute_block(self.store.state, block, verified=self.mempool.verified)
         return changes
-
-
-@dataclass
-class _Sync:
-    running: bool = False
-    target: int = 0
 
 
 class Node(NodeService):
@@ -163,7 +156,7 @@ class Node(NodeService):
         self.metrics = Metrics()
         self.events_send, self.events_recv = trio.open_memory_channel[object](10_000)
         self.outgoing_txs: list[bytes] = []
-        self.sync = _Sync()
+        self.syncing = False
         self.last_commit_time = time.monotonic()
         self.shutdown = trio.Event()
 
@@ -294,8 +287,8 @@ class Node(NodeService):
         return msgpack.packb(entries, use_bin_type=True)
 
     def _start_sync(self, from_height: int, nursery: trio.Nursery) -> None:
-        if not self.sync.running:
-            self.sync.running = True
+        if not self.syncing:
+            self.syncing = True
             nursery.start_soon(self._sync_task, from_height)
 
     async def _sync_task(self, from_height: int) -> None:
@@ -349,7 +342,7 @@ class Node(NodeService):
                 if not got:
                     return
         finally:
-            self.sync.running = False
+            self.syncing = False
 
     # --- NodeService (the HTTP API) -------------------------------------------------------
 

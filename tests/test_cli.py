@@ -529,3 +529,12 @@ def test_demo_story_settles_each_step_and_prints_balances_that_match(
     for name, _bank, amount, token in (line.split() for line in table):
         shown = json.loads(ok(run(home, "wallet", "balance", name, "--json")))["balances"]
         assert shown[token] == amount.replace(",", "")
+
+
+def test_init_writes_the_peer_ids_libp2p_derives(home: Path) -> None:
+    """init computes peer ids without importing libp2p (seconds of start-up); they must be
+    the ids the nodes will have."""
+    from node.p2p import peer_id_from_pubkey
+
+    for entry in NetworkHome(home).nodes():
+        assert entry.peer_id == str(peer_id_from_pubkey(bytes.fromhex(entry.validator)))

@@ -213,7 +213,14 @@ def test_cli_json_reports_the_measures() -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    ["--partition '0,1|2'", "--crash x@1-2", "--delay 9-1", "--drop 1.5", "--crash 9@1-2"],
+    [
+        "--partition '0,1|2'",
+        "--partition '0,1|2,7@0-9'",
+        "--crash x@1-2",
+        "--delay 9-1",
+        "--drop 1.5",
+        "--crash 9@1-2",
+    ],
 )
 def test_cli_rejects_malformed_fault_specs(bad: str) -> None:
     code, out = run_cli(f"depnet sim --heights 1 {bad}")
