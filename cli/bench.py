@@ -1,4 +1,9 @@
-"""`depnet bench`: measure how fast one node's ledger path runs on this machine.
+"""`depnet bench`: measure throughput on this machine.
+
+`depnet bench network` starts a whole local network (one validator process per bank, on
+free 127.0.0.1 ports in a temporary home), offers it pre-signed transfers in batches
+through every node's HTTP API for a while, and reports committed tx/s, submit-to-commit
+latency, each node's memory and CPU, and the heights reached; then stops every process.
 
 `depnet bench ledger` times what every validator does with each transaction of a block:
 decode the wire bytes, verify the Ed25519 signature, apply the ledger rules, and commit
@@ -9,8 +14,11 @@ signatures are prepared before the clock starts, since a node receives txs alrea
 from __future__ import annotations
 
 import json
+import os
 import random
+import statistics
 import tempfile
+import threading
 import time
 from hashlib import sha256
 from pathlib import Path
@@ -148,6 +156,279 @@ def run_ledger_bench(txs: int, *, accounts: int, block_size: int, seed: int) -> 
         "phase_seconds": {name: round(s, 3) for name, s in phases.items()},
         "phase_us_per_tx": {name: round(s / txs * 1e6, 2) for name, s in phases.items()},
     }
+
+
+@bench.command("network")
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=1),
+    default=60.0,
+    show_default=True,
+    help="Seconds of load.",
+)
+@click.option(
+    "--rate",
+    type=click.IntRange(min=0),
+    default=1_000,
+    show_default=True,
+    help="Offered load in tx/s, spread over the nodes; 0 sends each node's next batch as "
+    "soon as it answered the last one.",
+)
+@click.option("--batch", type=click.IntRange(1, 1_000), default=250, show_default=True)
+@click.option(
+    "--accounts",
+    type=click.IntRange(min=2),
+    default=1_000,
+    show_default=True,
+    help="Funded accounts that pay each other (spread over the banks).",
+)
+@click.option("--banks", type=click.IntRange(1, 4), default=4, show_default=True)
+@click.option("--seed", type=int, default=1, show_default=True, help="Seeds the payments.")
+@click.option(
+    "--keep",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Create the network home here and keep it (logs, stores); default: a temp dir.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def network(
+    duration: float,
+    rate: int,
+    batch: int,
+    accounts: int,
+    banks: int,
+    seed: int,
+    keep: Path | None,
+    as_json: bool,
+) -> None:
+    """Run a local network under transfer load and report tx/s, latency and memory."""
+    if keep is not None:
+        result = run_network_bench(
+            keep,
+            duration=duration,
+            rate=rate,
+            batch=batch,
+            accounts=accounts,
+            banks=banks,
+            seed=seed,
+            progress=None if as_json else click.echo,
+        )
+    else:
+        with tempfile.TemporaryDirectory(prefix="depnet-bench-net-") as tmp:
+            result = run_network_bench(
+                Path(tmp) / "net",
+                duration=duration,
+                rate=rate,
+                batch=batch,
+                accounts=accounts,
+                banks=banks,
+                seed=seed,
+                progress=None if as_json else click.echo,
+            )
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        click.echo(json.dumps(result, indent=2))
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a live process (Linux /proc), else None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def run_network_bench(
+    home: Path,
+    *,
+    duration: float,
+    rate: int,
+    batch: int,
+    accounts: int,
+    banks: int,
+    seed: int,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """Start ``banks`` validators, load them for ``duration`` seconds, measure, stop them.
+
+    Each account's transfers go to its own bank's node, in nonce order, one per account
+    per batch. Latency runs from sending a tx's POST to the first poll of the first node's
+    /head that shows the height holding it (polled every 20 ms)."""
+    import httpx
+
+    from cli.localnet import ChainScan, LocalNet, funded_template, load_payers, sign_transfers
+
+    say = progress or (lambda _msg: None)
+    per_bank = max(1, accounts // banks)
+    offered = rate if rate else 3_000  # sign enough for an unpaced run on this machine
+    per_payer = int(offered * duration * 1.05 / (per_bank * banks)) + 1
+
+    with LocalNet.create(home, funded_template(per_bank), banks=banks) as ln:
+        payers = load_payers(ln.net)
+        say(f"signing {per_payer * len(payers):,} transfers from {len(payers):,} accounts")
+        signed = sign_transfers(ln.genesis.chain_id, payers, per_payer, seed=seed)
+        queues: dict[str, list[list[bytes]]] = {bank: [] for bank in ln.banks}
+        by_bank: dict[str, list[list[Any]]] = {bank: [] for bank in ln.banks}
+        for payer, txs in zip(payers, signed, strict=True):
+            by_bank[payer.wallet.bank].append(txs)
+        for bank, lists in by_bank.items():  # round n holds every account's nonce n
+            flat = [tx.raw for n in range(per_payer) for txs in lists for tx in txs[n : n + 1]]
+            queues[bank] = [flat[i : i + batch] for i in range(0, len(flat), batch)]
+        say(f"starting {banks} validators in {home}")
+        ln.start_all()
+        ln.wait_healthy(timeout=120)
+        first = ln.banks[0]
+
+        stop = threading.Event()
+        sent_at: dict[bytes, float] = {}
+        rejected: dict[str, int] = {}
+        post_errors = [0]
+        seen_at: dict[int, float] = {}  # height -> first time the monitor saw it
+        rss_peak: dict[str, int] = dict.fromkeys(ln.banks, 0)
+        lock = threading.Lock()
+        interval = (batch * len(ln.banks) / rate) if rate else 0.0
+
+        def submitter(bank: str) -> None:
+            with httpx.Client(base_url=ln.url(bank), timeout=30) as client:
+                # Nodes take turns, so the offered load is even rather than in bursts.
+                start = time.monotonic() + interval * ln.banks.index(bank) / len(ln.banks)
+                for k, raws in enumerate(queues[bank]):
+                    if stop.is_set():
+                        return
+                    delay = start + k * interval - time.monotonic()
+                    if delay > 0 and stop.wait(delay):
+                        return
+                    now = time.monotonic()
+                    try:
+                        response = client.post("/txs", json={"txs": [r.hex() for r in raws]})
+                        response.raise_for_status()
+                        results = response.json()["results"]
+                    except httpx.HTTPError:
+                        with lock:
+                            post_errors[0] += 1
+                        continue
+                    with lock:
+                        for raw, result in zip(raws, results, strict=True):
+                            if result["accepted"]:
+                                sent_at[sha256(raw).digest()] = now
+                            else:
+                                rejected[result["code"]] = rejected.get(result["code"], 0) + 1
+
+        def monitor() -> None:
+            last_rss = 0.0
+            with httpx.Client(base_url=ln.url(first), timeout=30) as client:
+                while not monitor_done.is_set():
+                    try:
+                        height = client.get("/head").json()["height"]
+                    except httpx.HTTPError:
+                        height = 0
+                    now = time.monotonic()
+                    for h in range(max(seen_at, default=0) + 1, height + 1):
+                        seen_at[h] = now
+                    if now - last_rss > 1.0:
+                        last_rss = now
+                        for bank in ln.banks:
+                            rss_peak[bank] = max(rss_peak[bank], ln.rss_kb(bank) or 0)
+                    time.sleep(0.02)
+
+        monitor_done = threading.Event()
+        cpu_before = {b: _cpu_seconds(ln.pid(b)) or 0.0 for b in ln.banks}
+        height_before = ln.status(first)["height"]
+        watcher = threading.Thread(target=monitor, daemon=True)
+        watcher.start()
+        threads = [threading.Thread(target=submitter, args=(b,), daemon=True) for b in ln.banks]
+        say(f"load: {rate or 'unpaced'} tx/s offered for {duration:g} s in batches of {batch}")
+        load_start = time.monotonic()
+        for thread in threads:
+            thread.start()
+        stop.wait(duration)
+        stop.set()
+        for thread in threads:
+            thread.join()
+        load_end = time.monotonic()
+        cpu_after = {b: _cpu_seconds(ln.pid(b)) or 0.0 for b in ln.banks}
+        rss_end = {b: ln.rss_kb(b) for b in ln.banks}
+        with lock:
+            accepted = dict(sent_at)
+
+        say(f"draining: waiting for {len(accepted):,} accepted txs to commit")
+        scan = ChainScan(ln, first)
+        drain_deadline = time.monotonic() + 60
+
+        def drained() -> bool:
+            scan.update()
+            statuses = [ln.try_get(b, "/status") or {} for b in ln.banks]
+            return all(s.get("mempool_size", 1) == 0 for s in statuses)
+
+        while not drained() and time.monotonic() < drain_deadline:
+            time.sleep(0.25)
+        drain_end = time.monotonic()
+        monitor_done.set()
+        watcher.join()
+        scan.update()
+
+        latencies = []
+        in_window = 0
+        for tx_hex, height in scan.tx_heights.items():
+            tx_id = bytes.fromhex(tx_hex)
+            at = seen_at.get(height)
+            if at is None:
+                continue
+            if tx_id in accepted:
+                latencies.append(at - accepted[tx_id])
+            if load_start <= at <= load_end:
+                in_window += 1
+        committed_accepted = sum(1 for t in scan.tx_heights if bytes.fromhex(t) in accepted)
+        load_seconds = load_end - load_start
+        blocks = [h for h, at in seen_at.items() if load_start <= at <= load_end]
+        statuses = {b: ln.status(b) for b in ln.banks}
+        result = {
+            "banks": len(ln.banks),
+            "accounts": len(payers),
+            "batch": batch,
+            "offered_tx_per_s": rate or None,
+            "load_seconds": round(load_seconds, 2),
+            "submitted_accepted": len(accepted),
+            "submitted_rejected": rejected,
+            "post_errors": post_errors[0],
+            "accepted_tx_per_s": round(len(accepted) / load_seconds, 1),
+            "committed_tx_per_s": round(in_window / load_seconds, 1),
+            "committed_in_load_window": in_window,
+            "committed_of_accepted": committed_accepted,
+            "lost": len(accepted) - committed_accepted,
+            "drain_seconds": round(drain_end - load_end, 2),
+            "latency_ms": {
+                name: None if (v := _percentile(latencies, q)) is None else round(v * 1000, 1)
+                for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0))
+            }
+            | {"mean": round(statistics.fmean(latencies) * 1000, 1) if latencies else None},
+            "blocks_in_load_window": len(blocks),
+            "block_rate_per_s": round(len(blocks) / load_seconds, 2),
+            "txs_per_block": round(in_window / len(blocks), 1) if blocks else 0,
+            "heights": {b: s["height"] for b, s in statuses.items()},
+            "height_at_load_start": height_before,
+            "head_hashes_agree": len(
+                {ln.hash_at(b, min(s["height"] for s in statuses.values())) for b in ln.banks}
+            )
+            == 1,
+            "rss_mb": {b: round((kb or 0) / 1024, 1) for b, kb in rss_end.items()},
+            "rss_peak_mb": {b: round(kb / 1024, 1) for b, kb in rss_peak.items()},
+            "cpu_cores_during_load": {
+                b: round((cpu_after[b] - cpu_before[b]) / load_seconds, 2) for b in ln.banks
+            },
+            "machine": {"cpus": os.cpu_count(), "loadavg_1m": os.getloadavg()[0]},
+        }
+        say("stopping the validators")
+    return result
 
 
 def _print_table(result: dict[str, Any]) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -70,6 +71,9 @@ class SafeCommand(click.Command):
             raise
         except KeyboardInterrupt:
             raise click.Abort() from None
+        except BrokenPipeError:  # `depnet ... | head`: the reader has all it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise click.exceptions.Exit(0) from None
         except (NetworkError, LedgerError) as exc:
             raise CliError(str(exc)) from None
         except Exception as exc:
@@ -120,8 +124,6 @@ def echo_json(data: object) -> None:
 
 def console() -> Any:
     """A rich console on stdout; rich is imported only by the commands that draw tables."""
-    import sys
-
     from rich.console import Console
 
     # Piped output is read by programs and grep: don't cut it at an imagined 80 columns.
@@ -252,20 +254,35 @@ def plain_amount(units: int, decimals: int) -> str:
 # --- the node client -------------------------------------------------------------------
 
 
-class NodeClient:
-    """A validator's HTTP API, with errors turned into one-line messages."""
+Transport = Callable[[str, str, bytes | None], tuple[int, bytes]]
+_JSON = {"Content-Type": "application/json"}
 
-    transport: Any = None  # an httpx transport to use instead of the network (tests)
+
+class NodeClient:
+    """A validator's HTTP API over one kept-alive connection, errors as one-line messages.
+
+    It speaks HTTP with the standard library's ``http.client``: importing httpx (which pulls
+    in httpcore, trio and an SSL context) costs more than a whole `depnet wallet transfer`
+    may take.
+    """
+
+    # Tests put a fake here: (method, url, body) -> (status, body); OSError = unreachable.
+    transport: Transport | None = None
 
     def __init__(self, entry: NodeEntry, timeout: float = HTTP_TIMEOUT) -> None:
-        import httpx
+        from urllib.parse import urlsplit
 
         self.entry = entry
         self.bank = entry.bank
-        self._http = httpx.Client(base_url=entry.api_url, timeout=timeout, transport=self.transport)
+        self.timeout = timeout
+        url = urlsplit(entry.api_url)
+        self._address = (url.hostname or "127.0.0.1", url.port or 80)
+        self._conn: Any = None
 
     def close(self) -> None:
-        self._http.close()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     def __enter__(self) -> NodeClient:
         return self
@@ -274,46 +291,67 @@ class NodeClient:
         self.close()
 
     def get(self, path: str, *, timeout: float | None = None) -> dict:
-        return self._request("GET", path, None, timeout)
+        return self._request("GET", path, None, timeout or self.timeout)
 
     def post(self, path: str, body: dict) -> dict:
-        return self._request("POST", path, body, None)
+        return self._request("POST", path, json.dumps(body).encode(), self.timeout)
 
-    def _request(self, method: str, path: str, body: dict | None, timeout: float | None) -> dict:
-        import httpx
+    def _request(self, method: str, path: str, body: bytes | None, timeout: float) -> dict:
+        from http.client import HTTPException
 
-        kwargs: dict[str, Any] = {"json": body}
-        if timeout is not None:
-            kwargs["timeout"] = timeout
         try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.TimeoutException:
+            status, raw = self._exchange(method, path, body, timeout)
+        except TimeoutError:
+            self.close()
             raise NodeUnreachable(
-                f"node {self.bank} at {self.entry.api_url} did not answer in time"
+                f"node {self.bank} at {self.entry.api_url} did not answer within {timeout:g} s"
             ) from None
-        except httpx.TransportError as exc:
+        except (OSError, HTTPException) as exc:
+            self.close()
+            reason = "connection refused" if isinstance(exc, ConnectionRefusedError) else exc
             raise NodeUnreachable(
-                f"node {self.bank} not reachable at {self.entry.api_url} ({_reason(exc)}); "
+                f"node {self.bank} not reachable at {self.entry.api_url} ({reason}); "
                 "is the network up? (`depnet up`)"
             ) from None
         try:
-            data = response.json()
+            data = json.loads(raw)
         except ValueError:
             data = None
-        if response.is_success and isinstance(data, dict):
+        if 200 <= status < 300 and isinstance(data, dict):
             return data
         error = data.get("error") if isinstance(data, dict) else None
         if isinstance(error, dict):
-            raise ApiError(
-                str(error.get("code", "error")),
-                str(error.get("message", "")),
-                response.status_code,
-            )
+            raise ApiError(str(error.get("code", "error")), str(error.get("message", "")), status)
         raise ApiError(
-            "http_error",
-            f"node {self.bank} answered {method} {path} with HTTP {response.status_code}",
-            response.status_code,
+            "http_error", f"node {self.bank} answered {method} {path} with HTTP {status}", status
         )
+
+    def _exchange(
+        self, method: str, path: str, body: bytes | None, timeout: float
+    ) -> tuple[int, bytes]:
+        """One request/response; a kept-alive connection the server has since closed is
+        replaced once (every request here is safe to repeat: a resubmitted tx is a
+        duplicate, which the node accepts)."""
+        fake = type(self).transport  # via the class: a function stored there is not a method
+        if fake is not None:
+            return fake(method, self.entry.api_url + path, body)
+        from http.client import HTTPConnection, RemoteDisconnected
+
+        while True:
+            reused = self._conn is not None
+            if not reused:
+                self._conn = HTTPConnection(*self._address, timeout=timeout)
+            conn = self._conn
+            if conn.sock is not None:
+                conn.sock.settimeout(timeout)
+            try:
+                conn.request(method, path, body=body, headers=_JSON if body else {})
+                response = conn.getresponse()
+                return response.status, response.read()
+            except (RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                self.close()
+                if not reused:
+                    raise
 
     # The endpoints, one method each, so commands never spell paths.
 
@@ -334,13 +372,6 @@ class NodeClient:
 
     def submit(self, txs: list[Tx]) -> list[dict]:
         return self.post("/txs", {"txs": [tx.raw.hex() for tx in txs]})["results"]
-
-
-def _reason(exc: Exception) -> str:
-    text = str(exc).lower()
-    if "refused" in text:
-        return "connection refused"
-    return str(exc) or type(exc).__name__
 
 
 def connect(net: NetworkHome, prefer: str | None = None, *, only: bool = False) -> NodeClient:

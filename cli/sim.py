@@ -159,7 +159,8 @@ def _print(result: SimResult) -> None:
         faults.append(f"duplicate {cfg.duplicate:.0%}")
     if cfg.reorder:
         faults.append(f"reorder {cfg.reorder:.0%}")
-    faults += [f"byzantine {v} ({mode})" for v, mode in result.byzantine.items()]
+    # "byzantine 2" read like a count: name the validator index explicitly.
+    faults += [f"byzantine: validator {v} ({mode})" for v, mode in sorted(result.byzantine.items())]
     faults += [f"partition {p.spec()}" for p in cfg.partitions]
     faults += [f"crash {c.spec()}" for c in cfg.crashes]
     echo(f"faults: {', '.join(faults)}")

@@ -344,14 +344,7 @@ class Engine:
             raise RuntimeError("engine already started")
         self._started = True
         self._schedule_resend()
-        lock = self.signer.lock
-        if lock is not None and lock.height == self._height:
-            self._restore_lock(lock)
-        last = self.signer.last
-        if last is not None and last.height == self._height:
-            self._resume(last)
-        else:
-            self._start_round(0)
+        self._enter_height()
         self._advance()
         return self._take()
 
@@ -395,6 +388,21 @@ class Engine:
         else:
             self._schedule(TimeoutKind.PROPOSE)  # line 21
 
+    def _enter_height(self) -> None:
+        """Line 10/54: start our height at round 0, unless the signer already signed at
+        it. That happens after a restart, and also when sync brings the engine to the
+        signer's height (a node whose blocks were wiped but whose signer state was kept):
+        either way the lock it persisted and the round it reached must be taken back, or
+        it would prevote against its lock in a later round (line 23)."""
+        lock = self.signer.lock
+        if lock is not None and lock.height == self._height:
+            self._restore_lock(lock)
+        last = self.signer.last
+        if last is not None and last.height == self._height:
+            self._resume(last)
+        else:
+            self._start_round(0)
+
     def _restore_lock(self, lock: Lock) -> None:
         """Take back the lock from before a restart, with its block and polka: the locked
         block is also our best valid value, so we re-propose it, with its proof (line 15)."""
@@ -407,19 +415,25 @@ class Engine:
 
     def _resume(self, last: SignedRecord) -> None:
         """Re-enter the round and step we last signed in, so that after a restart we never
-        sign anything else there; our votes of that round are counted and sent again."""
-        if last.step is Step.PROPOSE:
-            self._start_round(last.round)  # the signer returns the same proposal or refuses
-            return
+        sign anything else there; our votes of that round and of the one before are
+        counted and sent again (and then resent on the timer, as ``_resend`` does for a
+        running engine): peers still in the previous round may need our precommit there
+        to leave it (line 47), since one validator ahead is not enough to skip (line 55)."""
         s = self._s
-        s.round, s.step = last.round, last.step
-        for record in self.signer.signed_in(self._height, last.round):
-            if record.step is not Step.PROPOSE:  # our proposal's block died with the crash
+        s.round = last.round
+        for round in (last.round - 1, last.round):
+            for record in self.signer.signed_in(self._height, round):
+                if record.step is Step.PROPOSE:  # our proposal's block died with the crash
+                    continue
                 kind = VoteKind.PREVOTE if record.step is Step.PREVOTE else VoteKind.PRECOMMIT
                 me = self.signer.pubkey
                 self._broadcast(
                     Vote(kind, self._height, record.round, record.block_hash, me, record.signature)
                 )
+        if last.step is Step.PROPOSE:
+            self._start_round(last.round)  # the signer returns the same proposal or refuses
+        else:
+            s.step = last.step
 
     def _advance(self) -> None:
         """Fire every upon-rule of Algorithm 1 whose condition holds, until none does."""
@@ -581,7 +595,7 @@ class Engine:
                 return
         buffered = list(self._future.values())
         self._future = {}
-        self._start_round(0)  # line 54
+        self._enter_height()  # line 54
         for msg in buffered:
             self._on_message(msg)
 

@@ -15,6 +15,7 @@ from multiaddr import Multiaddr
 
 from chain.genesis import Genesis, load_genesis
 from chain.tx import KEY_SIZE
+from consensus.engine import Timeouts
 
 CONFIG_FILE = "config.json"
 KEY_FILE = "validator.key"
@@ -32,18 +33,6 @@ class Peer:
 
 
 @dataclass(frozen=True)
-class ConsensusTimeouts:
-    """Milliseconds; each round waits longer so a slow network eventually fits in one."""
-
-    propose_ms: int = 1000
-    propose_delta_ms: int = 500
-    vote_ms: int = 500
-    vote_delta_ms: int = 250
-    resend_ms: int = 500
-    commit_ms: int = 100
-
-
-@dataclass(frozen=True)
 class NodeConfig:
     bank: str
     genesis: str  # path, relative to the node home
@@ -54,7 +43,7 @@ class NodeConfig:
     observers: tuple[str, ...] = ()  # extra libp2p peer ids allowed to connect
     mempool_max_txs: int = 50_000
     block_max_txs: int = 2_000
-    timeouts: ConsensusTimeouts = field(default_factory=ConsensusTimeouts)
+    timeouts: Timeouts = field(default_factory=lambda: Timeouts(commit_ms=100))
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -129,14 +118,14 @@ def parse_config(data: object) -> NodeConfig:
         raise ConfigError("node config must be a JSON object")
     try:
         peers = tuple(Peer(**p) for p in data.get("peers", []))
-        timeouts = ConsensusTimeouts(**data.get("timeouts", {}))
+        timeouts = Timeouts(**data.get("timeouts", {}))
         config = NodeConfig(
             **{k: v for k, v in data.items() if k not in ("peers", "timeouts", "observers")},
             peers=peers,
             observers=tuple(data.get("observers", ())),
             timeouts=timeouts,
         )
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise ConfigError(f"node config has a wrong or missing field: {exc}") from None
     _check(config)
     return config

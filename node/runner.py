@@ -33,7 +33,6 @@ from consensus.engine import (
     RequestSync,
     ScheduleTimeout,
     TimeoutFired,
-    Timeouts,
 )
 from consensus.messages import BadMessage, decode_message, encode_message, verify_message
 from consensus.signer import FileSignerStorage, Signer
@@ -132,7 +131,6 @@ class Node(NodeService):
         self.mempool = Mempool(self.store.state, max_size=config.mempool_max_txs)
         self.app = NodeApp(self.store, self.mempool, self.pubkey, config.block_max_txs)
         self.signer = Signer(self.key, FileSignerStorage(home.signer_file), self.genesis.chain_id)
-        t = config.timeouts
         self.engine = Engine(
             self.genesis.chain_id,
             self.validators,
@@ -140,16 +138,7 @@ class Node(NodeService):
             self.app,
             height=self.store.state.height + 1,
             last_cert=self.store.certificate(self.store.state.height),
-            timeouts=Timeouts(
-                propose_ms=t.propose_ms,
-                propose_delta_ms=t.propose_delta_ms,
-                prevote_ms=t.vote_ms,
-                prevote_delta_ms=t.vote_delta_ms,
-                precommit_ms=t.vote_ms,
-                precommit_delta_ms=t.vote_delta_ms,
-                resend_ms=t.resend_ms,
-                commit_ms=t.commit_ms,
-            ),
+            timeouts=config.timeouts,
         )
         peers = {bytes.fromhex(p.validator): p.address for p in config.peers}
         self.net = P2PNetwork(seed, config.p2p_listen, peers, observers=config.observers)

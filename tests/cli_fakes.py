@@ -12,8 +12,7 @@ import hashlib
 import json
 import re
 from typing import Any
-
-import httpx
+from urllib.parse import urlsplit
 
 from chain.errors import TxRejected
 from chain.state import Changes, State, check_tx
@@ -36,18 +35,16 @@ class FakeNetwork:
         self.status: dict[str, dict] = {}  # bank -> fields that override /status
         self.requests: list[str] = []
 
-    @property
-    def transport(self) -> httpx.MockTransport:
-        return httpx.MockTransport(self.handle)
-
-    def handle(self, request: httpx.Request) -> httpx.Response:
-        bank = self.bank_by_port[request.url.port]
+    def transport(self, method: str, url: str, body: bytes | None) -> tuple[int, bytes]:
+        """What cli.common.NodeClient calls instead of the network."""
+        parts = urlsplit(url)
+        bank = self.bank_by_port[parts.port]
         if bank in self.down:
-            raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
-        path = request.url.path
-        self.requests.append(f"{bank} {request.method} {path}")
-        if request.method == "POST" and path == "/txs":
-            return self._submit(json.loads(request.content)["txs"])
+            raise ConnectionRefusedError(111, "Connection refused")
+        path = parts.path
+        self.requests.append(f"{bank} {method} {path}")
+        if method == "POST" and path == "/txs":
+            return self._submit(json.loads(body or b"{}")["txs"])
         for pattern, route in (
             (r"/txs/([0-9a-f]{64})", self._tx),
             (r"/accounts/([0-9a-f]{64})", self._account),
@@ -63,7 +60,7 @@ class FakeNetwork:
     def balance_of(self, account: str, token: str) -> int:
         return self.changes.balance(bytes.fromhex(account), token)
 
-    def _submit(self, raws: list[str]) -> httpx.Response:
+    def _submit(self, raws: list[str]) -> tuple[int, bytes]:
         results = []
         for raw in raws:
             tx = decode_tx(bytes.fromhex(raw))
@@ -79,18 +76,16 @@ class FakeNetwork:
             self.committed[tx.tx_id.hex()] = (len(self.blocks), 0)
             results.append(_result(tx.tx_id.hex(), True, None, None))
         accepted = sum(r["accepted"] for r in results)
-        return httpx.Response(
-            200,
-            json={"accepted": accepted, "rejected": len(results) - accepted, "results": results},
+        return _ok(
+            {"accepted": accepted, "rejected": len(results) - accepted, "results": results},
         )
 
-    def _tx(self, tx_id: str) -> httpx.Response:
+    def _tx(self, tx_id: str) -> tuple[int, bytes]:
         if tx_id not in self.committed:
             return _error(404, "tx_not_found", f"no tx {tx_id} is known to this node")
         height, position = self.committed[tx_id]
-        return httpx.Response(
-            200,
-            json={
+        return _ok(
+            {
                 "tx_id": tx_id,
                 "status": "committed",
                 "height": height,
@@ -100,7 +95,7 @@ class FakeNetwork:
             },
         )
 
-    def _account(self, account: str) -> httpx.Response:
+    def _account(self, account: str) -> tuple[int, bytes]:
         key = bytes.fromhex(account)
         bank = self.changes.bank_of(key)
         if bank is None:
@@ -111,9 +106,8 @@ class FakeNetwork:
             if self.changes.balance(key, t)
         }
         nonce = self.changes.nonce(key)
-        return httpx.Response(
-            200,
-            json={
+        return _ok(
+            {
                 "account": account,
                 "bank": bank,
                 "nonce": nonce,
@@ -122,11 +116,11 @@ class FakeNetwork:
             },
         )
 
-    def _block(self, height: str) -> httpx.Response:
+    def _block(self, height: str) -> tuple[int, bytes]:
         index = int(height) - 1
         if not 0 <= index < len(self.blocks):
             return _error(404, "block_not_found", f"no block at height {height}")
-        return httpx.Response(200, json=self.block_json(index + 1))
+        return _ok(self.block_json(index + 1))
 
     def block_json(self, height: int) -> dict:
         txs = self.blocks[height - 1]
@@ -154,11 +148,10 @@ class FakeNetwork:
             },
         }
 
-    def _head(self) -> httpx.Response:
+    def _head(self) -> tuple[int, bytes]:
         height = len(self.blocks)
-        return httpx.Response(
-            200,
-            json={
+        return _ok(
+            {
                 "chain_id": self.genesis.chain_id,
                 "height": height,
                 "hash": _hash(height),
@@ -167,7 +160,7 @@ class FakeNetwork:
             },
         )
 
-    def _status(self, bank: str) -> httpx.Response:
+    def _status(self, bank: str) -> tuple[int, bytes]:
         height = len(self.blocks)
         validators = [b.validator.hex() for b in self.genesis.banks]
         body = {
@@ -200,7 +193,7 @@ class FakeNetwork:
         override = self.status.get(bank, {})
         body.update({k: v for k, v in override.items() if k != "consensus"})
         body["consensus"].update(override.get("consensus", {}))
-        return httpx.Response(200, json=body)
+        return _ok(body)
 
 
 def _hash(height: int) -> str:
@@ -211,8 +204,12 @@ def _result(tx_id: str, accepted: bool, code: str | None, message: str | None) -
     return {"tx_id": tx_id, "accepted": accepted, "code": code, "message": message}
 
 
-def _error(status: int, code: str, message: str) -> httpx.Response:
-    return httpx.Response(status, json={"error": {"code": code, "message": message}})
+def _ok(body: dict) -> tuple[int, bytes]:
+    return 200, json.dumps(body).encode()
+
+
+def _error(status: int, code: str, message: str) -> tuple[int, bytes]:
+    return status, json.dumps({"error": {"code": code, "message": message}}).encode()
 
 
 def free_port_range(count: int) -> int:

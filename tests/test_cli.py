@@ -50,7 +50,7 @@ def home(template_home: Path, tmp_path: Path) -> Path:
 @pytest.fixture
 def fake(home: Path, monkeypatch: pytest.MonkeyPatch) -> FakeNetwork:
     network = FakeNetwork(NetworkHome(home))
-    monkeypatch.setattr(NodeClient, "transport", network.transport)
+    monkeypatch.setattr(NodeClient, "transport", network.transport)  # no sockets
     return network
 
 

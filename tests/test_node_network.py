@@ -11,11 +11,13 @@ fixed length is the 20 s freeze that the acceptance criterion itself prescribes.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import httpx
 import libp2p.network.swarm
@@ -406,28 +408,36 @@ GARBAGE = [
 
 async def send_garbage(seed: bytes, targets: dict[bytes, str]) -> list[str]:
     """As the validator whose key is ``seed``, open a fresh stream per garbage payload on
-    every protocol of every target, write it and close; returns what the targets did."""
+    every protocol of every target (targets in parallel), write it and wait briefly for
+    the target's reaction; returns those reactions."""
     libp2p.network.swarm._HAPPY_EYEBALLS_DELAY = 0.005  # as node/p2p.py does
     host = new_host(key_pair=create_new_key_pair(seed))
-    outcomes = []
+    outcomes: list[str] = []
+
+    async def pester(pub: bytes) -> None:
+        peer = peer_id_from_pubkey(pub)
+        for protocol in (CONSENSUS_PROTOCOL, TXS_PROTOCOL, SYNC_PROTOCOL):
+            for payload in GARBAGE:
+                with trio.fail_after(20):
+                    stream = await host.new_stream(peer, [protocol])
+                outcome = "silent"
+                try:
+                    await stream.write(payload)
+                    with trio.move_on_after(0.2):  # a reset, EOF or an answer
+                        outcome = repr(await stream.read(1024))[:40]
+                except Exception as exc:
+                    outcome = type(exc).__name__
+                finally:
+                    with trio.move_on_after(1):
+                        await stream.reset()
+                outcomes.append(outcome)
+
     async with host.run(listen_addrs=[Multiaddr("/ip4/127.0.0.1/tcp/0")]):
         for pub, addr in targets.items():
             host.get_peerstore().add_addrs(peer_id_from_pubkey(pub), [Multiaddr(addr)], 0)
-        for pub in targets:
-            peer = peer_id_from_pubkey(pub)
-            for protocol in (CONSENSUS_PROTOCOL, TXS_PROTOCOL, SYNC_PROTOCOL):
-                for payload in GARBAGE:
-                    with trio.fail_after(20):
-                        stream = await host.new_stream(peer, [protocol])
-                    try:
-                        await stream.write(payload)
-                        with trio.move_on_after(0.5):  # a reset, EOF or an answer
-                            outcomes.append(repr(await stream.read(1024))[:40])
-                    except Exception as exc:
-                        outcomes.append(type(exc).__name__)
-                    finally:
-                        with trio.move_on_after(1):
-                            await stream.reset()
+        async with trio.open_nursery() as nursery:
+            for pub in targets:
+                nursery.start_soon(pester, pub)
     return outcomes
 
 
@@ -530,6 +540,7 @@ def test_garbage_on_every_protocol_and_route_leaves_nodes_running_and_unchanged(
     targets = {bytes.fromhex(ln.entries[b].validator): ln.entries[b].p2p_address for b in others}
     outcomes = trio.run(send_garbage, seed, targets)
     assert len(outcomes) == 3 * 3 * len(GARBAGE)
+    assert "StreamEOF" in outcomes or "StreamReset" in outcomes  # refused, not ignored
 
     for bank in others:
         assert ln.alive(bank)
@@ -549,3 +560,34 @@ def test_garbage_on_every_protocol_and_route_leaves_nodes_running_and_unchanged(
         assert status["state_root"] == root, f"{bank}'s state changed"
         assert status["mempool_size"] == 0 and status["evidence"] == 0
         assert status["height"] > before[bank]["height"]
+
+
+# --- depnet bench network ---------------------------------------------------------------
+
+
+def test_bench_network_reports_figures_that_add_up_and_stops_its_nodes(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from cli.bench import bench
+
+    home = tmp_path / "bench"
+    args = ["network", "--duration", "4", "--rate", "400", "--batch", "100"]
+    args += ["--accounts", "80", "--keep", str(home), "--json"]
+    result = CliRunner().invoke(bench, args)
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.output)
+    assert figures["submitted_accepted"] > 0 and figures["submitted_rejected"] == {}
+    assert figures["committed_of_accepted"] == figures["submitted_accepted"]
+    assert figures["lost"] == 0 and figures["head_hashes_agree"]
+    assert 0 < figures["committed_tx_per_s"] <= figures["accepted_tx_per_s"] * 1.5
+    latency = figures["latency_ms"]
+    assert 0 < latency["p50"] <= latency["p99"] <= latency["max"]
+    assert set(figures["rss_mb"]) == {"JPM", "HSBC", "DBS", "BNP"}
+    assert all(mb > 20 for mb in figures["rss_mb"].values())
+    assert min(figures["heights"].values()) > figures["height_at_load_start"]
+    # Every validator it started is gone: none still runs with a home under ``home``.
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            with contextlib.suppress(OSError):
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+                assert str(home).encode() not in cmdline, f"pid {pid} still runs"

@@ -1,0 +1,122 @@
+"""Review findings: each test names a case the engine, signer or simulator got wrong."""
+
+from __future__ import annotations
+
+from chain.block import Block, CommitCertificate
+from consensus.engine import (
+    Broadcast,
+    CommitReceived,
+    Engine,
+    MessageReceived,
+    TimeoutFired,
+    TimeoutKind,
+)
+from consensus.messages import Step, VoteKind
+from consensus.signer import MemorySignerStorage, Signer
+from consensus.simulate import CHAIN_ID, GENESIS_TIME_MS, SIM_TIMEOUTS, SimApp
+from tests.test_consensus_engine import (
+    KEYS,
+    ME,
+    PUB,
+    W,
+    Harness,
+    decided_chain,
+    precommits,
+    prevotes,
+    sent_votes,
+    vote,
+)
+from tests.test_consensus_engine import propose as _propose
+
+
+def _block_on(parent: tuple[Block, CommitCertificate], proposer: int, round: int) -> Block:
+    """A valid block for the height after ``parent``, built by ``proposer`` in ``round``."""
+    block, cert = parent
+    app = SimApp(W, PUB[proposer], lambda: GENESIS_TIME_MS + 5_000 + round)
+    app.apply(block)
+    return app.build_block(block.height + 1, round, cert)
+
+
+def test_engine_that_reaches_the_signers_height_by_sync_keeps_its_lock() -> None:
+    """Wipe-and-resync (DESIGN.md "Fault injection") keeps the signer state but not the
+    blocks: the node restarts at height 1 while its signer locked on V at height 2. When
+    sync brings the engine to height 2 it must take the lock back (and resume the round
+    it had reached), or it prevotes a fresh W in a later round and f byzantine plus one
+    honest validator that never saw the polka can decide W after V was decided."""
+    [(b1, c1)] = decided_chain(1)
+    v = _block_on((b1, c1), proposer=2, round=0)  # proposer(2, 0) is validator 2
+    w = _block_on((b1, c1), proposer=3, round=1)  # proposer(2, 1) is validator 3
+    assert v.hash != w.hash
+
+    # Before the wipe: at height 2 round 0 we prevoted V, saw its polka, locked and
+    # precommitted V. The signer state (and the lock) survives the wipe.
+    storage = MemorySignerStorage()
+    signer = Signer(KEYS[ME], storage, CHAIN_ID)
+    polka = [vote(i, VoteKind.PREVOTE, 0, v.hash, height=2) for i in (1, 2, 3)]
+    signer.sign_vote(VoteKind.PREVOTE, 2, 0, v.hash)
+    signer.lock_and_precommit(2, 0, v, polka)
+
+    # After the wipe: the store is empty, so the node starts at height 1 and syncs.
+    app = SimApp(W, PUB[ME], lambda: GENESIS_TIME_MS + 9_000)
+    engine = Engine(
+        CHAIN_ID,
+        W.validators,
+        Signer(KEYS[ME], storage, CHAIN_ID),
+        app,
+        height=1,
+        last_cert=None,
+        timeouts=SIM_TIMEOUTS,
+    )
+    engine.start()
+    engine.handle(CommitReceived(b1, c1))
+    app.apply(b1)
+    engine.handle(TimeoutFired(TimeoutKind.COMMIT, 1, 0))
+    assert engine.height == 2
+    assert engine.locked_round == 0, "the lock the signer persisted for height 2 was dropped"
+    assert (engine.round, engine.step) == (0, Step.PRECOMMIT)
+
+    # Round 1: a fresh proposal of W (POL round -1). Locked on V, line 23 says nil.
+    actions = []
+    for msg in (
+        vote(1, VoteKind.PRECOMMIT, 1, None, height=2),
+        vote(2, VoteKind.PRECOMMIT, 1, None, height=2),
+        _propose(w, 1, height=2),
+    ):
+        actions += engine.handle(MessageReceived(msg))
+    assert engine.round == 1
+    assert sent_votes(actions, VoteKind.PREVOTE) == [None]
+
+
+
+def test_restarted_validator_still_resends_its_precommit_of_the_previous_round() -> None:
+    """Liveness with f silent and one crash. We left round 0 on 2f+1 precommits that
+    include ours, prevoted in round 1, then crashed. The honest validators still in round
+    0 need our precommit to leave it (line 47), and cannot skip to round 1 on one sender
+    (line 55 needs f+1). Before the crash the resend timer covered the previous round;
+    after it, the engine must still send that precommit, or the height stalls for good:
+    ``depnet sim --nodes 4 --heights 10 --seed 946 --drop 0.3 --delay 4-31 --duplicate 0.2
+    --reorder 0.5 --byzantine 1 --byzantine-mode mixed --partition '1|0,2,3@2238-4859'
+    --partition '1|2|0,3@1100-2308' --partition '0,2,3|1@103-784' --crash 2@4787-4787
+    --crash 1@3841-6754 --crash 3@2179-4773 --crash 1@4844-7402`` never left height 0."""
+    h = Harness()
+    h.fire(TimeoutKind.PROPOSE, 0)  # no proposal: prevote nil
+    h.feed(*prevotes([1, 2], 0, None))  # line 44: precommit nil
+    h.feed(*precommits([1, 2], 0, None))  # 2f+1 precommits with ours: line 47
+    ours = h.engine.signer.signed_in(1, 0)[-1]
+    assert (ours.step, ours.block_hash) == (Step.PRECOMMIT, None)
+    h.fire(TimeoutKind.PRECOMMIT, 0)  # line 65: round 1
+    h.fire(TimeoutKind.PROPOSE, 1)  # prevote nil in round 1
+    assert h.engine.round == 1
+    resent = [a.message for a in h.fire(TimeoutKind.RESEND, 0) if isinstance(a, Broadcast)]
+    assert [(m.round, m.kind) for m in resent] == [
+        (0, VoteKind.PREVOTE),
+        (0, VoteKind.PRECOMMIT),
+        (1, VoteKind.PREVOTE),
+    ]
+
+    again = h.restart()
+    assert (again.engine.round, again.engine.step) == (1, Step.PREVOTE)
+    sent = [a.message for a in again.started if isinstance(a, Broadcast)]
+    assert (0, VoteKind.PRECOMMIT, None) in [(m.round, m.kind, m.block_hash) for m in sent]
+    resent = [a.message for a in again.fire(TimeoutKind.RESEND, 0) if isinstance(a, Broadcast)]
+    assert (0, VoteKind.PRECOMMIT) in [(m.round, m.kind) for m in resent]
