@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import click
 
-from chain.errors import LedgerError, Reason
+from chain.errors import LedgerError, Reason, TxRejected
 from chain.genesis import Genesis, Token
 from chain.tx import KEY_SIZE, MAX_AMOUNT, Tx
 from node.layout import NetworkError, NetworkHome, NodeEntry, Wallet
@@ -74,6 +74,8 @@ class SafeCommand(click.Command):
         except BrokenPipeError:  # `depnet ... | head`: the reader has all it wanted
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             raise click.exceptions.Exit(0) from None
+        except TxRejected as exc:  # a tx this CLI signed fails the ledger's own checks
+            raise CliError(rejection_message(exc.reason.value, exc.detail)) from None
         except (NetworkError, LedgerError) as exc:
             raise CliError(str(exc)) from None
         except Exception as exc:
@@ -122,22 +124,19 @@ def echo_json(data: object) -> None:
     click.echo(json.dumps(data, indent=2))
 
 
-def console() -> Any:
-    """A rich console on stdout; rich is imported only by the commands that draw tables."""
-    from rich.console import Console
-
-    # Piped output is read by programs and grep: don't cut it at an imagined 80 columns.
-    return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
-
-
 def print_table(headers: list[str], rows: list[list[Any]]) -> None:
-    """A borderless table on stdout; cells may hold rich markup such as ``[green]up[/]``."""
+    """A borderless table on stdout; cells may hold rich markup such as ``[green]up[/]``.
+
+    rich is imported here, by the commands that draw tables, not by every command.
+    """
+    from rich.console import Console
     from rich.table import Table
 
     table = Table(*headers, box=None, pad_edge=False)
     for row in rows:
         table.add_row(*(str(cell) for cell in row))
-    console().print(table)
+    # Piped output is read by programs and grep: don't cut it at an imagined 80 columns.
+    Console(highlight=False, width=None if sys.stdout.isatty() else 200).print(table)
 
 
 # --- the network home ------------------------------------------------------------------
@@ -157,8 +156,7 @@ class Party:
 
     label: str
     account: bytes
-    bank: str | None
-    wallet: Wallet | None
+    bank: str | None  # None for an account no wallet here knows
 
 
 def find_wallet(net: NetworkHome, name: str) -> Wallet:
@@ -181,14 +179,14 @@ def resolve_party(net: NetworkHome, text: str) -> Party:
     wallets = net.wallets()
     for wallet in wallets:
         if wallet.name.lower() == text.lower():
-            return Party(wallet.name, bytes.fromhex(wallet.account), wallet.bank, wallet)
+            return Party(wallet.name, bytes.fromhex(wallet.account), wallet.bank)
     account = parse_account(text)
     if account is None:
         raise CliError(f"unknown wallet or account {text!r} (see `depnet wallet list`)")
     for wallet in wallets:
         if wallet.account == account.hex():
-            return Party(wallet.name, account, wallet.bank, wallet)
-    return Party(short_hex(account.hex()), account, None, None)
+            return Party(wallet.name, account, wallet.bank)
+    return Party(short_hex(account.hex()), account, None)
 
 
 def parse_account(text: str) -> bytes | None:

@@ -293,7 +293,7 @@ def new(name: str, bank: str, home: Path, no_wait: bool, node: str | None, as_js
     _check_new_name(net, name)
     issuer = _issuer_wallet(net, net.genesis(), bank)
     created = new_wallet(name, issuer.bank)
-    party = Party(name, bytes.fromhex(created.account), created.bank, created)
+    party = Party(name, bytes.fromhex(created.account), created.bank)
     _register(net, issuer, party, created, node=node, wait=not no_wait, as_json=as_json)
 
 
@@ -324,7 +324,7 @@ def register(
     _register(
         net,
         issuer,
-        Party(label, key, issuer.bank, watch),
+        Party(label, key, issuer.bank),
         watch,
         node=node,
         wait=not no_wait,

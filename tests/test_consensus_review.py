@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from chain.block import Block, CommitCertificate
+from cli.main import main
 from consensus.engine import (
     Broadcast,
     CommitReceived,
@@ -11,15 +16,24 @@ from consensus.engine import (
     TimeoutFired,
     TimeoutKind,
 )
+from consensus.evidence import signer_of
 from consensus.messages import Step, VoteKind
 from consensus.signer import MemorySignerStorage, Signer
-from consensus.simulate import CHAIN_ID, GENESIS_TIME_MS, SIM_TIMEOUTS, SimApp
+from consensus.simulate import (
+    CHAIN_ID,
+    GENESIS_TIME_MS,
+    SIM_TIMEOUTS,
+    SimApp,
+    SimConfig,
+    Simulation,
+)
 from tests.test_consensus_engine import (
     KEYS,
     ME,
     PUB,
-    W,
     Harness,
+    W,
+    block,
     decided_chain,
     precommits,
     prevotes,
@@ -87,7 +101,6 @@ def test_engine_that_reaches_the_signers_height_by_sync_keeps_its_lock() -> None
     assert sent_votes(actions, VoteKind.PREVOTE) == [None]
 
 
-
 def test_restarted_validator_still_resends_its_precommit_of_the_previous_round() -> None:
     """Liveness with f silent and one crash. We left round 0 on 2f+1 precommits that
     include ours, prevoted in round 1, then crashed. The honest validators still in round
@@ -120,3 +133,133 @@ def test_restarted_validator_still_resends_its_precommit_of_the_previous_round()
     assert (0, VoteKind.PRECOMMIT, None) in [(m.round, m.kind, m.block_hash) for m in sent]
     resent = [a.message for a in again.fire(TimeoutKind.RESEND, 0) if isinstance(a, Broadcast)]
     assert (0, VoteKind.PRECOMMIT) in [(m.round, m.kind) for m in resent]
+
+
+def test_cli_faults_line_names_byzantine_validators_not_a_count() -> None:
+    """`byzantine 2 (double-vote)` read like a count of two; it is validator index 2."""
+    args = ["sim", "--nodes", "7", "--heights", "1", "--seed", "3", "--byzantine", "2"]
+    out = CliRunner().invoke(main, args).output
+    [faults] = [line for line in out.splitlines() if line.startswith("faults: ")]
+    chosen = sorted(
+        Simulation(SimConfig(nodes=7, heights=1, seed=3, byzantine=2)).byzantine.items()
+    )
+    for index, mode in chosen:
+        assert f"byzantine: validator {index} ({mode})" in faults
+    assert CliRunner().invoke(main, args).output == out  # still deterministic
+
+
+# --- restarts at any point: the locking rules hold across every incarnation -------------
+
+_A, _B = block(1, round=0), block(2, round=1)  # valid, built by the proposers of rounds 0, 1
+_BLOCKS = {"A": _A, "B": _B}
+
+
+@st.composite
+def _rounds(draw: st.DrawFn) -> list:
+    """Rounds 0-2 of one height as the others might play them (any of them may misbehave:
+    the rules checked are ours to keep), with timeouts, shuffled within each round, and
+    restarts anywhere. Votes lean towards one value per round so that polkas, locks and
+    re-proposals are common."""
+    events: list = []
+    for rnd in range(3):
+        scene: list = []
+        name = draw(st.sampled_from(["A", "B", "B", None]))
+        if name is not None and _BLOCKS[name].header.round <= rnd:
+            scene.append(("proposal", rnd, name, draw(st.integers(-1, rnd - 1))))
+        for kind in (VoteKind.PREVOTE, VoteKind.PRECOMMIT):
+            favourite = draw(st.sampled_from(["A", "B", None]))
+            for who in (1, 2, 3):
+                value = draw(
+                    st.sampled_from([favourite, favourite, favourite, "A", "B", None, "-"])
+                )
+                if value != "-":
+                    scene.append(("votes", kind, rnd, value, [who]))
+        for kind in (TimeoutKind.PROPOSE, TimeoutKind.PREVOTE, TimeoutKind.PRECOMMIT):
+            if draw(st.booleans()):
+                scene.append(("timeout", kind, rnd))
+        events += draw(st.permutations(scene))
+    for _ in range(draw(st.integers(0, 3))):
+        events.insert(draw(st.integers(0, len(events))), ("restart",))
+    return events
+
+
+def _mine(actions: list, into: list) -> None:
+    for a in actions:
+        if isinstance(a, Broadcast) and signer_of(a.message) == PUB[ME]:
+            into.append(a.message)
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(events=_rounds())
+def test_restart_at_any_point_never_breaks_the_locking_rules(events: list) -> None:
+    """Drive one validator with arbitrary messages and timeouts, restarting it (from its
+    signer state) at arbitrary points. Across every incarnation: one message per slot;
+    a precommit for v only on 2f+1 prevotes for v in its round (line 36); after a
+    precommit for v in round lr, a prevote for w != v in round r > lr only on a proposal
+    of w with a POL round in [lr, r) backed by 2f+1 prevotes there (line 29)."""
+    h = Harness()
+    signed: list = []
+    _mine(h.started, signed)
+    seen: list = []  # everything the validator received, in any incarnation
+    for event in events:
+        if event[0] == "restart":
+            h = h.restart()
+            _mine(h.started, signed)
+            continue
+        if event[0] == "timeout":
+            _mine(h.fire(event[1], event[2]), signed)
+            continue
+        if event[0] == "proposal":
+            _, rnd, name, pol = event
+            b = _BLOCKS[name]
+            if b.header.round > rnd:
+                continue
+            msgs = [_propose(b, rnd, pol_round=min(pol, rnd - 1))]
+        else:
+            _, kind, rnd, name, who = event
+            value = None if name is None else _BLOCKS[name].hash
+            msgs = [vote(w, kind, rnd, value) for w in who]
+        seen += msgs
+        _mine(h.feed(*msgs), signed)
+
+    everything = seen + signed
+    slots: dict = {}
+    for m in signed:
+        key = (type(m).__name__, getattr(m, "kind", None), m.round)
+        content = (m.block.hash, m.pol_round) if hasattr(m, "block") else m.block_hash
+        assert slots.setdefault(key, content) == content, f"two messages in slot {key}"
+
+    def polka(rnd: int, value: bytes) -> bool:
+        voters = {
+            m.validator
+            for m in everything
+            if hasattr(m, "kind") and m.kind is VoteKind.PREVOTE
+            if m.round == rnd and m.block_hash == value
+        }
+        return len(voters) >= 3
+
+    votes = [m for m in signed if hasattr(m, "kind")]
+    for m in votes:
+        if m.kind is VoteKind.PRECOMMIT and m.block_hash is not None:
+            assert polka(m.round, m.block_hash), f"precommit in round {m.round} without polka"
+    for m in votes:
+        if m.kind is not VoteKind.PREVOTE or m.block_hash is None:
+            continue
+        locks = [
+            p
+            for p in votes
+            if p.kind is VoteKind.PRECOMMIT and p.block_hash is not None and p.round < m.round
+        ]
+        if not locks:
+            continue
+        lock = max(locks, key=lambda p: p.round)
+        if lock.block_hash == m.block_hash:
+            continue
+        assert any(
+            hasattr(p, "block")
+            and p.round == m.round
+            and p.block.hash == m.block_hash
+            and lock.round <= p.pol_round < m.round
+            and polka(p.pol_round, m.block_hash)
+            for p in everything
+        ), f"prevote in round {m.round} against the lock of round {lock.round}"
