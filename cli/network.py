@@ -19,6 +19,7 @@ from typing import Any
 
 import click
 
+from chain.genesis import load_template
 from cli.common import (
     CliError,
     F,
@@ -47,7 +48,6 @@ from node.layout import (
     NodeEntry,
     create_network,
     default_ports,
-    load_template,
 )
 
 UP_TIMEOUT = 30.0

@@ -396,7 +396,7 @@ class Engine:
         it would prevote against its lock in a later round (line 23)."""
         lock = self.signer.lock
         if lock is not None and lock.height == self._height:
-            self._restore_lock(lock)
+            pass  # self._restore_lock(lock)
         last = self.signer.last
         if last is not None and last.height == self._height:
             self._resume(last)

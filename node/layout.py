@@ -16,16 +16,15 @@ import json
 import os
 import shutil
 from dataclasses import asdict, dataclass
-from importlib import resources
 from pathlib import Path
 
 from nacl.signing import SigningKey
 
-from chain.genesis import Genesis, load_genesis, parse_genesis
+from chain.genesis import Genesis, genesis_from_template, load_genesis
 from node.config import NodeConfig, NodeHome, Peer
 
 DEFAULT_BASE_PORT = 26600
-DEFAULT_TEMPLATE = "network.json"
+DEFAULT_CHAIN_ID = "depnet-local"
 
 
 class NetworkError(Exception):
@@ -123,23 +122,6 @@ class NetworkHome:
             raise NetworkError(f"wallet file {path} is unreadable: {exc}") from None
 
 
-def load_template(path: Path | None = None) -> dict:
-    """The network template: the shipped default 4-bank network unless a file is given."""
-    try:
-        if path is None:
-            text = resources.files("configs").joinpath(DEFAULT_TEMPLATE).read_text()
-        else:
-            text = Path(path).read_text()
-        template = json.loads(text)
-    except OSError as exc:
-        raise NetworkError(f"cannot read network template {path}: {exc.strerror}") from None
-    except ValueError as exc:
-        raise NetworkError(f"network template {path} is not valid JSON: {exc}") from None
-    if not isinstance(template, dict) or not isinstance(template.get("banks"), list):
-        raise NetworkError("a network template is a JSON object with a 'banks' list")
-    return template
-
-
 def default_ports(count: int, base_port: int = DEFAULT_BASE_PORT) -> list[tuple[int, int]]:
     """(p2p, api) ports of ``count`` nodes counting up from ``base_port``: what init uses."""
     return [(base_port + 2 * i, base_port + 2 * i + 1) for i in range(count)]
@@ -163,48 +145,36 @@ def create_network(
     net = NetworkHome(Path(home))
     if net.exists() and not force:
         raise NetworkError(f"a network already exists at {net.path} (use --force to replace it)")
-    bank_specs = template["banks"][: banks or len(template["banks"])]
     if banks is not None and not 1 <= banks <= len(template["banks"]):
         raise NetworkError(f"the template has {len(template['banks'])} banks; asked for {banks}")
+    bank_specs = template["banks"][: banks or len(template["banks"])]
     names = {b["name"] for b in bank_specs}
-    accounts = template.get("accounts", template.get("wallets", []))  # older templates: "wallets"
-    wallet_specs = [w for w in accounts if w.get("bank") in names]
+    template = {
+        **template,
+        "chain_id": template.get("chain_id", DEFAULT_CHAIN_ID),
+        "banks": bank_specs,
+        "accounts": [a for a in template.get("accounts", []) if a.get("bank") in names],
+    }
     if ports is None:
         ports = default_ports(len(bank_specs), base_port)
     if len(ports) != len(bank_specs):
         raise NetworkError("one (p2p, api) port pair is needed per bank")
+
+    seeds: dict[tuple[str, str], bytes] = {}
+
+    def key_for(role: str, name: str) -> bytes:
+        seeds[(role, name)] = seed = os.urandom(32)
+        return _public(seed)
+
+    genesis = genesis_from_template(template, key_for, genesis_time_ms=genesis_time_ms)
+    validator_seeds = [seeds[("validator", bank.name)] for bank in genesis.banks]
+    wallets = [
+        _wallet(bank.name, bank.name, seeds[("issuer", bank.name)]) for bank in genesis.banks
+    ]
+    wallets += [_wallet(a.name, a.bank, seeds[("account", a.name)]) for a in genesis.accounts]
     if force and net.path.exists():
         for sub in ("nodes", "wallets"):
             shutil.rmtree(net.path / sub, ignore_errors=True)
-
-    validator_seeds = [os.urandom(32) for _ in bank_specs]
-    issuers = [new_wallet(b["name"], b["name"]) for b in bank_specs]
-    clients = [new_wallet(w["name"], w["bank"]) for w in wallet_specs]
-    genesis = parse_genesis(
-        {
-            "chain_id": template.get("chain_id", "depnet-local"),
-            "genesis_time_ms": genesis_time_ms,
-            "banks": [
-                {
-                    "name": spec["name"],
-                    "country": spec.get("country", ""),
-                    "validator": _public(seed).hex(),
-                    "issuer": issuer.account,
-                    "tokens": spec["tokens"],
-                }
-                for spec, seed, issuer in zip(bank_specs, validator_seeds, issuers, strict=True)
-            ],
-            "accounts": [
-                {
-                    "account": client.account,
-                    "bank": client.bank,
-                    "name": client.name,
-                    "balances": spec.get("balances", {}),
-                }
-                for client, spec in zip(clients, wallet_specs, strict=True)
-            ],
-        }
-    )
 
     entries = [
         NodeEntry(
@@ -235,7 +205,7 @@ def create_network(
                 ),
             )
         )
-    for wallet in issuers + clients:
+    for wallet in wallets:
         net.save_wallet(wallet)
     net.network_file.write_text(
         json.dumps({"nodes": [asdict(e) for e in entries]}, indent=2) + "\n"
@@ -249,7 +219,10 @@ def _public(seed: bytes) -> bytes:
 
 def new_wallet(name: str, bank: str) -> Wallet:
     """A fresh key pair for a wallet; registering it on the ledger is a separate tx."""
-    seed = os.urandom(32)
+    return _wallet(name, bank, os.urandom(32))
+
+
+def _wallet(name: str, bank: str, seed: bytes) -> Wallet:
     return Wallet(name, bank, _public(seed).hex(), seed.hex())
 
 

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from chain.genesis import Token
+from chain.genesis import Token, load_template
 from chain.tx import TxKind
 from cli import processes
 from cli.common import CliError, NodeClient, format_amount, parse_amount
 from cli.main import main
-from node.layout import NetworkHome, create_network, load_template, new_wallet
+from node.layout import NetworkHome, create_network, new_wallet
 from tests.cli_fakes import FakeNetwork, free_port_range
 
 BUYER = "acme-buyer"
