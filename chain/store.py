@@ -1,8 +1,8 @@
-"""The node's LevelDB store: blocks, certificates, tx index, state and head.
+"""The node's LevelDB store: blocks, certificates, tx indexes, state and head.
 
 One database per node (plyvel). A ``Store`` owns the committed in-memory ``State`` too,
 and ``commit_block`` is the only way either changes: it writes the block, its
-certificate, the tx index, every changed balance, nonce, registration and supply, and
+certificate, the tx indexes, every changed balance, nonce, registration and supply, and
 the head in ONE ``WriteBatch`` with ``sync=True``, then folds the same ``Changes`` into
 the ``State``. LevelDB applies a batch whole or not at all, even across a crash, so
 after a restart the head, the blocks and the state always belong together; reopening
@@ -16,6 +16,11 @@ Keys (heights are 8-byte big-endian, so keys sort by height):
     x + block hash      height
     c + height          this node's commit certificate for the block at that height
     t + tx id           height (8 bytes) + position in the block (4 bytes)
+    h + account + height + position
+                        tx id: one entry per tx for its sender and one for its recipient
+                        (when it has one and it is not the sender); an account's entries
+                        sort by height and position, so its history reads newest first
+                        with one reverse range scan
     B + account + token balance (absent when zero, as in State)
     N + account         nonce (the next one expected)
     A + account         name of the bank that registered the account
@@ -25,20 +30,22 @@ Keys (heights are 8-byte big-endian, so keys sort by height):
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 import msgpack
 import plyvel
 
-from chain.block import EMPTY_HASH, Block, CommitCertificate
+from chain.block import EMPTY_HASH, Block, CommitCertificate, Header
 from chain.errors import InvalidBlock, StoreError
 from chain.genesis import Genesis
 from chain.state import Changes, State
 from chain.tx import KEY_SIZE, Tx, decode_tx
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2 added the per-account index (h); opening a 1 builds it
+MIGRATE_BATCH_BLOCKS = 1_000
 
 _META = b"\x00meta"
 _HEAD = b"\x00head"
@@ -46,6 +53,7 @@ _BLOCK = b"b"
 _HASH = b"x"
 _CERT = b"c"
 _TX = b"t"
+_ACCOUNT_TX = b"h"
 _BALANCE = b"B"
 _NONCE = b"N"
 _ACCOUNT = b"A"
@@ -53,6 +61,7 @@ _SUPPLY = b"S"
 
 _height_key = struct.Struct(">Q").pack
 _location = struct.Struct(">QI")
+_LOCATION_SIZE = _location.size
 _pack = msgpack.Packer(use_bin_type=True).pack
 
 
@@ -141,7 +150,12 @@ class Store:
             put(_CERT + height, cert.encode())
             location = _location.pack
             for position, tx in enumerate(block.txs):
-                put(_TX + tx.tx_id, location(header.height, position))
+                tx_id, sender, to = tx.tx_id, tx.sender, tx.to
+                where = location(header.height, position)
+                put(_TX + tx_id, where)
+                put(_ACCOUNT_TX + sender + where, tx_id)
+                if to and to != sender:
+                    put(_ACCOUNT_TX + to + where, tx_id)
             _write_entries(
                 batch, changes.balances, changes.nonces, changes.accounts, changes.supply
             )
@@ -189,6 +203,82 @@ class Store:
         _, raw_txs, _ = _unpack(data)  # type: ignore[misc]
         return decode_tx(raw_txs[position])
 
+    def account_txs(
+        self, account: bytes, *, before_height: int | None = None, limit: int = 50
+    ) -> list[tuple[int, int, bytes]]:
+        """(height, position, tx id) of the newest ``limit`` committed txs that ``account``
+        sent or received, below ``before_height`` if given, newest first."""
+        return list(islice(self._account_entries(account, before_height), max(limit, 0)))
+
+    def account_page(
+        self, account: bytes, *, before_height: int | None = None, limit: int = 50
+    ) -> tuple[list[tuple[int, int, bytes]], int | None]:
+        """One page of :meth:`account_txs` and the ``before_height`` of the next page (None
+        when nothing older is left).
+
+        A page never splits a block, so a height is a complete cursor: it holds at most
+        ``limit`` txs, ending early at a block boundary; only when one block alone holds
+        more than ``limit`` of the account's txs is the page that whole block (at most
+        MAX_BLOCK_TXS), so paging always moves on.
+        """
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        page: list[tuple[int, int, bytes]] = []
+        whole_block: int | None = None  # the height being read whole, in the rare case
+        for entry in self._account_entries(account, before_height):
+            height = entry[0]
+            if whole_block is not None:
+                if height != whole_block:
+                    return page, whole_block
+            elif len(page) == limit:
+                if height != page[-1][0]:
+                    return page, page[-1][0]
+                complete = [e for e in page if e[0] != height]  # drop the split block
+                if complete:
+                    return complete, complete[-1][0]
+                whole_block = height
+            page.append(entry)
+        return page, None
+
+    def txs_at(self, locations: Iterable[tuple[int, int]]) -> list[tuple[Tx, int]]:
+        """The committed txs at (height, position) locations, each with its block's time,
+        in the order given; each block is read and unpacked once."""
+        blocks: dict[int, tuple[int, list[bytes]]] = {}
+        found = []
+        for height, position in locations:
+            block = blocks.get(height)
+            if block is None:
+                data = self._db.get(_BLOCK + _height_key(height)) if height >= 1 else None
+                if data is None:
+                    raise StoreError(f"no block at height {height}")
+                header_fields, raw_txs, _ = _unpack(data)  # type: ignore[misc]
+                block = blocks[height] = (Header.from_list(header_fields).time_ms, raw_txs)
+            time_ms, raw_txs = block
+            if not 0 <= position < len(raw_txs):
+                raise StoreError(f"block {height} holds no tx at position {position}")
+            found.append((decode_tx(raw_txs[position]), time_ms))
+        return found
+
+    def _account_entries(
+        self, account: bytes, before_height: int | None
+    ) -> Iterator[tuple[int, int, bytes]]:
+        """The account's index entries below ``before_height``, newest first, read lazily
+        from one reverse iterator (which reads a consistent snapshot)."""
+        if len(account) != KEY_SIZE:
+            raise ValueError(f"an account is {KEY_SIZE} bytes")
+        prefix = _ACCOUNT_TX + account
+        if before_height is None:
+            entries = self._db.iterator(prefix=prefix, reverse=True)
+        elif before_height <= 1:
+            return
+        else:
+            stop = prefix + _height_key(min(before_height, 2**64 - 1))
+            entries = self._db.iterator(start=prefix, stop=stop, reverse=True)
+        with entries:
+            for key, tx_id in entries:
+                height, position = _location.unpack(key[-_LOCATION_SIZE:])
+                yield height, position, tx_id
+
     def balance(self, account: bytes, token: str) -> int:
         data = self._db.get(_BALANCE + account + token.encode())
         return 0 if data is None else _unpack(data)  # type: ignore[return-value]
@@ -230,7 +320,7 @@ class Store:
         if meta is None:
             return self._create()
         schema, chain_id, genesis_hash = _unpack(meta)  # type: ignore[misc]
-        if schema != SCHEMA_VERSION:
+        if schema not in (1, SCHEMA_VERSION):
             raise StoreError(f"store {self.path} has schema {schema}, expected {SCHEMA_VERSION}")
         if chain_id != genesis.chain_id:
             raise StoreError(
@@ -266,7 +356,30 @@ class Store:
                 raise StoreError(f"store {self.path} is corrupt: head block does not match")
         if db.get(_BLOCK + _height_key(head.height + 1)) is not None:
             raise StoreError(f"store {self.path} is corrupt: a block lies beyond the head")
+        if schema == 1:
+            self._build_account_index(head.height, chain_id, genesis_hash)
         return state, head
+
+    def _build_account_index(self, head: int, chain_id: str, genesis_hash: bytes) -> None:
+        """Schema 1 -> 2: index every committed tx by account, then record schema 2.
+
+        Entries are written in batches of blocks and are the same whenever they are
+        written, so a crash part way leaves schema 1 and the next open starts again.
+        """
+        db = self._db
+        location = _location.pack
+        for first in range(1, head + 1, MIGRATE_BATCH_BLOCKS):
+            with db.write_batch() as batch:
+                for height in range(first, min(first + MIGRATE_BATCH_BLOCKS, head + 1)):
+                    block = self.block(height)
+                    if block is None:
+                        raise StoreError(f"store {self.path} is corrupt: block {height} missing")
+                    for position, tx in enumerate(block.txs):
+                        where = location(block.height, position)
+                        batch.put(_ACCOUNT_TX + tx.sender + where, tx.tx_id)
+                        if tx.to and tx.to != tx.sender:
+                            batch.put(_ACCOUNT_TX + tx.to + where, tx.tx_id)
+        db.put(_META, _pack([SCHEMA_VERSION, chain_id, genesis_hash]), sync=True)
 
     def _create(self) -> tuple[State, Head]:
         """Write the genesis state and an empty head in one synced batch, so a crash

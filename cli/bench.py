@@ -169,7 +169,7 @@ def run_ledger_bench(txs: int, *, accounts: int, block_size: int, seed: int) -> 
 @click.option(
     "--rate",
     type=click.IntRange(min=0),
-    default=1_000,
+    default=500,
     show_default=True,
     help="Offered load in tx/s, spread over the nodes; 0 sends each node's next batch as "
     "soon as it answered the last one.",
@@ -404,7 +404,8 @@ def run_network_bench(
             "committed_tx_per_s": round(in_window / load_seconds, 1),
             "committed_in_load_window": in_window,
             "committed_of_accepted": committed_accepted,
-            "lost": len(accepted) - committed_accepted,
+            # accepted by a node but still not in a block when the drain wait gave up
+            "uncommitted_after_drain": len(accepted) - committed_accepted,
             "drain_seconds": round(drain_end - load_end, 2),
             "latency_ms": {
                 name: None if (v := _percentile(latencies, q)) is None else round(v * 1000, 1)

@@ -365,6 +365,11 @@ class NodeClient:
     def account(self, account: bytes) -> dict:
         return self.get(f"/accounts/{account.hex()}")
 
+    def account_txs(self, account: bytes, *, limit: int, before: int | None = None) -> dict:
+        """One page of the account's committed txs, newest first (GET /accounts/{a}/txs)."""
+        query = f"limit={limit}" + ("" if before is None else f"&before={before}")
+        return self.get(f"/accounts/{account.hex()}/txs?{query}")
+
     def tx(self, tx_id: str) -> dict:
         return self.get(f"/txs/{tx_id}")
 

@@ -51,7 +51,8 @@ from cli.common import (
 )
 from node.layout import NetworkHome, Wallet, new_wallet
 
-HISTORY_BLOCKS = 1_000
+HISTORY_LIMIT = 50
+HISTORY_PAGE = 500  # the most txs the API returns per page (node.api.MAX_HISTORY_PAGE)
 WALLET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}")
 
 
@@ -433,34 +434,37 @@ def balance(who: str, node: str | None, home: Path, as_json: bool) -> None:
 @wallet.command()
 @click.argument("who", metavar="NAME|ACCOUNT")
 @click.option(
-    "--blocks",
+    "--limit",
     type=click.IntRange(1),
-    default=HISTORY_BLOCKS,
+    default=HISTORY_LIMIT,
     show_default=True,
-    help="How many of the latest blocks to scan.",
+    help="How many of the latest txs to show (a block's txs are never split across pages).",
+)
+@click.option(
+    "--before",
+    type=click.IntRange(1),
+    metavar="HEIGHT",
+    help="Only txs in blocks below HEIGHT: the next page of an earlier listing.",
 )
 @node_option
 @home_option
 @json_option
-def history(who: str, blocks: int, node: str | None, home: Path, as_json: bool) -> None:
-    """Transactions to or from an account, newest first, found by scanning recent blocks.
-
-    The node keeps no per-account index, so this reads blocks one by one through the API:
-    fine for a simulator, and bounded by --blocks.
-    """
+def history(
+    who: str, limit: int, before: int | None, node: str | None, home: Path, as_json: bool
+) -> None:
+    """Transactions to or from an account, newest first, from the node's account index."""
     net = open_network(home)
     party = resolve_party(net, who)
     genesis = net.genesis()
     with connect(net, node or party.bank, only=node is not None) as client:
-        head = client.head()["height"]
-        lowest = max(1, head - blocks + 1)
-        entries = _scan(client, party.account.hex(), range(head, lowest - 1, -1))
+        txs, next_before = _read_history(client, party, limit, before)
     names = {w.account: w.name for w in net.wallets()}
-    rows = [_history_row(e, party.account.hex(), genesis, names) for e in entries]
+    rows = [_history_row(tx, party.account.hex(), genesis, names) for tx in txs]
     if as_json:
-        echo_json({"account": party.account.hex(), "scanned": [lowest, head], "txs": rows})
+        echo_json({"account": party.account.hex(), "txs": rows, "next_before": next_before})
         return
-    click.echo(f"{party.label}: {len(rows)} txs in blocks {lowest}..{head}")
+    below = f" in blocks below {before}" if before is not None else ""
+    click.echo(f"{party.label}: {len(rows)} txs{below}, newest first")
     print_table(
         ["height", "time (UTC)", "kind", "amount", "counterparty", "memo", "tx"],
         [
@@ -476,25 +480,39 @@ def history(who: str, blocks: int, node: str | None, home: Path, as_json: bool) 
             for r in rows
         ],
     )
-    if lowest > 1:
-        click.echo(f"(older blocks not scanned; --blocks {head} reads the whole chain)")
+    if next_before is not None:
+        click.echo(f"(older txs not shown; --before {next_before} lists the next ones)")
 
 
-def _scan(client: NodeClient, account: str, heights: range) -> list[tuple[dict, dict]]:
-    """(block, tx) pairs of the account's txs in the given blocks, in the order given."""
-    found = []
-    for height in heights:
-        block = client.block(height)
-        for tx in block["txs"]:
-            if account in (tx["sender"], tx["to"]):
-                found.append((block, tx))
-    return found
+def _read_history(
+    client: NodeClient, party: Party, limit: int, before: int | None
+) -> tuple[list[dict], int | None]:
+    """Up to ``limit`` of the account's txs below ``before``, newest first, read page by
+    page, and the ``before`` that continues the listing (None once the history ends)."""
+    found: list[dict] = []
+    while True:
+        try:
+            page = client.account_txs(
+                party.account, limit=min(limit - len(found), HISTORY_PAGE), before=before
+            )
+        except ApiError as exc:
+            if exc.code == "account_not_found":
+                raise CliError(
+                    f"unknown account: {party.label} is not registered on the ledger"
+                ) from None
+            raise
+        txs, next_before = page["txs"], page["next_before"]
+        if found and len(found) + len(txs) > limit:
+            return found, before  # one block with more txs than fit: it starts the next page
+        found.extend(txs)
+        if next_before is None or len(found) >= limit:
+            return found, next_before
+        if not txs or (before is not None and next_before >= before):
+            raise CliError(f"node {client.bank} answered a history page that does not move back")
+        before = next_before
 
 
-def _history_row(
-    entry: tuple[dict, dict], account: str, genesis: Genesis, names: dict[str, str]
-) -> dict:
-    block, tx = entry
+def _history_row(tx: dict, account: str, genesis: Genesis, names: dict[str, str]) -> dict:
     outgoing = tx["sender"] == account
     other = tx["to"] if outgoing else tx["sender"]
     token = genesis.tokens.get(tx["token"])
@@ -502,8 +520,8 @@ def _history_row(
     shown = format_amount(tx["amount"], token.decimals) if token else ""
     sign = "-" if outgoing and tx["kind"] in ("transfer", "burn") else "+"
     return {
-        "height": block["height"],
-        "time_ms": block["header"]["time_ms"],
+        "height": tx["height"],
+        "time_ms": tx["time_ms"],
         "kind": tx["kind"],
         "direction": "out" if outgoing else "in",
         "token": tx["token"],

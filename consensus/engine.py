@@ -174,12 +174,18 @@ class _Tally:
     """One (round, vote kind): who voted, and who voted for each value.
 
     Algorithm 1 counts messages from distinct validators for a value. An equivocating
-    validator's votes therefore count for every value it signed (up to a small bound), and
-    the conflict is kept as evidence. Counting only each validator's first vote instead
-    would let an equivocator show different nodes different quorums, so that a proof of
-    lock relayed to a peer would not add up there and the network could stall. Safety is
-    unaffected: two quorums for different values in one round share at least f+1
-    validators, so one honest validator would have to have voted twice.
+    validator's votes therefore count for every value it signed, and the conflict is kept
+    as evidence. Counting only each validator's first vote instead would let an equivocator
+    show different nodes different quorums, so that a proof of lock relayed to a peer would
+    not add up there and the network could stall. Safety is unaffected: two quorums for
+    different values in one round share at least f+1 validators, so one honest validator
+    would have to have voted twice.
+
+    Memory: a validator's votes for more than ``MAX_VALUES_PER_VALIDATOR`` values are
+    dropped, unless f+1 validators (so at least one honest) already voted for the value:
+    at most n - f values per slot can have that, so memory stays bounded, and the same
+    stall cannot come back through the bound (an equivocator showing a peer three junk
+    values first, then its vote in a relayed proof of lock being dropped there).
     """
 
     __slots__ = ("by_value", "first")
@@ -196,15 +202,19 @@ class _Tally:
     def count(self, block_hash: bytes | None) -> int:
         return len(self.by_value.get(block_hash, ()))
 
-    def add(self, index: int, vote: Vote) -> tuple[bool, Vote | None]:
+    def add(self, index: int, vote: Vote, f: int) -> tuple[bool, Vote | None]:
         """Record ``vote``; returns (counted, earlier conflicting vote of the same validator)."""
         voters = self.by_value.get(vote.block_hash)
         if voters is not None and index in voters:
             return False, None
         prior = self.first.get(index)
+        backed = voters is not None and len(voters) > f  # f+1 voters: one of them honest
         if prior is None:
             self.first[index] = vote
-        elif sum(index in v for v in self.by_value.values()) >= MAX_VALUES_PER_VALIDATOR:
+        elif (
+            not backed
+            and sum(index in v for v in self.by_value.values()) >= MAX_VALUES_PER_VALIDATOR
+        ):
             return False, prior
         if voters is None:
             voters = self.by_value[vote.block_hash] = {}
@@ -396,7 +406,7 @@ class Engine:
         it would prevote against its lock in a later round (line 23)."""
         lock = self.signer.lock
         if lock is not None and lock.height == self._height:
-            pass  # self._restore_lock(lock)
+            self._restore_lock(lock)
         last = self.signer.last
         if last is not None and last.height == self._height:
             self._resume(last)
@@ -651,7 +661,7 @@ class Engine:
         tally = s.tallies.get((vote.round, vote.kind))
         if tally is None:
             tally = s.tallies[(vote.round, vote.kind)] = _Tally()
-        counted, prior = tally.add(index, vote)
+        counted, prior = tally.add(index, vote, self.validators.f)
         if prior is not None and prior.block_hash != vote.block_hash:
             self._record(prior, vote)
         if not counted:

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from hashlib import sha256
 from typing import Annotated, Any, Literal, Protocol
 
 import trio
-from fastapi import FastAPI, Path, Request
+from fastapi import FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from hypercorn.config import Config
@@ -43,6 +43,8 @@ MAX_BATCH = 1_000
 # 1,000 txs of the largest size in hex, with quotes and commas, plus room for the envelope.
 MAX_BODY_BYTES = MAX_BATCH * (2 * MAX_TX_BYTES + 4) + 1_024
 MAX_HEIGHT = 2**63 - 1
+MAX_HISTORY_PAGE = 500
+DEFAULT_HISTORY_PAGE = 50
 HEX32 = "^[0-9a-fA-F]{64}$"
 
 log = logging.getLogger("depnet.api")
@@ -80,6 +82,27 @@ class AccountInfo:
     nonce: int  # committed: the number of txs this account has had applied
     next_nonce: int  # counting its txs in the mempool: the nonce its next tx should carry
     balances: Mapping[str, int]  # token symbol -> amount in minor units; zero balances left out
+
+
+@dataclass(frozen=True, slots=True)
+class AccountTx:
+    """A committed tx that an account sent or received, where and when it was committed."""
+
+    height: int
+    position: int  # in its block
+    time_ms: int  # its block's time
+    tx: Tx
+
+
+@dataclass(frozen=True, slots=True)
+class AccountTxs:
+    """One page of an account's history, newest first. ``next_before`` is the
+    ``before_height`` that reads the next (older) page, None when this one is the last.
+    A page never splits a block, so it may end before ``limit``, or (when one block alone
+    holds more than ``limit`` of the account's txs) be that whole block."""
+
+    txs: Sequence[AccountTx]
+    next_before: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +152,13 @@ class NodeService(Protocol):
     def tx_status(self, tx_id: bytes) -> TxStatus: ...
 
     def account(self, account: bytes) -> AccountInfo | None: ...
+
+    def account_txs(
+        self, account: bytes, before_height: int | None, limit: int
+    ) -> AccountTxs | None:
+        """A page of the account's committed txs below ``before_height`` (all if None),
+        newest first; None if the account is not registered."""
+        ...
 
     def block(self, height: int) -> CommittedBlock | None: ...
 
@@ -198,6 +228,22 @@ class TxOut(BaseModel):
     amount: int
     memo: str
     signature: str
+
+
+class AccountTxOut(TxOut):
+    height: int
+    position: int
+    time_ms: int = PydanticField(description="The time of the tx's block.")
+
+
+class AccountTxsOut(BaseModel):
+    account: str
+    txs: list[AccountTxOut] = PydanticField(description="Newest first.")
+    next_before: int | None = PydanticField(
+        description="Pass as `before` to read the next (older) page; null on the last page. "
+        "A page never splits a block: it may hold fewer than `limit` txs, or more when one "
+        "block alone holds more of the account's txs."
+    )
 
 
 class HeaderOut(BaseModel):
@@ -420,6 +466,33 @@ def create_app(node: NodeService) -> FastAPI:
         )
 
     @app.get(
+        "/accounts/{account}/txs",
+        response_model=AccountTxsOut,
+        responses=_not_found("account"),
+        summary="Committed transactions to or from an account, newest first",
+    )
+    async def account_txs(
+        account: Annotated[str, Path(pattern=HEX32, description="account public key")],
+        limit: Annotated[
+            int, Query(ge=1, le=MAX_HISTORY_PAGE, description="Txs per page; see next_before.")
+        ] = DEFAULT_HISTORY_PAGE,
+        before: Annotated[
+            int | None,
+            Query(ge=1, le=MAX_HEIGHT, description="Only txs in blocks below this height."),
+        ] = None,
+    ) -> Response:
+        page = node.account_txs(bytes.fromhex(account), before, limit)
+        if page is None:
+            raise ApiError(404, "account_not_found", f"account {account.lower()} is not registered")
+        return JSONResponse(
+            {
+                "account": account.lower(),
+                "txs": [account_tx_json(entry) for entry in page.txs],
+                "next_before": page.next_before,
+            }
+        )
+
+    @app.get(
         "/blocks/{height}",
         response_model=BlockOut,
         responses=_not_found("block"),
@@ -542,6 +615,15 @@ def tx_json(tx: Tx) -> dict[str, Any]:
         "amount": tx.amount,
         "memo": tx.memo,
         "signature": tx.signature.hex(),
+    }
+
+
+def account_tx_json(entry: AccountTx) -> dict[str, Any]:
+    return {
+        **tx_json(entry.tx),
+        "height": entry.height,
+        "position": entry.position,
+        "time_ms": entry.time_ms,
     }
 
 

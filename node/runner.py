@@ -42,6 +42,8 @@ from consensus.signer import FileSignerStorage, Signer
 from consensus.validators import InvalidCertificate, ValidatorSet, verify_certificate
 from node.api import (
     AccountInfo,
+    AccountTx,
+    AccountTxs,
     CommittedBlock,
     Head,
     NodeService,
@@ -407,6 +409,23 @@ class Node(NodeService):
             nonce=state.nonces.get(account, 0),
             next_nonce=self.mempool.next_nonce(account),
             balances={symbol: state.balances.get((account, symbol), 0) for symbol in state.tokens},
+        )
+
+    def account_txs(
+        self, account: bytes, before_height: int | None, limit: int
+    ) -> AccountTxs | None:
+        if account not in self.store.state.accounts:
+            return None
+        entries, next_before = self.store.account_page(
+            account, before_height=before_height, limit=limit
+        )
+        located = self.store.txs_at([(height, position) for height, position, _ in entries])
+        return AccountTxs(
+            [
+                AccountTx(height, position, time_ms, tx)
+                for (height, position, _), (tx, time_ms) in zip(entries, located, strict=True)
+            ],
+            next_before,
         )
 
     def block(self, height: int) -> CommittedBlock | None:

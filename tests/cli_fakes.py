@@ -12,7 +12,7 @@ import hashlib
 import json
 import re
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from chain.errors import TxRejected
 from chain.state import Changes, State, check_tx
@@ -34,6 +34,7 @@ class FakeNetwork:
         self.mempool_full = False
         self.status: dict[str, dict] = {}  # bank -> fields that override /status
         self.requests: list[str] = []
+        self.history_page = 500  # most txs a history page holds (a real node: up to limit)
 
     def transport(self, method: str, url: str, body: bytes | None) -> tuple[int, bytes]:
         """What cli.common.NodeClient calls instead of the network."""
@@ -42,12 +43,14 @@ class FakeNetwork:
         if bank in self.down:
             raise ConnectionRefusedError(111, "Connection refused")
         path = parts.path
-        self.requests.append(f"{bank} {method} {path}")
+        query = f"?{parts.query}" if parts.query else ""
+        self.requests.append(f"{bank} {method} {path}{query}")
         if method == "POST" and path == "/txs":
             return self._submit(json.loads(body or b"{}")["txs"])
         for pattern, route in (
             (r"/txs/([0-9a-f]{64})", self._tx),
             (r"/accounts/([0-9a-f]{64})", self._account),
+            (r"/accounts/([0-9a-f]{64})/txs", lambda a: self._account_txs(a, parts.query)),
             (r"/blocks/(\d+)", self._block),
             (r"/head", self._head),
             (r"/status", lambda: self._status(bank)),
@@ -113,6 +116,37 @@ class FakeNetwork:
                 "nonce": nonce,
                 "next_nonce": nonce,
                 "balances": balances,
+            },
+        )
+
+    def _account_txs(self, account: str, query: str) -> tuple[int, bytes]:
+        """GET /accounts/{account}/txs: each block here holds one tx, so no page splits one."""
+        params = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
+        try:
+            limit = int(params.get("limit", "50"))
+            before = int(params["before"]) if "before" in params else None
+        except ValueError:
+            return _error(400, "invalid_request", "query limit/before: not an integer")
+        if not 1 <= limit <= 500 or (before is not None and before < 1):
+            return _error(400, "invalid_request", "query limit/before: out of range")
+        if self.changes.bank_of(bytes.fromhex(account)) is None:
+            return _error(404, "account_not_found", f"account {account} is not registered")
+        top = len(self.blocks) if before is None else min(before - 1, len(self.blocks))
+        found = []
+        for height in range(top, 0, -1):
+            for position, tx in enumerate(self.blocks[height - 1]):
+                if account in (tx.sender.hex(), tx.to.hex()):
+                    found.append((height, position, tx))
+        page = found[: min(limit, self.history_page)]
+        time_ms = self.genesis.genesis_time_ms
+        return _ok(
+            {
+                "account": account,
+                "txs": [
+                    {**tx_json(tx), "height": h, "position": p, "time_ms": time_ms + 1000 * h}
+                    for h, p, tx in page
+                ],
+                "next_before": page[-1][0] if len(found) > len(page) else None,
             },
         )
 

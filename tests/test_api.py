@@ -19,10 +19,15 @@ from chain.genesis import parse_genesis
 from chain.state import State, build_block
 from chain.tx import TxKind, decode_tx, sign_tx
 from node.api import (
+    DEFAULT_HISTORY_PAGE,
     MAX_BATCH,
     MAX_BODY_BYTES,
+    MAX_HISTORY_PAGE,
     AccountInfo,
     AccountOut,
+    AccountTx,
+    AccountTxs,
+    AccountTxsOut,
     BlockOut,
     CommittedBlock,
     ErrorOut,
@@ -100,6 +105,7 @@ class FakeNode:
             b"\x02" * 32: TxStatus("rejected", code="bad_nonce", message="nonce 4 was used"),
         }
         self.fail_status = False
+        self.history_reads: list[tuple[bytes, int | None, int]] = []
 
     @property
     def registry(self):  # type: ignore[no-untyped-def]
@@ -125,6 +131,16 @@ class FakeNode:
 
     def account(self, account: bytes) -> AccountInfo | None:
         return self.accounts.get(account)
+
+    def account_txs(
+        self, account: bytes, before_height: int | None, limit: int
+    ) -> AccountTxs | None:
+        self.history_reads.append((account, before_height, limit))
+        if account not in self.accounts:
+            return None
+        t = BLOCK.header.time_ms
+        mine = [AccountTx(1, n, t, tx) for n, tx in enumerate(BLOCK.txs) if tx.sender == account]
+        return AccountTxs(mine[::-1], 1 if before_height is None else None)
 
     def block(self, height: int) -> CommittedBlock | None:
         return CommittedBlock(BLOCK, CERT) if height == 1 else None
@@ -222,6 +238,46 @@ async def test_account(client: httpx.AsyncClient) -> None:
     assert_error(await client.get(f"/accounts/{'cd' * 32}"), 404, "account_not_found")
 
 
+async def test_account_txs_page(client: httpx.AsyncClient, fake: FakeNode) -> None:
+    alice = bytes(ALICE.verify_key)
+    response = await client.get(f"/accounts/{alice.hex().upper()}/txs")
+    assert response.status_code == 200
+    body = AccountTxsOut.model_validate(response.json())
+    assert body.account == alice.hex() and body.next_before == 1
+    assert len(body.txs) == 1
+    first = body.txs[0].model_dump()
+    assert first == {
+        "tx_id": GOOD_TX.tx_id.hex(),
+        "kind": "transfer",
+        "chain_id": CHAIN,
+        "sender": alice.hex(),
+        "nonce": 0,
+        "to": bytes(BOB.verify_key).hex(),
+        "token": "USD.JPM",
+        "amount": 25,
+        "memo": "INV-1",
+        "signature": GOOD_TX.signature.hex(),
+        "height": 1,
+        "position": 0,
+        "time_ms": 2_000,
+    }
+    # the tx fields are those of the block route
+    block_tx = (await client.get("/blocks/1")).json()["txs"][0]
+    assert {k: v for k, v in first.items() if k in block_tx} == block_tx
+    last = await client.get(f"/accounts/{alice.hex()}/txs?limit={MAX_HISTORY_PAGE}&before=7")
+    assert last.status_code == 200 and last.json()["next_before"] is None
+    assert fake.history_reads == [
+        (alice, None, DEFAULT_HISTORY_PAGE),
+        (alice, 7, MAX_HISTORY_PAGE),
+    ]
+
+
+async def test_account_txs_of_an_unregistered_account_is_404(client: httpx.AsyncClient) -> None:
+    response = await client.get(f"/accounts/{'cd' * 32}/txs?limit=1")
+    assert_error(response, 404, "account_not_found")
+    assert "cd" * 32 in response.json()["error"]["message"]
+
+
 async def test_block(client: httpx.AsyncClient) -> None:
     response = await client.get("/blocks/1")
     assert response.status_code == 200
@@ -303,8 +359,8 @@ async def test_openapi_documents_every_route(client: httpx.AsyncClient) -> None:
     response = await client.get("/openapi.json")
     assert response.status_code == 200
     doc = response.json()
-    assert {"/txs", "/txs/{tx_id}", "/accounts/{account}", "/blocks/{height}", "/head",
-            "/status", "/metrics"} <= doc["paths"].keys()  # fmt: skip
+    assert {"/txs", "/txs/{tx_id}", "/accounts/{account}", "/accounts/{account}/txs",
+            "/blocks/{height}", "/head", "/status", "/metrics"} <= doc["paths"].keys()  # fmt: skip
     submit = doc["paths"]["/txs"]["post"]
     schema = submit["requestBody"]["content"]["application/json"]["schema"]
     assert schema["properties"]["txs"]["maxItems"] == MAX_BATCH
@@ -371,6 +427,25 @@ BAD_GETS = [
     ("/accounts/zz", 400, "invalid_request"),
     ("/accounts/" + "0" * 63, 400, "invalid_request"),
     ("/accounts/" + "ab" * 32 + "%20", 400, "invalid_request"),
+    ("/accounts/zz/txs", 400, "invalid_request"),
+    *(
+        (f"/accounts/{'ab' * 32}/txs?{query}", 400, "invalid_request")
+        for query in (
+            "limit=0",
+            f"limit={MAX_HISTORY_PAGE + 1}",
+            "limit=-1",
+            "limit=abc",
+            "limit=1.5",
+            "limit=",
+            "limit=" + "9" * 5_000,
+            "before=0",
+            "before=-3",
+            "before=abc",
+            f"before={2**63}",
+            "before=1e3",
+            "limit=10&before=x",
+        )
+    ),
     ("/blocks/abc", 400, "invalid_request"),
     ("/blocks/0", 400, "invalid_request"),
     ("/blocks/-1", 400, "invalid_request"),
@@ -395,6 +470,7 @@ async def test_bad_paths_are_refused(
     assert_error(response, status, code)
     assert len(response.json()["error"]["message"]) < 500
     assert fake.snapshot() == before
+    assert fake.history_reads == []  # bad parameters never reach the node
 
 
 @pytest.mark.parametrize(
@@ -406,6 +482,7 @@ async def test_bad_paths_are_refused(
         ("POST", "/txs/" + "ab" * 32),
         ("DELETE", "/txs/" + "ab" * 32),
         ("POST", "/accounts/" + "ab" * 32),
+        ("POST", "/accounts/" + "ab" * 32 + "/txs"),
         ("PUT", "/blocks/1"),
         ("POST", "/head"),
         ("POST", "/status"),
@@ -424,8 +501,9 @@ async def test_wrong_methods_with_garbage_bodies_are_405(
 
 
 @pytest.mark.parametrize(
-    "path", ["/txs/" + GOOD_TX.tx_id.hex(), "/accounts/" + "ab" * 32, "/blocks/1", "/head",
-             "/status", "/metrics", "/openapi.json"],
+    "path", ["/txs/" + GOOD_TX.tx_id.hex(), "/accounts/" + "ab" * 32,
+             "/accounts/" + "ab" * 32 + "/txs", "/blocks/1", "/head", "/status", "/metrics",
+             "/openapi.json"],
 )  # fmt: skip
 async def test_garbage_body_on_a_read_route_is_ignored(
     client: httpx.AsyncClient, fake: FakeNode, path: str

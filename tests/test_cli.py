@@ -334,15 +334,83 @@ def test_balance_list_and_history(home: Path, fake: FakeNetwork) -> None:
     ok(run(home, "wallet", "transfer", "--from", SUPPLIER, "--to", BUYER, "--amount", "2",
            "--token", "HKD.HSBC"))  # fmt: skip
     history = json.loads(ok(run(home, "wallet", "history", BUYER, "--json")))
-    assert history["scanned"] == [1, 2]
-    assert [(t["kind"], t["direction"], t["amount"], t["counterparty"], t["memo"])
+    assert history["account"] == account_of(home, BUYER) and history["next_before"] is None
+    assert [(t["height"], t["kind"], t["direction"], t["amount"], t["counterparty"], t["memo"])
             for t in history["txs"]] == [
-        ("transfer", "in", "2.00", SUPPLIER, ""),
-        ("transfer", "out", "10.00", SUPPLIER, "INV-7"),
+        (2, "transfer", "in", "2.00", SUPPLIER, ""),
+        (1, "transfer", "out", "10.00", SUPPLIER, "INV-7"),
     ]  # fmt: skip
-    out = ok(run(home, "wallet", "history", BUYER, "--blocks", "1"))
-    assert "1 txs in blocks 2..2" in out and "older blocks not scanned" in out
+    assert history["txs"][0]["signed_amount"] == "+2.00 HKD.HSBC"
+    assert history["txs"][0]["time_ms"] == fake.genesis.genesis_time_ms + 2_000
+    out = ok(run(home, "wallet", "history", BUYER, "--limit", "1"))
+    assert "1 txs, newest first" in out and "+2.00 HKD.HSBC" in out
+    assert "older txs not shown; --before 2 lists the next ones" in out
+    out = ok(run(home, "wallet", "history", BUYER, "--before", "2"))
+    assert "1 txs in blocks below 2" in out and "-10.00 USD.JPM" in out and "INV-7" in out
+    assert "older txs not shown" not in out
+    # the history comes from the account index, not from reading blocks
+    assert not [r for r in fake.requests if "/blocks/" in r]
     fails(run(home, "wallet", "balance", "ghost"), "unknown wallet or account 'ghost'")
+
+
+def test_history_reads_page_after_page_up_to_the_limit(home: Path, fake: FakeNetwork) -> None:
+    for n in range(5):
+        ok(transfer(home, "--no-wait", "--memo", f"P-{n}", amount="1"))
+    fake.history_page = 2  # the node answers at most 2 txs a page
+    fake.requests.clear()
+    history = json.loads(ok(run(home, "wallet", "history", BUYER, "--limit", "4", "--json")))
+    assert [t["memo"] for t in history["txs"]] == ["P-4", "P-3", "P-2", "P-1"]
+    assert history["next_before"] == 2
+    buyer = account_of(home, BUYER)
+    assert [r for r in fake.requests if "/txs" in r] == [
+        f"JPM GET /accounts/{buyer}/txs?limit=4",
+        f"JPM GET /accounts/{buyer}/txs?limit=2&before=4",
+    ]
+    rest = json.loads(ok(run(home, "wallet", "history", BUYER, "--before", "2", "--json")))
+    assert [t["memo"] for t in rest["txs"]] == ["P-0"] and rest["next_before"] is None
+
+
+def test_history_of_an_unregistered_account_is_one_line(home: Path, fake: FakeNetwork) -> None:
+    outside = new_wallet("outside", "DBS")
+    fails(run(home, "wallet", "history", outside.account), "unknown account", "not registered")
+    refused = run(home, "wallet", "history", BUYER, "--limit", "0")
+    assert refused.exit_code == 2 and "Invalid value for '--limit'" in refused.stderr
+
+
+class _Pages:
+    """A node client that answers history pages from a list, recording each request."""
+
+    bank = "JPM"
+
+    def __init__(self, pages: list[tuple[list[int], int | None]]) -> None:
+        self.pages = pages
+        self.asked: list[tuple[int, int | None]] = []
+
+    def account_txs(self, account: bytes, *, limit: int, before: int | None = None) -> dict:
+        self.asked.append((limit, before))
+        heights, next_before = self.pages.pop(0)
+        return {"txs": [{"height": h} for h in heights], "next_before": next_before}
+
+
+def test_history_never_splits_a_block_across_pages() -> None:
+    from cli.common import Party
+    from cli.wallet import _read_history
+
+    party = Party("acme", b"\x01" * 32, "JPM")
+    # The second page is one block holding more txs than are left to show: it is left
+    # whole for the next listing, which starts at the first page's cursor.
+    client = _Pages([([9, 8], 8), ([7, 7, 7], 7)])
+    txs, next_before = _read_history(client, party, 4, None)  # type: ignore[arg-type]
+    assert [t["height"] for t in txs] == [9, 8] and next_before == 8
+    assert client.asked == [(4, None), (2, 8)]
+    # Alone, such a block is shown whole rather than never.
+    client = _Pages([([7, 7, 7], 7)])
+    txs, next_before = _read_history(client, party, 2, 8)  # type: ignore[arg-type]
+    assert [t["height"] for t in txs] == [7, 7, 7] and next_before == 7
+    # A node whose cursor does not move back cannot make the CLI loop forever.
+    client = _Pages([([5], 5), ([4], 5)])
+    with pytest.raises(CliError, match="does not move back"):
+        _read_history(client, party, 9, None)  # type: ignore[arg-type]
 
 
 # --- chain --------------------------------------------------------------------------------

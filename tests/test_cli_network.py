@@ -168,7 +168,7 @@ def test_new_wallet_mint_burn_history(network: tuple[Path, dict]) -> None:
     assert ok_json(home, "wallet", "balance", "harbour-freight")["balances"] == {
         "HKD.HSBC": "500.00"
     }
-    history = ok_json(home, "wallet", "history", "harbour-freight", "--blocks", "300")
+    history = ok_json(home, "wallet", "history", "harbour-freight")
     assert [(t["kind"], t["amount"]) for t in history["txs"]] == [
         ("burn", "300.00"),
         ("mint", "800.00"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -263,3 +264,37 @@ def test_restart_at_any_point_never_breaks_the_locking_rules(events: list) -> No
             and polka(p.pol_round, m.block_hash)
             for p in everything
         ), f"prevote in round {m.round} against the lock of round {lock.round}"
+
+
+def test_a_run_without_honest_nodes_is_refused_not_vacuously_ok() -> None:
+    """Safety and liveness are checked on honest nodes only: with every validator
+    byzantine nothing was checked, the verdict was OK (exit 0), and the text output
+    crashed on ``min()`` of no heights."""
+    with pytest.raises(ValueError, match="honest"):
+        SimConfig(nodes=4, heights=3, byzantine=4)
+    result = CliRunner().invoke(main, ["sim", "--nodes", "4", "--heights", "3", "--byzantine", "4"])
+    assert result.exit_code == 2 and "honest" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_equivocators_vote_in_a_relayed_proof_of_lock_counts_past_the_memory_bound() -> None:
+    """The POL of a re-proposal may include a byzantine prevote. An equivocator that first
+    shows a validator three other values in that slot used to hit MAX_VALUES_PER_VALIDATOR
+    there, so its vote in the relayed POL was dropped and line 28 never fired. Found by a
+    fuzz run (1 byzantine of 4 sending extra signed votes for random values, 35 % loss,
+    crashes) that stayed at height 2 for 400 s after healing: two honest validators were
+    locked on a block whose POL needed that vote, and the third was offered only POLs
+    that did not add up for it. A vote for a value f+1 validators voted for (so one
+    honest) is bounded anyway, and must count as Algorithm 1 counts it."""
+    h = Harness()
+    a = block(1)  # built by the proposer of round 0; re-proposed in round 1 by validator 2
+    h.fire(TimeoutKind.PROPOSE, 0)  # we never got A in round 0: prevote nil
+    junk = [bytes([i]) * 32 for i in (1, 2, 3)]
+    h.feed(*[vote(3, VoteKind.PREVOTE, 0, x) for x in junk])  # validator 3 equivocates
+    h.feed(*prevotes([1, 2, 3], 0, a.hash))  # the polka for A, as the proposer relays it
+    h.fire(TimeoutKind.PREVOTE, 0)
+    h.feed(*precommits([1, 2], 0, None))
+    h.fire(TimeoutKind.PRECOMMIT, 0)
+    assert h.engine.round == 1
+    actions = h.feed(_propose(a, 1, pol_round=0))
+    assert sent_votes(actions, VoteKind.PREVOTE) == [a.hash]  # line 28-30

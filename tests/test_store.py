@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgpack
 import plyvel
 import pytest
 
@@ -187,3 +188,119 @@ def test_a_block_beyond_the_head_is_detected_on_open(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(StoreError, match="beyond the head"):
         Store.open(tmp_path / "db", GENESIS)
+
+
+# --- the per-account index ------------------------------------------------------------------
+
+
+def _expected_index(store: Store, account: bytes) -> list[tuple[int, int, bytes]]:
+    """What the index should hold for ``account``, from the blocks, newest first."""
+    found = [
+        (block.height, position, t.tx_id)
+        for block, _ in store.blocks(1, store.head.height)
+        for position, t in enumerate(block.txs)
+        if account in (t.sender, t.to)
+    ]
+    return found[::-1]
+
+
+def test_account_index_lists_sent_and_received_txs_newest_first(store: Store) -> None:
+    first = commit(store, [pay("alice", 0, "carol", USD, 10), pay("bob", 0, "alice", SGD, 5)])
+    commit(store, [])  # an empty block indexes nothing
+    third = commit(
+        store,
+        [
+            pay("carol", 0, "carol", USD, 1),  # to oneself: indexed once
+            sign_tx(key("alice"), TxKind.BURN, CHAIN_ID, 1, token=USD, amount=3),  # no `to`
+            sign_tx(key("jpm-issuer"), TxKind.REGISTER, CHAIN_ID, 0, to=pub("dave")),
+        ],
+    )
+    assert store.account_txs(pub("alice")) == [
+        (3, 1, third.txs[1].tx_id),
+        (1, 1, first.txs[1].tx_id),
+        (1, 0, first.txs[0].tx_id),
+    ]
+    assert store.account_txs(pub("carol")) == [
+        (3, 0, third.txs[0].tx_id),
+        (1, 0, first.txs[0].tx_id),
+    ]
+    assert store.account_txs(pub("dave")) == [(3, 2, third.txs[2].tx_id)]  # registered here
+    assert store.account_txs(pub("erin")) == []
+    for name in ("alice", "bob", "carol", "dave", "jpm-issuer"):
+        assert store.account_txs(pub(name), limit=99) == _expected_index(store, pub(name))
+    # limit and before_height cut the same list
+    assert store.account_txs(pub("alice"), limit=2) == store.account_txs(pub("alice"))[:2]
+    assert store.account_txs(pub("alice"), before_height=3) == store.account_txs(pub("alice"))[1:]
+    assert store.account_txs(pub("alice"), before_height=2, limit=1) == [(1, 1, first.txs[1].tx_id)]
+    assert store.account_txs(pub("alice"), before_height=1) == []
+    assert store.account_txs(pub("alice"), before_height=2**63) == store.account_txs(pub("alice"))
+    # the located txs read back with their block's time
+    located = store.txs_at([(h, p) for h, p, _ in store.account_txs(pub("alice"))])
+    assert [t.tx_id for t, _ in located] == [i for _, _, i in store.account_txs(pub("alice"))]
+    assert [time_ms for _, time_ms in located] == [GENESIS_TIME_MS + 3, GENESIS_TIME_MS + 1,
+                                                   GENESIS_TIME_MS + 1]  # fmt: skip
+    with pytest.raises(StoreError, match="no block at height 9"):
+        store.txs_at([(9, 0)])
+    with pytest.raises(ValueError, match="32 bytes"):
+        store.account_txs(b"\x01")
+
+
+def test_account_index_does_not_leak_into_a_neighbouring_account(store: Store) -> None:
+    """Keys of one account are a prefix range: the accounts sorting just before and after
+    carol's key see none of her entries (the reverse scan starts at the prefix's end)."""
+    commit(store, [pay("alice", 0, "carol", USD, 10)])
+    carol = int.from_bytes(pub("carol"), "big")
+    for neighbour in (carol - 1, carol + 1):
+        assert store.account_txs(neighbour.to_bytes(32, "big")) == []
+
+
+def test_account_pages_never_split_a_block_and_cover_the_history(store: Store) -> None:
+    blocks = [
+        [pay("alice", 0, "bob", USD, 1)],
+        [pay("alice", n, "bob", USD, 1) for n in range(1, 4)],  # 3 of alice's txs in block 2
+        [pay("bob", 0, "alice", SGD, 1), pay("bob", 1, "carol", SGD, 1)],
+        [pay("alice", 4, "carol", USD, 1)],
+    ]
+    for txs in blocks:
+        commit(store, txs)
+    history = store.account_txs(pub("alice"), limit=99)
+    assert [(h, p) for h, p, _ in history] == [(4, 0), (3, 0), (2, 2), (2, 1), (2, 0), (1, 0)]
+
+    def pages(limit: int) -> list[list[tuple[int, int]]]:
+        found, before = [], None
+        while True:
+            page, before = store.account_page(pub("alice"), before_height=before, limit=limit)
+            found.append([(h, p) for h, p, _ in page])
+            if before is None:
+                return found
+            assert page and page[-1][0] == before  # the cursor is the page's oldest height
+
+    assert pages(99) == [[(4, 0), (3, 0), (2, 2), (2, 1), (2, 0), (1, 0)]]
+    assert pages(6) == [[(4, 0), (3, 0), (2, 2), (2, 1), (2, 0), (1, 0)]]
+    assert pages(3) == [[(4, 0), (3, 0)], [(2, 2), (2, 1), (2, 0)], [(1, 0)]]
+    assert pages(2) == [[(4, 0), (3, 0)], [(2, 2), (2, 1), (2, 0)], [(1, 0)]]  # block 2 whole
+    assert pages(1) == [[(4, 0)], [(3, 0)], [(2, 2), (2, 1), (2, 0)], [(1, 0)]]
+    for limit in range(1, 8):
+        assert [e for page in pages(limit) for e in page] == [(h, p) for h, p, _ in history]
+    assert store.account_page(pub("erin")) == ([], None)
+    with pytest.raises(ValueError, match="limit"):
+        store.account_page(pub("alice"), limit=0)
+
+
+def test_opening_a_schema_1_store_builds_the_account_index(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "db", GENESIS) as store:
+        commit(store, [pay("alice", 0, "carol", USD, 10)])
+        commit(store, [pay("carol", 0, "bob", USD, 10), pay("bob", 0, "alice", SGD, 1)])
+        expected = {name: store.account_txs(pub(name)) for name in ("alice", "bob", "carol")}
+    db = plyvel.DB(str(tmp_path / "db"))  # make it what schema 1 wrote: no h entries
+    for key_, _ in db.iterator(prefix=b"h"):
+        db.delete(key_)
+    _, chain_id, genesis_hash = msgpack.unpackb(db.get(b"\x00meta"))
+    db.put(b"\x00meta", msgpack.packb([1, chain_id, genesis_hash]))
+    db.close()
+    with Store.open(tmp_path / "db", GENESIS) as store:
+        assert {name: store.account_txs(pub(name)) for name in expected} == expected
+        assert expected["bob"] and expected["carol"]
+    db = plyvel.DB(str(tmp_path / "db"))
+    assert msgpack.unpackb(db.get(b"\x00meta"))[0] == 2
+    db.close()

@@ -1,6 +1,6 @@
 """Crash safety: a writer process is killed with SIGKILL at random moments, again and
-again, and every reopening must find a head, blocks, certificates, tx index, balances and
-nonces that agree with each other and with a replay of the blocks from genesis."""
+again, and every reopening must find a head, blocks, certificates, tx indexes, balances
+and nonces that agree with each other and with a replay of the blocks from genesis."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ class Replay:
     def __init__(self) -> None:
         self.state = State(GENESIS)
         self.hashes: list[bytes] = []  # block hash by height - 1
+        self.by_account: dict[bytes, list[tuple[int, int, bytes]]] = {}  # oldest first
 
     def catch_up(self, store: Store) -> None:
         for height, block_hash in enumerate(self.hashes, start=1):
@@ -37,11 +38,14 @@ class Replay:
             self.hashes.append(block.hash)
             for position, tx in enumerate(block.txs):
                 assert store.tx_location(tx.tx_id) == (block.height, position)
+                for account in {tx.sender, tx.to} - {b""}:
+                    entry = (block.height, position, tx.tx_id)
+                    self.by_account.setdefault(account, []).append(entry)
 
 
 def _kill_at_a_random_moment(store_dir: Path, rng: random.Random) -> tuple[str, int]:
     """Start a writer, kill it by PID after a random number of progress lines, and
-    return the last line it printed as (phase, height)."""
+    return the last complete line it printed as (phase, height)."""
     writer = subprocess.Popen(
         [sys.executable, "-m", "tests.crash_writer", str(store_dir), str(rng.randrange(2**32))],
         cwd=ROOT,
@@ -54,6 +58,12 @@ def _kill_at_a_random_moment(store_dir: Path, rng: random.Random) -> tuple[str, 
             line = writer.stdout.readline()  # type: ignore[union-attr]
             assert line, f"writer exited early: {writer.stderr.read()}"  # type: ignore[union-attr]
         writer.kill()  # SIGKILL: mid-batch after "committing", just after sync on "committed"
+        writer.wait()
+        # The writer may have gone on between our last read and the kill (on a busy
+        # machine, several ms): what it printed before dying is still in the pipe, and
+        # its last line is where it really stopped.
+        complete = writer.stdout.read().split("\n")[:-1]  # type: ignore[union-attr]
+        line = complete[-1] if complete else line
         phase, height = line.split()
         return phase, int(height)
     finally:
@@ -87,4 +97,8 @@ def test_a_killed_writer_always_leaves_a_consistent_store(tmp_path: Path) -> Non
                 expected = {t: v for (a, t), v in replay.state.balances.items() if a == account}
                 assert store.balances(account) == expected
                 assert store.nonce(account) == replay.state.nonces.get(account, 0)
+                # the per-account index holds exactly the blocks' txs: none lost, none
+                # left behind by a batch that did not commit
+                indexed = store.account_txs(account, limit=1_000_000)
+                assert indexed == replay.by_account.get(account, [])[::-1]
     assert mid_batch_kills > 0 and replay.state.height > KILLS
