@@ -44,8 +44,7 @@ from chain.genesis import Genesis
 from chain.state import Changes, State
 from chain.tx import KEY_SIZE, Tx, decode_tx
 
-SCHEMA_VERSION = 2  # 2 added the per-account index (h); opening a 1 builds it
-MIGRATE_BATCH_BLOCKS = 1_000
+SCHEMA_VERSION = 1
 
 _META = b"\x00meta"
 _HEAD = b"\x00head"
@@ -320,7 +319,7 @@ class Store:
         if meta is None:
             return self._create()
         schema, chain_id, genesis_hash = _unpack(meta)  # type: ignore[misc]
-        if schema not in (1, SCHEMA_VERSION):
+        if schema != SCHEMA_VERSION:
             raise StoreError(f"store {self.path} has schema {schema}, expected {SCHEMA_VERSION}")
         if chain_id != genesis.chain_id:
             raise StoreError(
@@ -356,30 +355,7 @@ class Store:
                 raise StoreError(f"store {self.path} is corrupt: head block does not match")
         if db.get(_BLOCK + _height_key(head.height + 1)) is not None:
             raise StoreError(f"store {self.path} is corrupt: a block lies beyond the head")
-        if schema == 1:
-            self._build_account_index(head.height, chain_id, genesis_hash)
         return state, head
-
-    def _build_account_index(self, head: int, chain_id: str, genesis_hash: bytes) -> None:
-        """Schema 1 -> 2: index every committed tx by account, then record schema 2.
-
-        Entries are written in batches of blocks and are the same whenever they are
-        written, so a crash part way leaves schema 1 and the next open starts again.
-        """
-        db = self._db
-        location = _location.pack
-        for first in range(1, head + 1, MIGRATE_BATCH_BLOCKS):
-            with db.write_batch() as batch:
-                for height in range(first, min(first + MIGRATE_BATCH_BLOCKS, head + 1)):
-                    block = self.block(height)
-                    if block is None:
-                        raise StoreError(f"store {self.path} is corrupt: block {height} missing")
-                    for position, tx in enumerate(block.txs):
-                        where = location(block.height, position)
-                        batch.put(_ACCOUNT_TX + tx.sender + where, tx.tx_id)
-                        if tx.to and tx.to != tx.sender:
-                            batch.put(_ACCOUNT_TX + tx.to + where, tx.tx_id)
-        db.put(_META, _pack([SCHEMA_VERSION, chain_id, genesis_hash]), sync=True)
 
     def _create(self) -> tuple[State, Head]:
         """Write the genesis state and an empty head in one synced batch, so a crash

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import msgpack
 import plyvel
 import pytest
 
@@ -285,22 +284,3 @@ def test_account_pages_never_split_a_block_and_cover_the_history(store: Store) -
     assert store.account_page(pub("erin")) == ([], None)
     with pytest.raises(ValueError, match="limit"):
         store.account_page(pub("alice"), limit=0)
-
-
-def test_opening_a_schema_1_store_builds_the_account_index(tmp_path: Path) -> None:
-    with Store.open(tmp_path / "db", GENESIS) as store:
-        commit(store, [pay("alice", 0, "carol", USD, 10)])
-        commit(store, [pay("carol", 0, "bob", USD, 10), pay("bob", 0, "alice", SGD, 1)])
-        expected = {name: store.account_txs(pub(name)) for name in ("alice", "bob", "carol")}
-    db = plyvel.DB(str(tmp_path / "db"))  # make it what schema 1 wrote: no h entries
-    for key_, _ in db.iterator(prefix=b"h"):
-        db.delete(key_)
-    _, chain_id, genesis_hash = msgpack.unpackb(db.get(b"\x00meta"))
-    db.put(b"\x00meta", msgpack.packb([1, chain_id, genesis_hash]))
-    db.close()
-    with Store.open(tmp_path / "db", GENESIS) as store:
-        assert {name: store.account_txs(pub(name)) for name in expected} == expected
-        assert expected["bob"] and expected["carol"]
-    db = plyvel.DB(str(tmp_path / "db"))
-    assert msgpack.unpackb(db.get(b"\x00meta"))[0] == 2
-    db.close()
