@@ -41,7 +41,7 @@ class NodeConfig:
     api_port: int
     peers: tuple[Peer, ...]
     observers: tuple[str, ...] = ()  # extra libp2p peer ids allowed to connect
-    mempool_max_txs: int = 50_000
+    mempool_max_txs: int = 20_000  # a few seconds of load: clients see mempool_full beyond
     block_max_txs: int = 2_000
     timeouts: Timeouts = field(default_factory=lambda: Timeouts(commit_ms=100))
 

@@ -63,7 +63,9 @@ log = logging.getLogger("depnet.node")
 
 MAX_BLOCK_DRIFT_MS = 10_000  # a proposal dated further in the future is refused
 GOSSIP_INTERVAL = 0.005  # accepted txs are gossiped in a batch every few ms
-REGOSSIP_INTERVAL = 2.0  # pending txs are gossiped again: gossip is best effort
+REGOSSIP_INTERVAL = 3.0  # txs pending this long are sent to peers again
+REGOSSIP_MAX_TXS = 5_000
+GOSSIP_BATCH_TXS = 2_000
 GOSSIP_YIELD_EVERY = 200  # txs of a gossip batch admitted between checkpoints
 DECODED_CACHE_SIZE = 64  # consensus frames remembered decoded (resends repeat them verbatim)
 SYNC_BATCH = 64  # blocks per catch-up request
@@ -231,6 +233,8 @@ class Node(NodeService):
             try:
                 await self._on_message(message, nursery)
             except Exception as exc:  # a peer's bytes must never stop the node
+                if message.reply_to is not None:
+                    message.reply_to.close()  # the asker gets a reset now, not a 30 s wait
                 log_event(
                     log,
                     "bad message from peer",
@@ -287,14 +291,24 @@ class Node(NodeService):
                 continue  # already known, or no longer valid here: nothing to report to a peer
 
     async def _gossip_loop(self) -> None:
-        last_regossip = time.monotonic()
+        """Send accepted txs to every validator in batches; re-send those still pending.
+
+        Direct streams deliver what they accept, but a peer that restarts or is cut off
+        loses what was in flight. A tx is sent again only if it was already pending at the
+        previous re-gossip tick, so under load fresh txs are not sent twice.
+        """
+        pending_before: set[bytes] = set()
+        next_regossip = time.monotonic() + REGOSSIP_INTERVAL
         while True:
             await trio.sleep(GOSSIP_INTERVAL)
-            if time.monotonic() - last_regossip > REGOSSIP_INTERVAL:
-                self.outgoing_txs.extend(tx.raw for tx in self.mempool.candidates(5_000))
-                last_regossip = time.monotonic()
+            if time.monotonic() >= next_regossip:
+                pending = self.mempool.candidates(REGOSSIP_MAX_TXS)
+                self.outgoing_txs.extend(tx.raw for tx in pending if tx.tx_id in pending_before)
+                pending_before = {tx.tx_id for tx in pending}
+                next_regossip = time.monotonic() + REGOSSIP_INTERVAL
             while self.outgoing_txs:
-                batch, self.outgoing_txs = self.outgoing_txs[:2_000], self.outgoing_txs[2_000:]
+                batch = self.outgoing_txs[:GOSSIP_BATCH_TXS]
+                self.outgoing_txs = self.outgoing_txs[GOSSIP_BATCH_TXS:]
                 await self.net.publish_txs(msgpack.packb(batch, use_bin_type=True))
 
     # --- catch-up ------------------------------------------------------------------------
