@@ -131,12 +131,13 @@ def assert_ledger(
                 if account == payer.account and amount
             }
             assert got == want, (bank, payer.wallet.name)
-            # the node's account index lists exactly the committed txs it sent or received
-            # (``committed`` is in chain order: blocks in height order, each block's txs in
-            # its order)
-            mine = [tx.tx_id.hex() for tx in committed if payer.account in (tx.sender, tx.to)]
-            history = account_history(ln, bank, payer.wallet.account)
-            assert history == mine[::-1], (bank, payer.wallet.name)
+    # the account index (read on one node: every node writes it in the same commit batch)
+    # lists exactly the committed txs an account sent or received; ``committed`` is in
+    # chain order: blocks in height order, each block's txs in its order
+    for payer in payers:
+        mine = [tx.tx_id.hex() for tx in committed if payer.account in (tx.sender, tx.to)]
+        history = account_history(ln, banks[-1], payer.wallet.account)
+        assert history == mine[::-1], (banks[-1], payer.wallet.name)
 
 
 def account_history(ln: LocalNet, bank: str, account: str) -> list[str]:
@@ -144,7 +145,7 @@ def account_history(ln: LocalNet, bank: str, account: str) -> list[str]:
     found: list[str] = []
     before = ""
     while True:
-        page = ln.get(bank, f"/accounts/{account}/txs?limit=7{before}")
+        page = ln.get(bank, f"/accounts/{account}/txs?limit=20{before}")
         assert page["account"] == account
         found.extend(tx["tx_id"] for tx in page["txs"])
         if page["next_before"] is None:
