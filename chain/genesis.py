@@ -25,8 +25,6 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from importlib import resources
-from pathlib import Path
 
 from chain.errors import GenesisError
 from chain.tx import KEY_SIZE, MAX_AMOUNT, MAX_CHAIN_ID_CHARS, MAX_TOKEN_CHARS
@@ -117,16 +115,6 @@ class Genesis:
         }
 
 
-def load_genesis(path: Path) -> Genesis:
-    try:
-        data = json.loads(Path(path).read_text())
-    except OSError as exc:
-        raise GenesisError(f"cannot read genesis file {path}: {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
-        raise GenesisError(f"genesis file {path} is not valid JSON: {exc}") from None
-    return parse_genesis(data)
-
-
 def parse_genesis(data: object) -> Genesis:
     """Validate a genesis document; every inconsistency is a GenesisError naming it."""
     doc = _mapping(data, "genesis")
@@ -141,7 +129,6 @@ def parse_genesis(data: object) -> Genesis:
         raise GenesisError("genesis needs at least one bank")
     _unique([b.name.lower() for b in banks], "bank name")
     _unique([b.validator for b in banks], "validator key")
-    _unique([k for b in banks for k in (b.issuer,)], "issuer key")
     tokens = {t.symbol: t for b in banks for t in b.tokens}
     _unique([t.symbol for b in banks for t in b.tokens], "token symbol")
     bank_names = {b.name for b in banks}
@@ -155,18 +142,6 @@ def parse_genesis(data: object) -> Genesis:
         if sum(dict(a.balances).get(symbol, 0) for a in accounts) > MAX_AMOUNT:
             raise GenesisError(f"opening balances of {symbol} add up to more than {MAX_AMOUNT}")
     return Genesis(chain_id, genesis_time, banks, accounts)
-
-
-def load_template(path: Path | None = None) -> dict:
-    """Read a network template; without a path, the default 4-bank one in ``configs/``."""
-    source = resources.files("configs").joinpath("network.json") if path is None else Path(path)
-    try:
-        data = json.loads(source.read_text())
-    except OSError as exc:
-        raise GenesisError(f"cannot read network template {source}: {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
-        raise GenesisError(f"network template {source} is not valid JSON: {exc}") from None
-    return dict(_mapping(data, "network template"))
 
 
 def genesis_from_template(
@@ -198,8 +173,8 @@ def genesis_from_template(
 def _bank(data: object) -> Bank:
     doc = _mapping(data, "bank")
     name = doc.get("name")
-    if not (isinstance(name, str) and re.fullmatch(r"[A-Za-z0-9_-]{1,16}", name)):
-        raise GenesisError(f"bank name {name!r} must be 1-16 letters, digits, '-' or '_'")
+    if not (isinstance(name, str) and NAME_PATTERN.fullmatch(name)):
+        raise GenesisError(f"bank name {name!r} must be {NAME_RULE}")
     tokens = []
     issuer = _key(doc.get("issuer"), f"bank {name} issuer")
     for t in _list(doc.get("tokens"), f"bank {name} tokens"):

@@ -203,18 +203,24 @@ class Changes:
         return self._root_memo
 
 
-def apply_tx(changes: Changes, tx: Tx) -> None:
-    """Apply one transaction whose signature was already checked.
-
-    Every rule is checked before anything is written, so a TxRejected leaves ``changes``
-    exactly as it was.
-    """
+def check_chain_and_sender(changes: Changes, tx: Tx) -> None:
+    """The first rules of every tx (the mempool checks them too): it is for this chain
+    and its sender is registered. Raises TxRejected."""
     if tx.chain_id != changes.base.chain_id:
         raise TxRejected(Reason.WRONG_CHAIN, f"tx is for chain {tx.chain_id!r}")
     if changes.bank_of(tx.sender) is None:
         raise TxRejected(
             Reason.SENDER_NOT_REGISTERED, f"sender {_short(tx.sender)} is not registered"
         )
+
+
+def apply_tx(changes: Changes, tx: Tx) -> None:
+    """Apply one transaction whose signature was already checked.
+
+    Every rule is checked before anything is written, so a TxRejected leaves ``changes``
+    exactly as it was.
+    """
+    check_chain_and_sender(changes, tx)
     expected = changes.nonce(tx.sender)
     if tx.nonce != expected:
         raise TxRejected(Reason.BAD_NONCE, f"expected nonce {expected}, got {tx.nonce}")

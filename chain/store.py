@@ -13,7 +13,6 @@ Keys (heights are 8-byte big-endian, so keys sort by height):
     \\x00meta            [schema, chain id, genesis hash]
     \\x00head            [height, block hash, time_ms, state root]
     b + height          block bytes (Block.encode)
-    x + block hash      height
     c + height          this node's commit certificate for the block at that height
     t + tx id           height (8 bytes) + position in the block (4 bytes)
     h + account + height + position
@@ -49,7 +48,6 @@ SCHEMA_VERSION = 1
 _META = b"\x00meta"
 _HEAD = b"\x00head"
 _BLOCK = b"b"
-_HASH = b"x"
 _CERT = b"c"
 _TX = b"t"
 _ACCOUNT_TX = b"h"
@@ -62,6 +60,8 @@ _height_key = struct.Struct(">Q").pack
 _location = struct.Struct(">QI")
 _LOCATION_SIZE = _location.size
 _pack = msgpack.Packer(use_bin_type=True).pack
+# What decoding corrupt entries can raise; _load turns each into a StoreError.
+_CORRUPT = (msgpack.UnpackException, ValueError, TypeError, InvalidBlock, struct.error)
 
 
 def _unpack(data: bytes) -> object:
@@ -99,7 +99,8 @@ class Store:
             path.mkdir(parents=True, exist_ok=True)
             db = plyvel.DB(str(path), create_if_missing=True)
         except (OSError, plyvel.Error) as exc:  # plyvel.IOError when another process holds it
-            detail = exc.args[0].decode() if isinstance(exc.args[0], bytes) else str(exc)
+            arg = exc.args[0] if exc.args else None
+            detail = arg.decode(errors="replace") if isinstance(arg, bytes) else str(exc)
             raise StoreError(f"cannot open store {path}: {detail}") from None
         try:
             return cls(db, path, genesis)
@@ -145,7 +146,6 @@ class Store:
         with self._db.write_batch(sync=True) as batch:
             put = batch.put
             put(_BLOCK + height, block.encode())
-            put(_HASH + block.hash, height)
             put(_CERT + height, cert.encode())
             location = _location.pack
             for position, tx in enumerate(block.txs):
@@ -167,10 +167,6 @@ class Store:
     def block(self, height: int) -> Block | None:
         data = self._db.get(_BLOCK + _height_key(height)) if height >= 1 else None
         return None if data is None else Block.decode(data)
-
-    def block_by_hash(self, block_hash: bytes) -> Block | None:
-        height = self._db.get(_HASH + block_hash)
-        return None if height is None else self.block(int.from_bytes(height, "big"))
 
     def certificate(self, height: int) -> CommitCertificate | None:
         data = self._db.get(_CERT + _height_key(height)) if height >= 1 else None
@@ -314,10 +310,16 @@ class Store:
     # -- opening -----------------------------------------------------------------------------
 
     def _load(self) -> tuple[State, Head]:
-        db, genesis = self._db, self.genesis
-        meta = db.get(_META)
+        meta = self._db.get(_META)
         if meta is None:
             return self._create()
+        try:
+            return self._load_existing(meta)
+        except _CORRUPT as exc:
+            raise StoreError(f"store {self.path} is corrupt ({type(exc).__name__})") from exc
+
+    def _load_existing(self, meta: bytes) -> tuple[State, Head]:
+        db, genesis = self._db, self.genesis
         schema, chain_id, genesis_hash = _unpack(meta)  # type: ignore[misc]
         if schema != SCHEMA_VERSION:
             raise StoreError(f"store {self.path} has schema {schema}, expected {SCHEMA_VERSION}")
@@ -329,7 +331,7 @@ class Store:
             raise StoreError(
                 f"store {self.path} was created from a different genesis of chain {chain_id!r}"
             )
-        head = _decode_head(db.get(_HEAD))
+        head = _decode_head(db.get(_HEAD), self.path)
         state = State.restore(
             genesis,
             balances={
@@ -397,8 +399,11 @@ def _encode_head(head: Head) -> bytes:
     return _pack([head.height, head.hash, head.time_ms, head.state_root])
 
 
-def _decode_head(data: bytes | None) -> Head:
+def _decode_head(data: bytes | None, path: Path) -> Head:
     if data is None:
-        raise StoreError("store has a genesis but no head")
-    height, block_hash, time_ms, state_root = _unpack(data)  # type: ignore[misc]
+        raise StoreError(f"store {path} has a genesis but no head")
+    try:
+        height, block_hash, time_ms, state_root = _unpack(data)  # type: ignore[misc]
+    except _CORRUPT as exc:
+        raise StoreError(f"store {path} is corrupt ({type(exc).__name__})") from exc
     return Head(height, block_hash, time_ms, state_root)

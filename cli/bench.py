@@ -20,14 +20,17 @@ import statistics
 import tempfile
 import threading
 import time
+from contextlib import nullcontext
 from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
 import click
 
+from cli.common import SafeGroup
 
-@click.group()
+
+@click.group(cls=SafeGroup)
 def bench() -> None:
     """Measure throughput on this machine."""
 
@@ -58,10 +61,12 @@ def run_ledger_bench(txs: int, *, accounts: int, block_size: int, seed: int) -> 
     from nacl.signing import SigningKey
 
     from chain.block import CommitCertificate
-    from chain.genesis import genesis_from_template, load_template
+    from chain.genesis import genesis_from_template
     from chain.state import build_block
     from chain.store import Store
     from chain.tx import TxKind, decode_tx, sign_tx, verify_signature
+    from consensus.messages import VoteKind, vote_sign_bytes
+    from node.config import load_template
 
     def key(*parts: object) -> SigningKey:
         return SigningKey(sha256(repr((seed, *parts)).encode()).digest())
@@ -83,7 +88,8 @@ def run_ledger_bench(txs: int, *, accounts: int, block_size: int, seed: int) -> 
         return bytes(signer.verify_key)
 
     genesis = genesis_from_template(template, public_key, genesis_time_ms=1_764_000_000_000)
-    validators = [role_keys[("validator", b)] for b in banks]
+    # The first three validators in genesis order: a quorum (2f+1) of the 4 banks.
+    signers = [role_keys[("validator", b.name)] for b in genesis.banks[:3]]
 
     # Each account pays in its own bank's token; senders take turns so that nonces
     # stay in order within and across blocks.
@@ -121,7 +127,7 @@ def run_ledger_bench(txs: int, *, accounts: int, block_size: int, seed: int) -> 
                 store.state,
                 batch,
                 round=0,
-                proposer=bytes(validators[0].verify_key),
+                proposer=bytes(signers[0].verify_key),
                 time_ms=genesis.genesis_time_ms + store.state.height + 1,
                 last_cert=last_cert,
                 max_txs=block_size,
@@ -130,10 +136,14 @@ def run_ledger_bench(txs: int, *, accounts: int, block_size: int, seed: int) -> 
             if built.rejected:
                 raise click.ClickException(f"bench tx rejected: {built.rejected[0][1]}")
             t3 = clock()
-            # Stand-in for consensus: 3 of the 4 validators sign the block hash.
+            # Stand-in for consensus: 3 of the 4 validators precommit the block, so the
+            # certificate verifies as a real one would.
             block = built.block
-            signatures = tuple((i, v.sign(block.hash).signature) for i, v in enumerate(validators))
-            last_cert = CommitCertificate(block.height, 0, block.hash, signatures[:3])
+            vote = vote_sign_bytes(
+                genesis.chain_id, VoteKind.PRECOMMIT, block.height, 0, block.hash
+            )
+            signatures = tuple((i, v.sign(vote).signature) for i, v in enumerate(signers))
+            last_cert = CommitCertificate(block.height, 0, block.hash, signatures)
             store.commit_block(block, last_cert, built.changes)
             t4 = clock()
             phases["decode"] += t1 - t0
@@ -202,9 +212,10 @@ def network(
     as_json: bool,
 ) -> None:
     """Run a local network under transfer load and report tx/s, latency and memory."""
-    if keep is not None:
+    folder = nullcontext(keep) if keep else tempfile.TemporaryDirectory(prefix="depnet-bench-net-")
+    with folder as path:
         result = run_network_bench(
-            keep,
+            keep or Path(path) / "net",
             duration=duration,
             rate=rate,
             batch=batch,
@@ -213,18 +224,6 @@ def network(
             seed=seed,
             progress=None if as_json else click.echo,
         )
-    else:
-        with tempfile.TemporaryDirectory(prefix="depnet-bench-net-") as tmp:
-            result = run_network_bench(
-                Path(tmp) / "net",
-                duration=duration,
-                rate=rate,
-                batch=batch,
-                accounts=accounts,
-                banks=banks,
-                seed=seed,
-                progress=None if as_json else click.echo,
-            )
     if as_json:
         click.echo(json.dumps(result))
     else:

@@ -29,10 +29,9 @@ from typing import Any, TypeVar
 
 import httpx
 
-from chain.genesis import load_template
 from chain.tx import Tx, TxKind, sign_tx
 from cli.processes import console_log, start_node
-from node.config import NodeHome
+from node.config import NodeHome, load_template
 from node.layout import NetworkHome, Wallet, create_network
 
 T = TypeVar("T")

@@ -19,7 +19,6 @@ from typing import Any
 
 import click
 
-from chain.genesis import load_template
 from cli.common import (
     CliError,
     F,
@@ -42,6 +41,7 @@ from cli.processes import (
     stop_nodes,
     tail,
 )
+from node.config import load_template
 from node.layout import (
     DEFAULT_BASE_PORT,
     NetworkHome,

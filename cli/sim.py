@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from cli.common import CliError, SafeCommand
+
 if TYPE_CHECKING:
     from consensus.simulate import SimResult
 
@@ -62,7 +64,7 @@ def _crashes(specs: tuple[str, ...]) -> tuple:
     return tuple(out)
 
 
-@click.command()
+@click.command(cls=SafeCommand)
 @click.option("--nodes", default=4, show_default=True, help="Bank validators (n = 3f+1).")
 @click.option("--heights", default=20, show_default=True, help="Target height.")
 @click.option("--seed", default=0, show_default=True, help="Seed of every random choice.")
@@ -137,7 +139,12 @@ def sim(
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    result = simulate(config)
+    try:
+        result = simulate(config)
+    except Exception as exc:  # a simulator bug: the seed and flags reproduce it
+        click.echo(f"reproduce: {config.command()}", err=True)
+        detail = f": {exc}" if str(exc) else ""
+        raise CliError(f"simulation failed with {type(exc).__name__}{detail}") from None
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
     else:

@@ -36,8 +36,8 @@ from typing import Protocol
 
 from chain.block import Block, CommitCertificate
 from chain.errors import InvalidBlock
-from consensus.evidence import Equivocation, detect, signer_of, slot_kind
-from consensus.messages import Message, Proposal, Step, Vote, VoteKind
+from consensus.evidence import Equivocation, detect, slot_kind
+from consensus.messages import Message, Proposal, Step, Vote, VoteKind, signer_of
 from consensus.signer import DoubleSignRefused, Lock, SignedRecord, Signer
 from consensus.validators import InvalidCertificate, ValidatorSet, verify_certificate
 
@@ -307,10 +307,6 @@ class Engine:
         return self._s.step
 
     @property
-    def last_cert(self) -> CommitCertificate | None:
-        return self._last_cert
-
-    @property
     def locked_round(self) -> int:
         return self._s.locked_round
 
@@ -435,10 +431,16 @@ class Engine:
             for record in self.signer.signed_in(self._height, round):
                 if record.step is Step.PROPOSE:  # our proposal's block died with the crash
                     continue
-                kind = VoteKind.PREVOTE if record.step is Step.PREVOTE else VoteKind.PRECOMMIT
                 me = self.signer.pubkey
                 self._broadcast(
-                    Vote(kind, self._height, record.round, record.block_hash, me, record.signature)
+                    Vote(
+                        record.step.vote_kind(),
+                        self._height,
+                        record.round,
+                        record.block_hash,
+                        me,
+                        record.signature,
+                    )
                 )
         if last.step is Step.PROPOSE:
             self._start_round(last.round)  # the signer returns the same proposal or refuses

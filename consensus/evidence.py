@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from consensus.messages import Message, Proposal, Vote, signature_ok
+from consensus.messages import Message, Proposal, Vote, signature_ok, signer_of
 from consensus.validators import ValidatorSet
 
 
@@ -45,10 +45,6 @@ def slot_kind(msg: Message) -> str:
     if isinstance(msg, Proposal):
         return "proposal"
     return msg.kind.name.lower()
-
-
-def signer_of(msg: Message) -> bytes:
-    return msg.proposer if isinstance(msg, Proposal) else msg.validator
 
 
 def conflicts(first: Message, second: Message) -> bool:

@@ -59,7 +59,15 @@ class Step(IntEnum):
 
     @staticmethod
     def of_vote(kind: VoteKind) -> Step:
-        return Step.PREVOTE if kind is VoteKind.PREVOTE else Step.PRECOMMIT
+        return _VOTE_STEPS[kind]
+
+    def vote_kind(self) -> VoteKind:
+        """The kind of vote signed at this step (PREVOTE or PRECOMMIT): of_vote reversed."""
+        return _STEP_VOTES[self]
+
+
+_VOTE_STEPS = {VoteKind.PREVOTE: Step.PREVOTE, VoteKind.PRECOMMIT: Step.PRECOMMIT}
+_STEP_VOTES = {step: kind for kind, step in _VOTE_STEPS.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +103,10 @@ class Vote:
 
 
 Message = Proposal | Vote
+
+
+def signer_of(msg: Message) -> bytes:
+    return msg.proposer if isinstance(msg, Proposal) else msg.validator
 
 
 def proposal_sign_bytes(
@@ -205,7 +217,7 @@ def verify_message(msg: Message, validators: ValidatorSet, chain_id: str) -> Non
 
     Whether the signer was the right proposer for the round is the engine's concern.
     """
-    signer = msg.proposer if isinstance(msg, Proposal) else msg.validator
+    signer = signer_of(msg)
     if signer not in validators:
         raise BadMessage(f"{signer.hex()[:16]}… is not a validator")
     if not signature_ok(signer, msg.sign_bytes(chain_id), msg.signature):

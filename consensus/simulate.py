@@ -15,8 +15,9 @@ crashes, and a list of committed blocks that stands for its store.
 Faults: message drop, a delay distribution (with extra hold-back for reordering),
 duplication, partitions that heal at a given time, crash and restart (the engine is
 rebuilt from the signer storage and the committed blocks), and byzantine validators, made
-only from honest engines with shared keys or rewritten outbound messages (as
-``node/faults.py`` does), never from a hand-written evil engine:
+only from honest engines with shared keys or rewritten outbound messages
+(``Simulation._equivocate`` and ``Simulation._invalidate``), never from a hand-written
+evil engine:
 
 * ``equivocate``: the proposer's proposal goes to some peers with its block and to others
   with a conflicting (valid) block; some peers get both.

@@ -37,12 +37,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from chain.block import Block, CommitCertificate, Header
 from chain.errors import TxRejected
 from chain.tx import MAX_TX_BYTES, Tx
+from consensus.messages import MAX_HEIGHT
 from node.mempool import MempoolError, TxStatus
 
 MAX_BATCH = 1_000
 # 1,000 txs of the largest size in hex, with quotes and commas, plus room for the envelope.
 MAX_BODY_BYTES = MAX_BATCH * (2 * MAX_TX_BYTES + 4) + 1_024
-MAX_HEIGHT = 2**63 - 1
 MAX_HISTORY_PAGE = 500
 DEFAULT_HISTORY_PAGE = 50
 HEX32 = "^[0-9a-fA-F]{64}$"
@@ -674,7 +674,6 @@ async def serve_api(
     port: int,
     shutdown_trigger: Callable[[], Awaitable[object]],
     *,
-    access_log: bool = False,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` with hypercorn on trio until ``shutdown_trigger`` returns.
@@ -683,12 +682,12 @@ async def serve_api(
     returns the bound URLs (e.g. ``["http://127.0.0.1:8545"]``; port 0 picks a free one)
     once the socket listens. Hypercorn installs no signal handlers; the runner's SIGTERM
     handling sets the trigger. Logs go to the ``depnet.api`` logger, so the runner's log
-    configuration applies; per-request access lines are off unless ``access_log``.
+    configuration applies; per-request access lines are off.
     """
     config = Config()
     config.bind = [f"{host}:{port}"]
     config.errorlog = log
-    config.accesslog = logging.getLogger("depnet.api.access") if access_log else None
+    config.accesslog = None
     # Load generators and wallets poll over long-lived connections; hypercorn's default
     # closes each after 1,000 requests and after 5 s idle.
     config.keep_alive_timeout = 30

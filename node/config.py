@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from importlib import resources
 from pathlib import Path
 
 from multiaddr import Multiaddr
 
-from chain.genesis import Genesis, load_genesis
+from chain.errors import GenesisError
+from chain.genesis import Genesis, parse_genesis
 from chain.tx import KEY_SIZE
 from consensus.engine import Timeouts
 
@@ -141,6 +143,8 @@ def _check(config: NodeConfig) -> None:
             key = b""
         if len(key) != KEY_SIZE:
             raise ConfigError(f"peer {peer.bank} validator must be a 32-byte hex key")
+    for observer in config.observers:
+        _peer_id(observer)
     if not (isinstance(config.api_port, int) and 0 <= config.api_port < 65536):
         raise ConfigError(f"api_port {config.api_port!r} is not a port number")
     for name in ("mempool_max_txs", "block_max_txs"):
@@ -152,8 +156,49 @@ def _check(config: NodeConfig) -> None:
             raise ConfigError(f"timeouts.{name} must be a non-negative integer (ms)")
 
 
+def _peer_id(text: object) -> None:
+    """An observer entry must be a base58 libp2p peer id (a multihash), as P2PNetwork reads it."""
+    # Imported here: libp2p takes about a second to import, and most configs list no observer.
+    import multihash
+    from libp2p.peer.id import ID
+
+    try:
+        if not (isinstance(text, str) and text):
+            raise ValueError("not a non-empty string")
+        multihash.decode(ID.from_base58(text).to_bytes())
+    except Exception as exc:  # base58 and multihash raise several types for bad text
+        raise ConfigError(f"observer {text!r} is not a libp2p peer id: {exc}") from None
+
+
 def _multiaddr(text: str, what: str) -> None:
     try:
         Multiaddr(text)
     except Exception as exc:  # multiaddr raises several types for bad text
         raise ConfigError(f"{what} {text!r} is not a valid multiaddr: {exc}") from None
+
+
+def load_genesis(path: Path) -> Genesis:
+    """Read and validate a genesis file (chain/ does no file I/O besides the store)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise GenesisError(f"cannot read genesis file {path}: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise GenesisError(f"genesis file {path} is not valid JSON: {exc}") from None
+    return parse_genesis(data)
+
+
+def load_template(path: Path | None = None) -> dict:
+    """Read a network template; without a path, the default 4-bank one in ``configs/``."""
+    source = resources.files("configs").joinpath("network.json") if path is None else Path(path)
+    try:
+        data = json.loads(source.read_text())
+    except OSError as exc:
+        raise GenesisError(f"cannot read network template {source}: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise GenesisError(f"network template {source} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise GenesisError(f"network template {source} must be a JSON object")
+    if not isinstance(data.get("banks"), list):
+        raise GenesisError(f'network template {source} needs a "banks" list of bank objects')
+    return data

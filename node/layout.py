@@ -20,8 +20,8 @@ from pathlib import Path
 
 from nacl.signing import SigningKey
 
-from chain.genesis import Genesis, genesis_from_template, load_genesis
-from node.config import NodeConfig, NodeHome, Peer
+from chain.genesis import Genesis, genesis_from_template
+from node.config import NodeConfig, NodeHome, Peer, load_genesis
 
 DEFAULT_BASE_PORT = 26600
 DEFAULT_CHAIN_ID = "depnet-local"

@@ -33,7 +33,7 @@ from typing import Literal
 
 from chain.block import Block
 from chain.errors import Reason, TxRejected
-from chain.state import Changes, State, apply_tx
+from chain.state import Changes, State, apply_tx, check_chain_and_sender
 from chain.tx import Tx, verify_signature
 
 
@@ -111,10 +111,6 @@ class Mempool:
 
     def __contains__(self, tx_id: object) -> bool:
         return tx_id in self._pending or tx_id in self._queued_since
-
-    @property
-    def pending_count(self) -> int:
-        return len(self._pending)
 
     @property
     def queued_count(self) -> int:
@@ -214,11 +210,8 @@ class Mempool:
         if known is not None and known[0] is Reason.BAD_SIGNATURE:
             raise TxRejected(*known)  # a tx id names its signature: it will never verify
         overlay = self._overlay
-        if tx.chain_id != self._state.chain_id:
-            raise TxRejected(Reason.WRONG_CHAIN, f"tx is for chain {tx.chain_id!r}")
+        check_chain_and_sender(overlay, tx)
         sender = tx.sender
-        if overlay.bank_of(sender) is None:
-            raise TxRejected(Reason.SENDER_NOT_REGISTERED, "sender is not registered")
         expected = overlay.nonce(sender)
         nonce = tx.nonce
         if nonce < expected:

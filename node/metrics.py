@@ -31,6 +31,7 @@ COMMIT_LATENCY_BUCKETS = (
     30.0,
     60.0,
 )
+MAX_TRACKED_TXS = 100_000  # submitted txs remembered for their commit latency
 
 
 class Metrics:
@@ -39,7 +40,7 @@ class Metrics:
     monotonic clock in seconds), so this class never reads a clock itself.
     """
 
-    def __init__(self, *, max_tracked: int = 100_000) -> None:
+    def __init__(self) -> None:
         self.registry = CollectorRegistry()
         # Process RSS, CPU seconds and open fds: the acceptance runs report RSS per node.
         ProcessCollector(registry=self.registry)
@@ -61,6 +62,9 @@ class Metrics:
         self.mempool_size = Gauge("depnet_mempool_size", "Transactions in the mempool.", registry=r)
         self.peers = Gauge("depnet_peers", "Validator peers currently connected.", registry=r)
         self.evidence = Gauge("depnet_evidence", "Equivocation proofs held.", registry=r)
+        self.dropped_frames = Gauge(
+            "depnet_dropped_frames", "Frames dropped so far from full peer send queues.", registry=r
+        )
         self.block_interval = Histogram(
             "depnet_block_interval_seconds",
             "Time between consecutive blocks, from their header times.",
@@ -73,14 +77,13 @@ class Metrics:
             buckets=COMMIT_LATENCY_BUCKETS,
             registry=r,
         )
-        self.max_tracked = max_tracked
         self._submitted_at: OrderedDict[bytes, float] = OrderedDict()
         self._last_block: tuple[int, int] | None = None  # (height, header time ms)
 
     def on_submit(self, tx_ids: Iterable[bytes], now: float) -> None:
         """Txs accepted through the API at ``now``; their commit will record a latency.
 
-        At most ``max_tracked`` are remembered (oldest dropped): a tx that never commits
+        At most ``MAX_TRACKED_TXS`` are remembered (oldest dropped): a tx that never commits
         must not hold memory forever, and one dropped only misses its latency sample.
         """
         submitted = self._submitted_at
@@ -89,12 +92,12 @@ class Metrics:
             submitted[tx_id] = now
             count += 1
         self.submitted_txs.inc(count)
-        while len(submitted) > self.max_tracked:
+        while len(submitted) > MAX_TRACKED_TXS:
             submitted.popitem(last=False)
 
-    def on_reject(self, code: str, count: int = 1) -> None:
-        """Txs refused with ``code`` (a ``chain.errors.Reason`` value or ``mempool_full``)."""
-        self.rejected_txs.labels(code).inc(count)
+    def on_reject(self, code: str) -> None:
+        """A tx refused with ``code`` (a ``chain.errors.Reason`` value or ``mempool_full``)."""
+        self.rejected_txs.labels(code).inc()
 
     def on_commit(self, block: Block, now: float) -> None:
         """A block was committed at ``now``.
@@ -122,6 +125,7 @@ class Metrics:
         peers: int | None = None,
         mempool_size: int | None = None,
         evidence: int | None = None,
+        dropped_frames: int | None = None,
     ) -> None:
         """Set the gauges the runner tracks; arguments left out keep their value."""
         if round is not None:
@@ -132,3 +136,5 @@ class Metrics:
             self.mempool_size.set(mempool_size)
         if evidence is not None:
             self.evidence.set(evidence)
+        if dropped_frames is not None:
+            self.dropped_frames.set(dropped_frames)

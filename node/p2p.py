@@ -301,20 +301,13 @@ class P2PNetwork:
         for peer in self._peers.values():
             peer.outboxes[protocol].put(frame)
 
-    async def publish_txs(self, batch: bytes) -> None:
-        """Send one batch of txs (opaque bytes) to every validator over the txs streams.
-
-        Does not block (async only so callers keep working if gossip comes back); same
-        guarantees as ``broadcast``: in order while connected, oldest dropped on overflow."""
-        self.broadcast(Kind.TXS, batch)
-
     async def request(self, pubkey: bytes, kind: Kind, payload: bytes, timeout: float) -> bytes:
         """Send one request (e.g. SYNC_REQUEST) on a fresh sync stream and return the answer.
 
         A stream per request keeps big answers (blocks) off the consensus stream and needs no
         correlation ids; it also works for observers, to whom we keep no outbound stream.
         Raises RequestFailed on timeout or any network/framing error."""
-        if kind in (Kind.HEARTBEAT, Kind.SYNC_RESPONSE):
+        if kind is not Kind.SYNC_REQUEST:
             raise ValueError(f"kind {kind!r} is not a request")
         peer_id = peer_id_from_pubkey(pubkey)
         frame = encode_frame(kind, payload)
@@ -476,8 +469,8 @@ class P2PNetwork:
                 while not (frames := await _read_frames(stream, buf)):
                     pass
                 (kind, payload), *extra = frames
-                if extra or buf or kind in (Kind.HEARTBEAT, Kind.SYNC_RESPONSE):
-                    raise _BadFrame("a sync stream carries exactly one request")
+                if extra or buf or kind is not Kind.SYNC_REQUEST:
+                    raise _BadFrame("a sync stream carries exactly one SYNC_REQUEST")
                 reply_send, reply_recv = trio.open_memory_channel[bytes](1)
                 async with reply_recv:
                     await self._deliver(Message(sender, kind, payload, reply_send))

@@ -9,6 +9,7 @@ stored before the next event is handled, as the engine requires).
 
 from __future__ import annotations
 
+import errno
 import logging
 import signal
 import time
@@ -22,7 +23,7 @@ from nacl.signing import SigningKey
 from prometheus_client import CollectorRegistry
 
 from chain.block import Block, CommitCertificate
-from chain.errors import InvalidBlock, LedgerError, TxRejected
+from chain.errors import InvalidBlock, TxRejected
 from chain.state import Changes, build_block, execute_block
 from chain.store import Store
 from chain.tx import decode_tx
@@ -53,7 +54,7 @@ from node.api import (
     create_app,
     serve_api,
 )
-from node.config import NodeConfig, NodeHome
+from node.config import ConfigError, NodeConfig, NodeHome
 from node.logs import log_event, setup_logging
 from node.mempool import Mempool, MempoolError
 from node.metrics import Metrics
@@ -134,7 +135,7 @@ class Node(NodeService):
         self.pubkey = bytes(self.key.verify_key)
         self.validators = ValidatorSet(self.genesis.validators)
         if self.pubkey not in self.genesis.validators:
-            raise LedgerError("this node's validator key is not in genesis")
+            raise ConfigError("this node's validator key is not in genesis")
         self.bank = self.genesis.banks[self.validators.index(self.pubkey)].name
         self.store = Store.open(home.data_dir, self.genesis)
         self.mempool = Mempool(self.store.state, max_size=config.mempool_max_txs)
@@ -169,13 +170,21 @@ class Node(NodeService):
             nursery.start_soon(self._network_loop, nursery)
             nursery.start_soon(self._gossip_loop)
             nursery.start_soon(self._consensus_loop, nursery)
-            await nursery.start(
-                serve_api,
-                create_app(self),
-                self.config.api_host,
-                self.config.api_port,
-                self.shutdown.wait,
-            )
+            try:
+                await nursery.start(
+                    serve_api,
+                    create_app(self),
+                    self.config.api_host,
+                    self.config.api_port,
+                    self.shutdown.wait,
+                )
+            except* OSError as group:  # hypercorn's bind error does not name the address
+                if group.subgroup(lambda e: getattr(e, "errno", None) == errno.EADDRINUSE):
+                    raise OSError(
+                        errno.EADDRINUSE,
+                        f"API port {self.config.api_port} in use (is another node running?)",
+                    ) from None
+                raise
             log_event(log, "node ready", api_port=self.config.api_port)
             await self.shutdown.wait()
             nursery.cancel_scope.cancel()
@@ -309,7 +318,7 @@ class Node(NodeService):
             while self.outgoing_txs:
                 batch = self.outgoing_txs[:GOSSIP_BATCH_TXS]
                 self.outgoing_txs = self.outgoing_txs[GOSSIP_BATCH_TXS:]
-                await self.net.publish_txs(msgpack.packb(batch, use_bin_type=True))
+                self.net.broadcast(Kind.TXS, msgpack.packb(batch, use_bin_type=True))
 
     # --- catch-up ------------------------------------------------------------------------
 
@@ -422,7 +431,11 @@ class Node(NodeService):
             bank=bank,
             nonce=state.nonces.get(account, 0),
             next_nonce=self.mempool.next_nonce(account),
-            balances={symbol: state.balances.get((account, symbol), 0) for symbol in state.tokens},
+            balances={
+                symbol: units
+                for symbol in state.tokens
+                if (units := state.balances.get((account, symbol), 0))
+            },
         )
 
     def account_txs(
@@ -465,6 +478,7 @@ class Node(NodeService):
             peers=len(peers),
             mempool_size=len(self.mempool),
             evidence=len(engine.evidence),
+            dropped_frames=self.net.dropped_frames(),
         )
         return NodeStatus(
             bank=self.bank,
@@ -490,5 +504,9 @@ def run_node(home: Path) -> None:
     node_home = NodeHome(home)
     config = node_home.load_config()
     setup_logging(node_home.log_file, config.bank)
-    node = Node(node_home, config)
-    trio.run(node.run)
+    try:
+        node = Node(node_home, config)
+        trio.run(node.run)
+    except Exception:  # the user sees one line (cli/node.py); the log keeps the traceback
+        log.exception("node stopped")
+        raise

@@ -316,7 +316,8 @@ async def test_metrics_render_the_node_registry(client: httpx.AsyncClient, fake:
     fake.metrics.on_submit([GOOD_TX.tx_id], now=10.0)
     fake.metrics.on_commit(BLOCK, now=10.25)
     fake.metrics.update(round=2, peers=3, mempool_size=17, evidence=1)
-    fake.metrics.on_reject("bad_nonce", 2)
+    fake.metrics.on_reject("bad_nonce")
+    fake.metrics.on_reject("bad_nonce")
     response = await client.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")

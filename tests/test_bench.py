@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from cli.bench import bench
@@ -33,3 +34,18 @@ def test_bench_is_a_depnet_command() -> None:
     from cli.main import main
 
     assert main.get_command(None, "bench") is bench  # type: ignore[arg-type]
+
+
+def test_bench_errors_are_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    import cli.bench
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("no ports left")
+
+    monkeypatch.setattr(cli.bench, "run_ledger_bench", broken)
+    monkeypatch.delenv("DEPNET_DEBUG", raising=False)
+    result = CliRunner().invoke(bench, ["ledger", "--txs", "5"])
+    assert result.exit_code == 1 and result.exc_info[0] is SystemExit
+    assert result.stderr.strip() == (
+        "error: unexpected RuntimeError: no ports left (DEPNET_DEBUG=1 shows a traceback)"
+    )

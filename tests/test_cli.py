@@ -3,23 +3,26 @@ user error as one line with a non-zero exit and no traceback."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 
-from chain.genesis import Token, load_template
+from chain.genesis import Token
 from chain.tx import TxKind
 from cli import processes
 from cli.common import CliError, NodeClient, format_amount, parse_amount
 from cli.main import main
-from node.layout import NetworkHome, create_network, new_wallet
+from node.config import load_template
+from node.layout import NetworkHome, NodeHome, create_network, new_wallet
 from tests.cli_fakes import FakeNetwork, free_port_range
 
 BUYER = "acme-buyer"
@@ -602,3 +605,61 @@ def test_init_writes_the_peer_ids_libp2p_derives(home: Path) -> None:
 
     for entry in NetworkHome(home).nodes():
         assert entry.peer_id == str(peer_id_from_pubkey(bytes.fromhex(entry.validator)))
+
+
+# --- `depnet node run`: a node that cannot start says why in one line ------------------
+
+
+@pytest.fixture
+def node_home(home: Path) -> Iterator[NodeHome]:
+    """The first bank's node home; the root logger the node sets up is restored after."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield NetworkHome(home).node_home(NetworkHome(home).nodes()[0].bank)
+    for handler in root.handlers:
+        if handler not in handlers:
+            handler.close()
+    root.handlers[:], root.level = handlers, level
+
+
+def test_node_run_with_a_garbage_signer_state_is_one_line(node_home: NodeHome) -> None:
+    node_home.signer_file.write_bytes(b"\xc1 not msgpack")
+    fails(run(node_home.path, "node", "run"), "signer state")
+
+
+def test_node_run_with_a_key_outside_genesis_is_one_line(node_home: NodeHome) -> None:
+    node_home.save_key(bytes(32))
+    fails(run(node_home.path, "node", "run"), "validator key is not in genesis")
+
+
+def test_node_run_with_a_bad_observer_is_one_line(node_home: NodeHome) -> None:
+    config = dataclasses.replace(node_home.load_config(), observers=("QmNotAPeerId",))
+    node_home.save_config(config)
+    fails(run(node_home.path, "node", "run"), "observer 'QmNotAPeerId' is not a libp2p peer id")
+
+
+def test_node_run_on_a_port_in_use_is_one_line(node_home: NodeHome) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        node_home.save_config(dataclasses.replace(node_home.load_config(), api_port=port))
+        fails(run(node_home.path, "node", "run"), f"API port {port} in use")
+    assert "Traceback" in node_home.log_file.read_text()  # the node log keeps the details
+
+
+def test_node_stop_message_finds_the_known_error_in_trio_groups() -> None:
+    from cli.node import stop_message
+    from consensus.signer import SignerStateError
+
+    nested = ExceptionGroup(
+        "nursery",
+        [
+            ValueError("x"),
+            ExceptionGroup("inner", [SignerStateError("signer state is unreadable")]),
+        ],
+    )
+    assert stop_message(nested) == "signer state is unreadable"
+    assert stop_message(ExceptionGroup("nursery", [KeyError("k")])) == "node stopped: KeyError: 'k'"

@@ -17,8 +17,7 @@ from consensus.engine import (
     TimeoutFired,
     TimeoutKind,
 )
-from consensus.evidence import signer_of
-from consensus.messages import Step, VoteKind
+from consensus.messages import Step, VoteKind, signer_of
 from consensus.signer import MemorySignerStorage, Signer
 from consensus.simulate import (
     CHAIN_ID,

@@ -11,10 +11,11 @@ import pytest
 from nacl.signing import SigningKey
 
 from chain.errors import GenesisError
-from chain.genesis import genesis_from_template, load_genesis, load_template, parse_genesis
+from chain.genesis import genesis_from_template, parse_genesis
 from chain.state import State
 from chain.store import Store
 from chain.tx import MAX_AMOUNT
+from node.config import load_genesis, load_template
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 EXAMPLE_TIME_MS = 1_764_000_000_000
@@ -110,3 +111,28 @@ def test_unreadable_templates_and_genesis_files_are_genesis_errors(
         load_template(path)
     with pytest.raises(GenesisError, match=message):
         load_genesis(path)
+
+
+@pytest.mark.parametrize("content", ['{"chain_id": "x"}', '{"banks": {}}', "[]"])
+def test_a_template_without_a_banks_list_is_a_genesis_error(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "banks.json"
+    path.write_text(content)
+    with pytest.raises(GenesisError, match="network template"):
+        load_template(path)
+
+
+def test_one_name_rule_for_template_and_genesis_banks() -> None:
+    template = load_template()
+    template["banks"][0]["name"] = "B" * 32
+    for account in template["accounts"]:
+        if account["bank"] == "JPM":
+            account["bank"] = "B" * 32
+    genesis = genesis_from_template(template, example_key, genesis_time_ms=7)
+    assert genesis.banks[0].name == "B" * 32
+
+
+def test_two_banks_sharing_an_issuer_key_are_refused() -> None:
+    doc = genesis_from_template(load_template(), example_key, genesis_time_ms=7).to_json()
+    doc["banks"][1]["issuer"] = doc["banks"][0]["issuer"]
+    with pytest.raises(GenesisError, match="duplicate account key"):
+        parse_genesis(doc)

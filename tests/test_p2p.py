@@ -210,6 +210,18 @@ async def test_garbage_resets_the_stream_only(nursery: trio.Nursery, protocol: T
                     pass
         # The node still takes valid frames, from the same peer and from others.
         if protocol == SYNC_PROTOCOL:
+            # A well-formed frame of another kind is no request: reset at once, not queued.
+            for kind in (Kind.CONSENSUS, Kind.TXS):
+                stream = await host.new_stream(node_id, [protocol])
+                await stream.write(encode_frame(kind, b"injected"))
+                with trio.fail_after(5):
+                    try:
+                        while await stream.read(1024):
+                            pass
+                    except Exception:
+                        pass
+            with pytest.raises(trio.WouldBlock):
+                net.inbound.receive_nowait()
             nursery.start_soon(answer_requests, net)
             answer = await friend_net.request(node.pub, Kind.SYNC_REQUEST, b"q", timeout=5)
             assert answer == b"re:q"
@@ -260,7 +272,7 @@ async def test_tx_batches_reach_every_validator(nursery: trio.Nursery) -> None:
 
     batches = [bytes([i]) * 20_000 for i in range(50)]
     for batch in batches:
-        await nets[0].publish_txs(batch)
+        nets[0].broadcast(Kind.TXS, batch)
     for receiver in nets[1:]:
         for batch in batches:
             msg = await receive(receiver)

@@ -225,3 +225,19 @@ def test_cli_json_reports_the_measures() -> None:
 def test_cli_rejects_malformed_fault_specs(bad: str) -> None:
     code, out = run_cli(f"depnet sim --heights 1 {bad}")
     assert code == 2 and "Error" in out
+
+
+def test_cli_reports_a_simulator_crash_in_one_line_with_its_reproducer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import consensus.simulate
+
+    def broken(config: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(consensus.simulate, "simulate", broken)
+    result = CliRunner().invoke(main, ["sim", "--heights", "3", "--seed", "9"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    reproduce, error = result.stderr.strip().splitlines()
+    assert reproduce.startswith("reproduce: depnet sim --nodes 4 --heights 3 --seed 9")
+    assert error == "error: simulation failed with RuntimeError: boom"

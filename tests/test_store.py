@@ -57,12 +57,10 @@ def test_a_new_store_holds_the_genesis_state(store: Store) -> None:
     assert store.block(1) is None and store.certificate(1) is None
 
 
-def test_committed_blocks_read_back_by_height_hash_and_tx_id(store: Store) -> None:
+def test_committed_blocks_read_back_by_height_and_tx_id(store: Store) -> None:
     first = commit(store, [pay("alice", 0, "carol", USD, 10, "INV-1")])
     second = commit(store, [pay("alice", 1, "bob", USD, 20), pay("bob", 0, "alice", SGD, 5)])
     assert store.block(1) == first and store.block(2) == second
-    assert store.block_by_hash(second.hash) == second
-    assert store.block_by_hash(bytes(32)) is None
     assert store.block(0) is None and store.block(3) is None
     assert store.certificate(2) == certificate(second)
     assert second.last_cert == store.certificate(1)
@@ -176,6 +174,28 @@ def test_an_entry_edited_behind_the_store_is_detected_on_open(tmp_path: Path) ->
     db.put(b"B" + pub("carol") + USD.encode(), b"\xcd\x03\xe8")  # 1000 instead of 10
     db.close()
     with pytest.raises(StoreError, match="corrupt"):
+        Store.open(tmp_path / "db", GENESIS)
+
+
+@pytest.mark.parametrize(
+    ("key", "garbage"),
+    [
+        (b"\x00head", b"\xc1"),  # never valid msgpack
+        (b"\x00head", b"\x93\x01\x02\x03"),  # three fields where four belong
+        (b"\x00head", b"\x94\xa1x\xc4\x00\x00\xc4\x00"),  # a height that is text
+        (b"\x00meta", b"\xc1"),
+        (b"\x00meta", b"\x01"),  # not a list
+    ],
+)
+def test_a_garbled_head_or_meta_is_a_store_error(
+    tmp_path: Path, key: bytes, garbage: bytes
+) -> None:
+    with Store.open(tmp_path / "db", GENESIS) as store:
+        commit(store, [pay("alice", 0, "carol", USD, 10)])
+    db = plyvel.DB(str(tmp_path / "db"))
+    db.put(key, garbage)
+    db.close()
+    with pytest.raises(StoreError, match="is corrupt"):
         Store.open(tmp_path / "db", GENESIS)
 
 
