@@ -48,7 +48,7 @@ from nacl.signing import SigningKey
 from chain.block import Block, CommitCertificate
 from chain.errors import InvalidBlock
 from chain.genesis import Genesis, parse_genesis
-from chain.state import Changes, State, build_block, execute_block
+from chain.state import State, execute_block
 from chain.tx import Tx, TxKind, sign_tx
 from consensus.engine import (
     Action,
@@ -64,6 +64,7 @@ from consensus.engine import (
     Timeouts,
 )
 from consensus.evidence import Equivocation, InvalidEvidence, verify_equivocation
+from consensus.ledger_app import LedgerApp
 from consensus.messages import (
     BadMessage,
     Message,
@@ -340,53 +341,33 @@ def world(nodes: int) -> World:
     return World(genesis, ValidatorSet(genesis.validators), keys, pool, verified)
 
 
-class SimApp:
+def sim_app(world: World, proposer: bytes, clock: Callable[[], int]) -> LedgerApp:
     """The engine's App over a real State; blocks take the next pre-signed transfers."""
+    state = State(world.genesis)
 
-    def __init__(self, world: World, proposer: bytes, clock: Callable[[], int]) -> None:
-        self.world = world
-        self.proposer = proposer
-        self.clock = clock
-        self.state = State(world.genesis)
-        self.executed: dict[bytes, Changes] = {}
-
-    def build_block(self, height: int, round: int, last_cert: CommitCertificate | None) -> Block:
-        built = build_block(
-            self.state,
-            self._candidates(height),
-            round=round,
-            proposer=self.proposer,
-            time_ms=self.clock(),
-            last_cert=last_cert,
-            max_txs=TXS_PER_BLOCK,
-            verified=self.world.verified,
-        )
-        self.executed[built.block.hash] = built.changes
-        return built.block
-
-    def validate_block(self, block: Block) -> None:
-        if block.hash not in self.executed:
-            self.executed[block.hash] = execute_block(
-                self.state, block, verified=self.world.verified
-            )
-
-    def apply(self, block: Block) -> None:
-        """Commit a decided block; raises InvalidBlock if it does not execute here."""
-        changes = self.executed.get(block.hash)
-        if changes is None:
-            changes = execute_block(self.state, block, verified=self.world.verified)
-        self.state.commit(changes, block.header)
-        self.executed.clear()  # every other candidate was built on the old head
-
-    def _candidates(self, height: int) -> list[Tx]:
-        pool = self.world.pool
+    def candidates(height: int) -> list[Tx]:
+        pool = world.pool
         out = []
         for i in range(len(pool)):
             txs = pool[(height + i) % len(pool)]
-            nonce = self.state.nonces.get(txs[0].sender, 0)
+            nonce = state.nonces.get(txs[0].sender, 0)
             if nonce < len(txs):
                 out.append(txs[nonce])
         return out
+
+    return LedgerApp(
+        state,
+        proposer=proposer,
+        max_txs=TXS_PER_BLOCK,
+        clock=clock,
+        candidates=candidates,
+        verified=world.verified,
+    )
+
+
+def apply_decided(app: LedgerApp, block: Block) -> None:
+    """Commit a decided block; raises InvalidBlock if it does not execute here."""
+    app.state.commit(app.take_changes(block), block.header)
 
 
 # --- the simulation -----------------------------------------------------------------------
@@ -401,7 +382,7 @@ class _Node:
     storage: MemorySignerStorage = field(default_factory=MemorySignerStorage)
     committed: list[tuple[Block, CommitCertificate]] = field(default_factory=list)
     engine: Engine | None = None
-    app: SimApp | None = None
+    app: LedgerApp | None = None
     epoch: int = 0  # bumped on crash: timers and sync replies of a dead incarnation are void
     crash_next: bool = False  # crash in the middle of carrying out the next actions
     rewritten: dict[bytes, bytes] = field(default_factory=dict)  # invalid-block: A -> C
@@ -518,9 +499,9 @@ class Simulation:
 
     def _boot(self, node: _Node) -> None:
         """Start (or restart) a node from what survives a crash: signer state and blocks."""
-        node.app = SimApp(self.world, bytes(node.key.verify_key), lambda: self.now + node.skew_ms)
+        node.app = sim_app(self.world, bytes(node.key.verify_key), lambda: self.now + node.skew_ms)
         for block, _ in node.committed:
-            node.app.apply(block)
+            apply_decided(node.app, block)
         last_cert = node.committed[-1][1] if node.committed else None
         node.engine = Engine(
             CHAIN_ID,
@@ -562,7 +543,7 @@ class Simulation:
     def _commit(self, node: _Node, block: Block, cert: CommitCertificate) -> None:
         assert node.app is not None and block.height == len(node.committed) + 1
         try:
-            node.app.apply(block)
+            apply_decided(node.app, block)
         except InvalidBlock as exc:
             if node.mode is None:
                 self.violations.append(

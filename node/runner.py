@@ -24,7 +24,6 @@ from prometheus_client import CollectorRegistry
 
 from chain.block import Block, CommitCertificate
 from chain.errors import InvalidBlock, TxRejected
-from chain.state import Changes, build_block, execute_block
 from chain.store import Store
 from chain.tx import decode_tx
 from consensus.engine import (
@@ -37,6 +36,7 @@ from consensus.engine import (
     ScheduleTimeout,
     TimeoutFired,
 )
+from consensus.ledger_app import LedgerApp
 from consensus.messages import BadMessage, decode_message, encode_message, verify_message
 from consensus.messages import Message as ConsensusMessage
 from consensus.signer import FileSignerStorage, Signer
@@ -77,50 +77,17 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class NodeApp:
-    """The consensus engine's view of the ledger: build and check blocks; no I/O.
-
-    Executing a block yields its ``Changes``; they are kept by block hash so the commit
-    that follows a successful vote writes them instead of executing the block again.
-    """
-
-    def __init__(self, store: Store, mempool: Mempool, proposer: bytes, max_txs: int) -> None:
-        self.store = store
-        self.mempool = mempool
-        self.proposer = proposer
-        self.max_txs = max_txs
-        self.executed: dict[bytes, Changes] = {}
-
-    def build_block(self, height: int, round: int, last_cert: CommitCertificate | None) -> Block:
-        built = build_block(
-            self.store.state,
-            self.mempool.candidates(self.max_txs),
-            round=round,
-            proposer=self.proposer,
-            time_ms=now_ms(),
-            last_cert=last_cert,
-            max_txs=self.max_txs,
-            verified=self.mempool.verified,
-        )
-        self.executed[built.block.hash] = built.changes
-        return built.block
+class NodeApp(LedgerApp):
+    """The ledger App plus the one check that needs a real clock: a proposal dated far in
+    the future is refused, so a proposer with a runaway clock cannot push block times
+    (which must grow) out of reach of everyone after it."""
 
     def validate_block(self, block: Block) -> None:
-        if block.hash in self.executed:
-            return
-        if block.header.time_ms > now_ms() + MAX_BLOCK_DRIFT_MS:
+        if block.hash not in self.executed and block.header.time_ms > (
+            self.clock() + MAX_BLOCK_DRIFT_MS
+        ):
             raise InvalidBlock("block time is too far in the future")
-        self.executed[block.hash] = execute_block(
-            self.store.state, block, verified=self.mempool.verified
-        )
-
-    def changes_for(self, block: Block) -> Changes:
-        """The executed changes of a decided block (a synced block is executed here)."""
-        changes = self.executed.pop(block.hash, None)
-        self.executed.clear()  # every other candidate was built on the old head
-        if changes is None:
-            changes = execute_block(self.store.state, block, verified=self.mempool.verified)
-        return changes
+        super().validate_block(block)
 
 
 class Node(NodeService):
@@ -139,7 +106,14 @@ class Node(NodeService):
         self.bank = self.genesis.banks[self.validators.index(self.pubkey)].name
         self.store = Store.open(home.data_dir, self.genesis)
         self.mempool = Mempool(self.store.state, max_size=config.mempool_max_txs)
-        self.app = NodeApp(self.store, self.mempool, self.pubkey, config.block_max_txs)
+        self.app = NodeApp(
+            self.store.state,
+            proposer=self.pubkey,
+            max_txs=config.block_max_txs,
+            clock=now_ms,
+            candidates=lambda _height: self.mempool.candidates(config.block_max_txs),
+            verified=self.mempool.verified,
+        )
         self.signer = Signer(self.key, FileSignerStorage(home.signer_file), self.genesis.chain_id)
         self.engine = Engine(
             self.genesis.chain_id,
@@ -220,7 +194,7 @@ class Node(NodeService):
         await self.events_send.send(TimeoutFired(action.kind, action.height, action.round))
 
     def _commit(self, block: Block, cert: CommitCertificate) -> None:
-        changes = self.app.changes_for(block)
+        changes = self.app.take_changes(block)
         self.store.commit_block(block, cert, changes)
         self.mempool.on_commit(block)
         self.last_commit_time = time.monotonic()

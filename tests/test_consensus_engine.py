@@ -25,7 +25,15 @@ from consensus.engine import (
 from consensus.evidence import verify_equivocation
 from consensus.messages import Proposal, Step, Vote, VoteKind, proposal_sign_bytes, vote_sign_bytes
 from consensus.signer import DoubleSignRefused, MemorySignerStorage, Signer
-from consensus.simulate import CHAIN_ID, GENESIS_TIME_MS, SimApp, SimConfig, Simulation, world
+from consensus.simulate import (
+    CHAIN_ID,
+    GENESIS_TIME_MS,
+    SimConfig,
+    Simulation,
+    apply_decided,
+    sim_app,
+    world,
+)
 from consensus.validators import verify_certificate
 
 W = world(4)
@@ -39,7 +47,7 @@ class Harness:
 
     def __init__(self, storage: MemorySignerStorage | None = None, clock_ms: int = 1_000) -> None:
         self.storage = storage or MemorySignerStorage()
-        self.app = SimApp(W, PUB[ME], lambda: GENESIS_TIME_MS + clock_ms)
+        self.app = sim_app(W, PUB[ME], lambda: GENESIS_TIME_MS + clock_ms)
         self.engine = Engine(
             CHAIN_ID,
             W.validators,
@@ -66,7 +74,7 @@ class Harness:
 
 def block(proposer: int, round: int = 0, time_offset: int = 0) -> Block:
     """A valid height-1 block built by ``proposer``; ``time_offset`` makes a different one."""
-    app = SimApp(W, PUB[proposer], lambda: GENESIS_TIME_MS + 1_000 + time_offset)
+    app = sim_app(W, PUB[proposer], lambda: GENESIS_TIME_MS + 1_000 + time_offset)
     return app.build_block(1, round, None)
 
 
@@ -265,7 +273,7 @@ def test_restart_between_prevote_and_precommit_keeps_the_prevote() -> None:
 
 def test_restarted_proposer_resends_its_proposal_or_none_at_all() -> None:
     storage = MemorySignerStorage()
-    mine = SimApp(W, PUB[ME], lambda: GENESIS_TIME_MS + 1_000).build_block(1, 3, None)
+    mine = sim_app(W, PUB[ME], lambda: GENESIS_TIME_MS + 1_000).build_block(1, 3, None)
     proposal = Signer(KEYS[ME], storage, CHAIN_ID).sign_proposal(1, 3, mine, -1)  # then: crash
     before = storage.data
     # Restarted with the same clock, the app builds the same block: the same signature.
@@ -338,14 +346,14 @@ def test_commit_received_catches_up_and_waits_for_the_commit_timeout() -> None:
     assert h.engine.handle(CommitReceived(b1, forged)) == []
     actions = h.engine.handle(CommitReceived(b1, c1))
     assert commits(actions) == [Commit(b1, c1)]
-    h.app.apply(b1)  # the caller carries out the Commit before the next event
+    apply_decided(h.app, b1)  # the caller carries out the Commit before the next event
     # Blocks 2 and 3 arrive before the commit timeout: nothing happens yet.
     assert h.engine.handle(CommitReceived(b2, c2)) == []
     assert h.engine.handle(CommitReceived(b3, c3)) == []
     assert h.engine.height == 1
     actions = h.fire(TimeoutKind.COMMIT, 0)
     assert commits(actions) == [Commit(b2, c2)] and h.engine.height == 2
-    h.app.apply(b2)
+    apply_decided(h.app, b2)
     assert commits(h.fire(TimeoutKind.COMMIT, 0, height=2)) == [Commit(b3, c3)]
 
 
@@ -354,7 +362,7 @@ def test_next_height_is_not_touched_before_the_commit_is_applied() -> None:
     (b1, c1), (b2, _) = chain
     h = Harness()
     h.engine.handle(CommitReceived(b1, c1))
-    h.app.apply(b1)
+    apply_decided(h.app, b1)
     # The proposer of height 2 round 0 is validator 2; its proposal arrives early.
     assert b2.header.round == 0
     assert (

@@ -23,13 +23,13 @@ from consensus.messages import (
     verify_message,
     vote_sign_bytes,
 )
-from consensus.simulate import CHAIN_ID, GENESIS_TIME_MS, SimApp, world
+from consensus.simulate import CHAIN_ID, GENESIS_TIME_MS, sim_app, world
 from consensus.validators import InvalidCertificate, ValidatorSet, verify_certificate
 
 W = world(4)
 KEYS = W.keys
 PUB = [bytes(k.verify_key) for k in KEYS]
-BLOCK = SimApp(W, PUB[1], lambda: GENESIS_TIME_MS + 1).build_block(1, 0, None)
+BLOCK = sim_app(W, PUB[1], lambda: GENESIS_TIME_MS + 1).build_block(1, 0, None)
 
 
 def vote(who: int, kind: VoteKind, block_hash: bytes | None, round: int = 0) -> Vote:
@@ -161,7 +161,7 @@ def test_equivocation_evidence_proves_a_double_vote_and_nothing_else() -> None:
     forged = replace(ev, second=replace(second, signature=first.signature))
     with pytest.raises(InvalidEvidence):
         verify_equivocation(forged, W.validators, CHAIN_ID)
-    other_block = SimApp(W, PUB[1], lambda: GENESIS_TIME_MS + 2).build_block(1, 0, None)
+    other_block = sim_app(W, PUB[1], lambda: GENESIS_TIME_MS + 2).build_block(1, 0, None)
     double = detect(proposal(), proposal(other_block))
     assert double is not None and double.kind == "proposal"
     verify_equivocation(double, W.validators, CHAIN_ID)

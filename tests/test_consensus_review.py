@@ -23,9 +23,10 @@ from consensus.simulate import (
     CHAIN_ID,
     GENESIS_TIME_MS,
     SIM_TIMEOUTS,
-    SimApp,
     SimConfig,
     Simulation,
+    apply_decided,
+    sim_app,
 )
 from tests.test_consensus_engine import (
     KEYS,
@@ -46,8 +47,8 @@ from tests.test_consensus_engine import propose as _propose
 def _block_on(parent: tuple[Block, CommitCertificate], proposer: int, round: int) -> Block:
     """A valid block for the height after ``parent``, built by ``proposer`` in ``round``."""
     block, cert = parent
-    app = SimApp(W, PUB[proposer], lambda: GENESIS_TIME_MS + 5_000 + round)
-    app.apply(block)
+    app = sim_app(W, PUB[proposer], lambda: GENESIS_TIME_MS + 5_000 + round)
+    apply_decided(app, block)
     return app.build_block(block.height + 1, round, cert)
 
 
@@ -71,7 +72,7 @@ def test_engine_that_reaches_the_signers_height_by_sync_keeps_its_lock() -> None
     signer.lock_and_precommit(2, 0, v, polka)
 
     # After the wipe: the store is empty, so the node starts at height 1 and syncs.
-    app = SimApp(W, PUB[ME], lambda: GENESIS_TIME_MS + 9_000)
+    app = sim_app(W, PUB[ME], lambda: GENESIS_TIME_MS + 9_000)
     engine = Engine(
         CHAIN_ID,
         W.validators,
@@ -83,7 +84,7 @@ def test_engine_that_reaches_the_signers_height_by_sync_keeps_its_lock() -> None
     )
     engine.start()
     engine.handle(CommitReceived(b1, c1))
-    app.apply(b1)
+    apply_decided(app, b1)
     engine.handle(TimeoutFired(TimeoutKind.COMMIT, 1, 0))
     assert engine.height == 2
     assert engine.locked_round == 0, "the lock the signer persisted for height 2 was dropped"

@@ -14,12 +14,12 @@ from consensus.signer import (
     Signer,
     SignerStateError,
 )
-from consensus.simulate import CHAIN_ID, GENESIS_TIME_MS, SimApp, world
+from consensus.simulate import CHAIN_ID, GENESIS_TIME_MS, sim_app, world
 
 W = world(4)
 KEY = W.keys[0]
-BLOCK = SimApp(W, bytes(W.keys[1].verify_key), lambda: GENESIS_TIME_MS + 1).build_block(1, 0, None)
-OTHER = SimApp(W, bytes(W.keys[1].verify_key), lambda: GENESIS_TIME_MS + 2).build_block(1, 0, None)
+BLOCK = sim_app(W, bytes(W.keys[1].verify_key), lambda: GENESIS_TIME_MS + 1).build_block(1, 0, None)
+OTHER = sim_app(W, bytes(W.keys[1].verify_key), lambda: GENESIS_TIME_MS + 2).build_block(1, 0, None)
 PRE, COMMIT = VoteKind.PREVOTE, VoteKind.PRECOMMIT
 
 
