@@ -174,6 +174,8 @@ class LedgerMachine(RuleBasedStateMachine):
     def pay(self, data: st.DataObject) -> None:
         """A transfer the model says is valid (random ones mostly are not)."""
         held = sorted((k, v) for k, v in self.model.balances.items() if v)
+        if not held:
+            return
         (sender, token), balance = data.draw(st.sampled_from(held))
         to = data.draw(st.sampled_from(sorted(self.model.registered)))
         amount = data.draw(st.integers(1, balance))
@@ -188,8 +190,12 @@ class LedgerMachine(RuleBasedStateMachine):
         """A bank mints its token to a registered account, or a holder burns some."""
         if burn:
             holders = sorted(n for (n, t), v in self.model.balances.items() if t == token and v)
-            holder = data.draw(st.sampled_from(holders))
-            amount = data.draw(st.integers(1, self.model.balances[(holder, token)]))
+            if holders:
+                holder = data.draw(st.sampled_from(holders))
+                amount = data.draw(st.integers(1, self.model.balances[(holder, token)]))
+            else:  # everything was redeemed: a burn now must fail for lack of funds
+                holder = data.draw(st.sampled_from(sorted(self.model.registered)))
+                amount = data.draw(AMOUNTS)
             tx = sign_tx(
                 key(holder), TxKind.BURN, CHAIN_ID, self.model.nonces[holder],
                 token=token, amount=amount,
