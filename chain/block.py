@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import msgpack
 
-from chain.errors import InvalidBlock, TxRejected
+from chain.errors import InvalidBlock, TxRejected, ensure
 from chain.tx import KEY_SIZE, SIGNATURE_SIZE, Tx, decode_tx
 
 HASH_SIZE = 32
@@ -177,22 +177,37 @@ def cert_hash(cert: CommitCertificate | None) -> bytes:
 
 def check_structure(block: Block) -> None:
     """Rules a block must follow on its own, before anyone executes it."""
-    header = block.header
-    if header.tx_root != tx_root(block.txs):
-        raise InvalidBlock("tx root does not match the block's transactions")
-    if header.last_cert_hash != cert_hash(block.last_cert):
-        raise InvalidBlock("last certificate hash does not match the certificate carried")
-    if (header.height == 1) != (block.last_cert is None):
-        raise InvalidBlock("exactly the blocks after the first carry their parent's certificate")
-    if block.last_cert is not None and (
-        block.last_cert.height != header.height - 1
-        or block.last_cert.block_hash != header.prev_hash
-    ):
-        raise InvalidBlock("carried certificate is not for the parent block")
-    if header.height == 1 and header.prev_hash != EMPTY_HASH:
-        raise InvalidBlock("the first block's parent hash must be zero")
-    if len({tx.tx_id for tx in block.txs}) != len(block.txs):
-        raise InvalidBlock("block holds the same tx twice")
+    header, cert = block.header, block.last_cert
+    ensure(
+        header.tx_root == tx_root(block.txs),
+        InvalidBlock,
+        "tx root does not match the block's transactions",
+    )
+    ensure(
+        header.last_cert_hash == cert_hash(cert),
+        InvalidBlock,
+        "last certificate hash does not match the certificate carried",
+    )
+    ensure(
+        (header.height == 1) == (cert is None),
+        InvalidBlock,
+        "exactly the blocks after the first carry their parent's certificate",
+    )
+    ensure(
+        cert is None or (cert.height == header.height - 1 and cert.block_hash == header.prev_hash),
+        InvalidBlock,
+        "carried certificate is not for the parent block",
+    )
+    ensure(
+        header.height != 1 or header.prev_hash == EMPTY_HASH,
+        InvalidBlock,
+        "the first block's parent hash must be zero",
+    )
+    ensure(
+        len({tx.tx_id for tx in block.txs}) == len(block.txs),
+        InvalidBlock,
+        "block holds the same tx twice",
+    )
 
 
 def _unpack(data: bytes) -> object:

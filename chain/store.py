@@ -38,7 +38,7 @@ import msgpack
 import plyvel
 
 from chain.block import EMPTY_HASH, Block, CommitCertificate, Header
-from chain.errors import InvalidBlock, StoreError
+from chain.errors import InvalidBlock, StoreError, ensure
 from chain.genesis import Genesis
 from chain.state import Changes, State
 from chain.tx import KEY_SIZE, Tx, decode_tx
@@ -126,23 +126,24 @@ class Store:
     def commit_block(self, block: Block, cert: CommitCertificate, changes: Changes) -> None:
         """Persist an executed block and its certificate, then make it the committed state.
 
-        ``changes`` must come from executing ``block`` on ``self.state`` (execute_block or
-        build_block). Everything is written in one synced batch; if the write fails,
-        neither the disk nor ``self.state`` changed.
+        Whether the block is valid was decided by ``execute_block`` (or ``build_block``),
+        which bound ``changes`` to it; the store does not decide it again. It checks only
+        what writing needs: the changes are that block's execution on this store's state
+        as it is now (so the head, the block and the state entries belong together), and
+        the certificate is for this block (so a restart serves the right proof with it).
+        Everything is written in one synced batch; if the write fails, neither the disk
+        nor ``self.state`` changed.
         """
         header = block.header
         state = self.state
-        if changes.base is not state:
-            raise InvalidBlock("changes were not executed on this store's state")
-        if header.height != state.height + 1 or header.prev_hash != state.last_hash:
-            raise InvalidBlock(f"block {header.height} does not extend head {state.height}")
-        if cert.height != header.height or cert.block_hash != block.hash:
-            raise InvalidBlock("certificate is not for this block")
-        root = changes.root_acc().to_bytes(32, "big")
-        if root != header.state_root:
-            raise InvalidBlock("changes do not lead to the block's state root")
+        state.check_changes(changes, block.hash)
+        ensure(
+            cert.height == header.height and cert.block_hash == block.hash,
+            InvalidBlock,
+            "certificate is not for this block",
+        )
         height = _height_key(header.height)
-        head = Head(header.height, block.hash, header.time_ms, root)
+        head = Head(header.height, block.hash, header.time_ms, header.state_root)
         with self._db.write_batch(sync=True) as batch:
             put = batch.put
             put(_BLOCK + height, block.encode())

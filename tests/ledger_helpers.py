@@ -6,13 +6,14 @@ that checks its work hold the same keys without passing secrets around.
 
 from __future__ import annotations
 
+from collections.abc import Container, Iterable
 from hashlib import sha256
 
 from nacl.signing import SigningKey
 
-from chain.block import Block, CommitCertificate
+from chain.block import MAX_BLOCK_TXS, Block, CommitCertificate
 from chain.genesis import Genesis, parse_genesis
-from chain.state import Changes, State, build_block
+from chain.state import Built, Changes, State, build_block
 from chain.store import Store
 from chain.tx import Tx
 
@@ -66,25 +67,41 @@ def make_genesis(chain_id: str = CHAIN_ID) -> Genesis:
 
 def certificate(block: Block) -> CommitCertificate:
     """A certificate of the right shape (signature checks belong to consensus/)."""
-    signature = key("jpm-validator").sign(block.hash).signature
-    return CommitCertificate(block.height, 0, block.hash, ((0, signature),))
+    return certificate_for(block.height, block.hash)
 
 
-def commit(store: Store, txs: list[Tx], *, verified: set[bytes] | None = None) -> Block:
-    """Build the next block from ``txs`` on the store's state and commit it; every tx
-    must apply."""
-    state = store.state
-    last_cert = store.certificate(state.height) if state.height else None
-    built = build_block(
+def certificate_for(height: int, block_hash: bytes) -> CommitCertificate:
+    signature = key("jpm-validator").sign(block_hash).signature
+    return CommitCertificate(height, 0, block_hash, ((0, signature),))
+
+
+def build_next(on: Store | State, txs: Iterable[Tx], *, verified: Container[bytes] = ()) -> Built:
+    """The next block on a store's (or a bare state's) head, from the ``txs`` that apply,
+    proposed by JPM's validator 1 ms after its parent, carrying the store's certificate
+    of the parent (a fresh one for a bare state)."""
+    state = on.state if isinstance(on, Store) else on
+    if not state.height:
+        last_cert = None
+    elif isinstance(on, Store):
+        last_cert = on.certificate(state.height)
+    else:
+        last_cert = certificate_for(state.height, state.last_hash)
+    return build_block(
         state,
         txs,
         round=0,
         proposer=pub("jpm-validator"),
         time_ms=state.last_time_ms + 1,
         last_cert=last_cert,
-        max_txs=len(txs) or 1,
-        verified=verified or (),
+        max_txs=MAX_BLOCK_TXS,
+        verified=verified,
     )
+
+
+def commit(store: Store, txs: list[Tx], *, verified: Container[bytes] = ()) -> Block:
+    """Build the next block from ``txs`` on the store's state and commit it; every tx
+    must apply."""
+    built = build_next(store, txs, verified=verified)
     assert not built.rejected, built.rejected
     store.commit_block(built.block, certificate(built.block), built.changes)
     return built.block
