@@ -7,8 +7,9 @@ state root before the node votes for it, and thrown away if the block is not com
 one batch, so memory and disk change together.
 
 The state root is an incremental multiset hash: the sum, modulo 2**256, of the sha256 of
-every non-empty entry (balance, nonce, registration, supply). A block changes a few entries,
-so its root costs a few hashes per changed entry instead of a pass over all accounts.
+every non-empty entry (balance, nonce, registration, outstanding supply). A block changes
+a few entries, so its root costs a few hashes per changed entry instead of a pass over all
+accounts.
 It lets replicas prove they hold the same state; it is not meant as a proof system for
 light clients (there are no inclusion proofs).
 """
@@ -48,7 +49,7 @@ class State:
         self.balances: dict[tuple[bytes, str], int] = {}
         self.nonces: dict[bytes, int] = {}
         self.accounts: dict[bytes, str] = {}
-        self.supply: dict[str, tuple[int, int]] = {}  # token -> (minted, burned)
+        self.supply: dict[str, int] = {}  # token -> outstanding: minted minus burned
         self.height = 0
         self.last_hash = bytes(32)
         self.last_time_ms = genesis.genesis_time_ms
@@ -60,8 +61,7 @@ class State:
             opening.accounts[account.account] = account.bank
             for symbol, amount in account.balances:
                 opening.balances[(account.account, symbol)] = amount
-                minted, burned = opening.supply_of(symbol)
-                opening.supply[symbol] = (minted + amount, burned)
+                opening.supply[symbol] = opening.supply_of(symbol) + amount
         self.root_acc = opening.root_acc()
         self._merge(opening)
 
@@ -73,7 +73,7 @@ class State:
         balances: dict[tuple[bytes, str], int],
         nonces: dict[bytes, int],
         accounts: dict[bytes, str],
-        supply: dict[str, tuple[int, int]],
+        supply: dict[str, int],
         height: int,
         last_hash: bytes,
         last_time_ms: int,
@@ -129,14 +129,15 @@ class State:
         self.last_time_ms = header.time_ms
 
     def _merge(self, changes: Changes) -> None:
-        for key, value in changes.balances.items():
-            if value:
-                self.balances[key] = value
-            else:
-                self.balances.pop(key, None)
+        """Fold changes in; a balance or a supply that falls to zero leaves no entry."""
+        for table, written in ((self.balances, changes.balances), (self.supply, changes.supply)):
+            for key, value in written.items():
+                if value:
+                    table[key] = value
+                else:
+                    table.pop(key, None)
         self.nonces.update(changes.nonces)
         self.accounts.update(changes.accounts)
-        self.supply.update(changes.supply)
 
 
 class Changes:
@@ -155,7 +156,7 @@ class Changes:
         self.balances: dict[tuple[bytes, str], int] = {}
         self.nonces: dict[bytes, int] = {}
         self.accounts: dict[bytes, str] = {}
-        self.supply: dict[str, tuple[int, int]] = {}
+        self.supply: dict[str, int] = {}
         self._root_memo: int | None = None  # root_acc() until the next apply_tx
 
     def balance(self, account: bytes, token: str) -> int:
@@ -170,9 +171,11 @@ class Changes:
     def bank_of(self, account: bytes) -> str | None:
         return self.accounts.get(account) or self.base.accounts.get(account)
 
-    def supply_of(self, token: str) -> tuple[int, int]:
+    def supply_of(self, token: str) -> int:
+        """The outstanding supply of ``token``: minted (opening balances included) minus
+        burned, which is also the sum of every balance of it."""
         value = self.supply.get(token)
-        return self.base.supply.get(token, (0, 0)) if value is None else value
+        return self.base.supply.get(token, 0) if value is None else value
 
     def root_acc(self) -> int:
         """The state root after these changes, from the base root and the changed entries.
@@ -264,25 +267,25 @@ def _mint(changes: Changes, tx: Tx) -> None:
         token.symbol,
     )
     _require_registered(changes, tx.to)
-    minted, burned = changes.supply_of(tx.token)
-    # Capping what was ever minted caps every balance and sum below it too, so no amount
-    # outgrows the 64-bit integers of the canonical encoding (entries, txs, the store).
+    outstanding = changes.supply_of(tx.token)
+    # The outstanding supply is the sum of every balance of the token, so capping it caps
+    # every balance and sum too: no amount outgrows the 64-bit integers of the canonical
+    # encoding (entries, txs, the store). What a burn redeems can be issued again.
     ensure(
-        minted + tx.amount <= MAX_AMOUNT,
+        outstanding + tx.amount <= MAX_AMOUNT,
         Reason.BAD_AMOUNT,
-        "{} issuance would pass {}",
+        "{} outstanding supply would pass {}",
         tx.token,
         MAX_AMOUNT,
     )
     changes.balances[(tx.to, tx.token)] = changes.balance(tx.to, tx.token) + tx.amount
-    changes.supply[tx.token] = (minted + tx.amount, burned)
+    changes.supply[tx.token] = outstanding + tx.amount
 
 
 def _burn(changes: Changes, tx: Tx) -> None:
     _token(changes, tx.token)
     _debit_sender(changes, tx, "burns")
-    minted, burned = changes.supply_of(tx.token)
-    changes.supply[tx.token] = (minted, burned + tx.amount)
+    changes.supply[tx.token] = changes.supply_of(tx.token) - tx.amount
 
 
 def _transfer(changes: Changes, tx: Tx) -> None:

@@ -23,7 +23,8 @@ Keys (heights are 8-byte big-endian, so keys sort by height):
     B + account + token balance (absent when zero, as in State)
     N + account         nonce (the next one expected)
     A + account         name of the bank that registered the account
-    S + token           [minted, burned]
+    S + token           outstanding supply: minted (opening balances included) minus
+                        burned (absent when zero)
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from chain.genesis import Genesis
 from chain.state import Changes, State
 from chain.tx import KEY_SIZE, Tx, decode_tx
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: a supply entry is the outstanding amount, not [minted, burned]
 
 _META = b"\x00meta"
 _HEAD = b"\x00head"
@@ -296,13 +297,10 @@ class Store:
         data = self._db.get(_ACCOUNT + account)
         return None if data is None else data.decode()
 
-    def supply(self, token: str) -> tuple[int, int]:
-        """(minted, burned) of a token since genesis, opening balances counting as minted."""
+    def supply(self, token: str) -> int:
+        """The outstanding supply of a token: minted (opening balances included) minus burned."""
         data = self._db.get(_SUPPLY + token.encode())
-        if data is None:
-            return 0, 0
-        minted, burned = _unpack(data)  # type: ignore[misc]
-        return minted, burned
+        return 0 if data is None else _unpack(data)  # type: ignore[return-value]
 
     def size_bytes(self) -> int:
         """Bytes the database takes on disk."""
@@ -341,7 +339,7 @@ class Store:
             },
             nonces={k[1:]: _unpack(v) for k, v in db.iterator(prefix=_NONCE)},
             accounts={k[1:]: v.decode() for k, v in db.iterator(prefix=_ACCOUNT)},
-            supply={k[1:].decode(): tuple(_unpack(v)) for k, v in db.iterator(prefix=_SUPPLY)},
+            supply={k[1:].decode(): _unpack(v) for k, v in db.iterator(prefix=_SUPPLY)},
             height=head.height,
             last_hash=head.hash,
             last_time_ms=head.time_ms,
@@ -378,22 +376,21 @@ def _write_entries(
     balances: dict[tuple[bytes, str], int],
     nonces: dict[bytes, int],
     accounts: dict[bytes, str],
-    supply: dict[str, tuple[int, int]],
+    supply: dict[str, int],
 ) -> None:
     """Queue state entries (a block's changes, or the genesis state) into a batch."""
     put, delete = batch.put, batch.delete
-    for (account, token), amount in balances.items():
-        key = _BALANCE + account + token.encode()
+    amounts = [(_BALANCE + a + token.encode(), v) for (a, token), v in balances.items()]
+    amounts += [(_SUPPLY + token.encode(), v) for token, v in supply.items()]
+    for key, amount in amounts:
         if amount:
             put(key, _pack(amount))
         else:
-            delete(key)  # State drops zero balances; the store must not resurrect them
+            delete(key)  # State drops zero amounts; the store must not resurrect them
     for account, nonce in nonces.items():
         put(_NONCE + account, _pack(nonce))
     for account, bank in accounts.items():
         put(_ACCOUNT + account, bank.encode())
-    for token, minted_burned in supply.items():
-        put(_SUPPLY + token.encode(), _pack(minted_burned))
 
 
 def _encode_head(head: Head) -> bytes:

@@ -109,7 +109,7 @@ def commit(store: Store, txs: list[Tx], *, verified: Container[bytes] = ()) -> B
 
 def view(source: State | Changes) -> dict[str, dict]:
     """Every entry of a state, or of a state with uncommitted changes on top, as plain dicts
-    (zero balances dropped, as State drops them)."""
+    (zero balances and supplies dropped, as State drops them)."""
     base = source if isinstance(source, State) else source.base
     balances = dict(base.balances)
     nonces = dict(base.nonces)
@@ -124,5 +124,5 @@ def view(source: State | Changes) -> dict[str, dict]:
         "balances": {k: v for k, v in balances.items() if v},
         "nonces": nonces,
         "accounts": accounts,
-        "supply": supply,
+        "supply": {k: v for k, v in supply.items() if v},
     }
