@@ -46,6 +46,14 @@ class InvalidBlock(LedgerError):
     """A block does not follow the chain's rules (header, tx root, state root, a tx)."""
 
 
+class DecodeError(LedgerError):
+    """Bytes from outside are not one well-formed message within its limits (chain.codec).
+
+    Decoders turn it into their own error (TxRejected MALFORMED, InvalidBlock), so a
+    caller sees one typed error per kind of message whatever the bytes were.
+    """
+
+
 class GenesisError(LedgerError):
     """A genesis file is unreadable or inconsistent."""
 

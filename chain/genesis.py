@@ -26,6 +26,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from chain.codec import MAX_VALIDATORS
 from chain.errors import GenesisError
 from chain.tx import KEY_SIZE, MAX_AMOUNT, MAX_CHAIN_ID_CHARS, MAX_TOKEN_CHARS
 
@@ -130,8 +131,10 @@ def parse_genesis(data: object) -> Genesis:
     if type(genesis_time) is not int or genesis_time < 0:
         raise GenesisError("genesis_time_ms must be a non-negative integer")
     banks = tuple(_bank(b) for b in _list(doc.get("banks"), "banks"))
-    if not banks:
-        raise GenesisError("genesis needs at least one bank")
+    if not 0 < len(banks) <= MAX_VALIDATORS:
+        # A commit certificate holds a signature per validator and peers decode it under
+        # that bound (chain.codec.CERTIFICATE).
+        raise GenesisError(f"genesis needs 1-{MAX_VALIDATORS} banks, not {len(banks)}")
     _unique([b.name.lower() for b in banks], "bank name")
     _unique([b.validator for b in banks], "validator key")
     tokens = {t.symbol: t for b in banks for t in b.tokens}

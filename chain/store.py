@@ -29,20 +29,25 @@ Keys (heights are 8-byte big-endian, so keys sort by height):
 
 from __future__ import annotations
 
+import functools
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
+from typing import Concatenate, ParamSpec, TypeVar
 
 import msgpack
 import plyvel
 
 from chain.block import EMPTY_HASH, Block, CommitCertificate, Header
-from chain.errors import InvalidBlock, StoreError, ensure
+from chain.errors import InvalidBlock, StoreError, TxRejected, ensure
 from chain.genesis import Genesis
 from chain.state import Changes, State
 from chain.tx import KEY_SIZE, Tx, decode_tx
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 SCHEMA_VERSION = 2  # 2: a supply entry is the outstanding amount, not [minted, burned]
 
@@ -61,8 +66,30 @@ _height_key = struct.Struct(">Q").pack
 _location = struct.Struct(">QI")
 _LOCATION_SIZE = _location.size
 _pack = msgpack.Packer(use_bin_type=True).pack
-# What decoding corrupt entries can raise; _load turns each into a StoreError.
-_CORRUPT = (msgpack.UnpackException, ValueError, TypeError, InvalidBlock, struct.error)
+# What decoding corrupt entries can raise; ``_reads_disk`` turns each into a StoreError.
+_CORRUPT = (
+    msgpack.UnpackException,
+    ValueError,
+    TypeError,
+    IndexError,
+    InvalidBlock,
+    TxRejected,
+    struct.error,
+)
+
+
+def _reads_disk(method: Callable[Concatenate[Store, P], R]) -> Callable[Concatenate[Store, P], R]:
+    """The store trusts what it wrote and decodes it without the limits applied to peer
+    bytes, but entries damaged on disk still fail as one error: StoreError."""
+
+    @functools.wraps(method)
+    def reading(store: Store, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(store, *args, **kwargs)
+        except _CORRUPT as exc:
+            raise StoreError(f"store {store.path} is corrupt ({type(exc).__name__})") from exc
+
+    return reading
 
 
 def _unpack(data: bytes) -> object:
@@ -166,10 +193,12 @@ class Store:
 
     # -- reading (from disk: what a restart would see) --------------------------------------
 
+    @_reads_disk
     def block(self, height: int) -> Block | None:
         data = self._db.get(_BLOCK + _height_key(height)) if height >= 1 else None
         return None if data is None else Block.decode(data)
 
+    @_reads_disk
     def certificate(self, height: int) -> CommitCertificate | None:
         data = self._db.get(_CERT + _height_key(height)) if height >= 1 else None
         return None if data is None else CommitCertificate.decode(data)
@@ -188,6 +217,7 @@ class Store:
         data = self._db.get(_TX + tx_id)
         return None if data is None else _location.unpack(data)  # type: ignore[return-value]
 
+    @_reads_disk
     def tx(self, tx_id: bytes) -> Tx | None:
         """A committed transaction, decoding only its own bytes from its block."""
         location = self.tx_location(tx_id)
@@ -237,6 +267,7 @@ class Store:
             page.append(entry)
         return page, None
 
+    @_reads_disk
     def txs_at(self, locations: Iterable[tuple[int, int]]) -> list[tuple[Tx, int]]:
         """The committed txs at (height, position) locations, each with its block's time,
         in the order given; each block is read and unpacked once."""
@@ -276,10 +307,12 @@ class Store:
                 height, position = _location.unpack(key[-_LOCATION_SIZE:])
                 yield height, position, tx_id
 
+    @_reads_disk
     def balance(self, account: bytes, token: str) -> int:
         data = self._db.get(_BALANCE + account + token.encode())
         return 0 if data is None else _unpack(data)  # type: ignore[return-value]
 
+    @_reads_disk
     def balances(self, account: bytes) -> dict[str, int]:
         """Every non-zero balance of an account, by token."""
         prefix = _BALANCE + account
@@ -288,15 +321,18 @@ class Store:
             for key, value in self._db.iterator(prefix=prefix)
         }
 
+    @_reads_disk
     def nonce(self, account: bytes) -> int:
         data = self._db.get(_NONCE + account)
         return 0 if data is None else _unpack(data)  # type: ignore[return-value]
 
+    @_reads_disk
     def bank_of(self, account: bytes) -> str | None:
         """The bank that registered ``account``, or None if it is not registered."""
         data = self._db.get(_ACCOUNT + account)
         return None if data is None else data.decode()
 
+    @_reads_disk
     def supply(self, token: str) -> int:
         """The outstanding supply of a token: minted (opening balances included) minus burned."""
         data = self._db.get(_SUPPLY + token.encode())
@@ -312,11 +348,9 @@ class Store:
         meta = self._db.get(_META)
         if meta is None:
             return self._create()
-        try:
-            return self._load_existing(meta)
-        except _CORRUPT as exc:
-            raise StoreError(f"store {self.path} is corrupt ({type(exc).__name__})") from exc
+        return self._load_existing(meta)
 
+    @_reads_disk
     def _load_existing(self, meta: bytes) -> tuple[State, Head]:
         db, genesis = self._db, self.genesis
         schema, chain_id, genesis_hash = _unpack(meta)  # type: ignore[misc]
@@ -400,8 +434,5 @@ def _encode_head(head: Head) -> bytes:
 def _decode_head(data: bytes | None, path: Path) -> Head:
     if data is None:
         raise StoreError(f"store {path} has a genesis but no head")
-    try:
-        height, block_hash, time_ms, state_root = _unpack(data)  # type: ignore[misc]
-    except _CORRUPT as exc:
-        raise StoreError(f"store {path} is corrupt ({type(exc).__name__})") from exc
+    height, block_hash, time_ms, state_root = _unpack(data)  # type: ignore[misc]
     return Head(height, block_hash, time_ms, state_root)

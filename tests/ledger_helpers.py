@@ -11,7 +11,8 @@ from hashlib import sha256
 
 from nacl.signing import SigningKey
 
-from chain.block import MAX_BLOCK_TXS, Block, CommitCertificate
+from chain.block import Block, CommitCertificate
+from chain.codec import MAX_BLOCK_TXS
 from chain.genesis import Genesis, parse_genesis
 from chain.state import Built, Changes, State, build_block
 from chain.store import Store

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from nacl.signing import SigningKey
 
+from chain.codec import MAX_VALIDATORS
 from chain.errors import GenesisError
 from chain.genesis import genesis_from_template, parse_genesis
 from chain.state import State
@@ -99,6 +100,21 @@ def test_token_decimals_beyond_what_64_bit_amounts_hold_are_refused(decimals: ob
         parse_genesis(doc)
     doc["banks"][0]["tokens"][0]["decimals"] = 6
     assert parse_genesis(doc).tokens["USD.JPM"].decimals == 6
+
+
+def test_more_banks_than_a_certificate_holds_are_refused() -> None:
+    doc = json.loads((CONFIGS / "example-genesis.json").read_text())
+    bank = doc["banks"][0]
+    doc["banks"] = [
+        dict(bank, name=f"B{i}", validator=f"{i:064x}", issuer=f"{i + 10**6:064x}", tokens=[])
+        for i in range(MAX_VALIDATORS + 1)
+    ]
+    doc["accounts"] = []
+    with pytest.raises(GenesisError, match="genesis needs 1-1000 banks, not 1001"):
+        parse_genesis(doc)
+    doc["banks"] = []
+    with pytest.raises(GenesisError, match="genesis needs 1-1000 banks, not 0"):
+        parse_genesis(doc)
 
 
 def test_the_genesis_hash_names_the_whole_document() -> None:
