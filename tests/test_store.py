@@ -311,3 +311,19 @@ def test_account_pages_never_split_a_block_and_cover_the_history(store: Store) -
     assert store.account_page(pub("erin")) == ([], None)
     with pytest.raises(ValueError, match="limit"):
         store.account_page(pub("alice"), limit=0)
+
+
+@pytest.mark.parametrize("garbage", [b"\xc1", b"\x93\x01\x02\x03", b"\xdd\xff\xff\xff\xff"])
+def test_a_garbled_block_reads_as_a_store_error(tmp_path: Path, garbage: bytes) -> None:
+    with Store.open(tmp_path / "db", GENESIS) as store:
+        block = commit(store, [pay("alice", 0, "carol", USD, 10)])
+        store._db.put(b"b" + (1).to_bytes(8, "big"), garbage)
+        store._db.put(b"c" + (1).to_bytes(8, "big"), garbage)
+        for read in (
+            lambda: store.block(1),
+            lambda: store.certificate(1),
+            lambda: store.tx(block.txs[0].tx_id),
+            lambda: store.txs_at([(1, 0)]),
+        ):
+            with pytest.raises(StoreError, match="is corrupt"):
+                read()
