@@ -17,12 +17,25 @@ from dataclasses import dataclass, field
 
 import msgpack
 
-from chain.errors import InvalidBlock, TxRejected
-from chain.tx import KEY_SIZE, SIGNATURE_SIZE, Tx, decode_tx
+from chain.codec import (
+    BLOCK,
+    CERTIFICATE,
+    HASH_SIZE,
+    HEADER,
+    KEY_SIZE,
+    MAX_CHAIN_ID_CHARS,
+    MAX_VALIDATORS,
+    SIGNATURE_SIZE,
+    TX_IN_BLOCK,
+    Limits,
+    split_array,
+    unpack,
+)
+from chain.errors import DecodeError, InvalidBlock, TxRejected, ensure
+from chain.tx import Tx, decode_tx
 
-HASH_SIZE = 32
 EMPTY_HASH = bytes(HASH_SIZE)
-MAX_BLOCK_TXS = 10_000
+MAX_HEIGHT = 2**63 - 1  # heights, rounds and times are signed 64-bit wherever they go
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,30 +62,55 @@ class CommitCertificate:
 
     @classmethod
     def from_list(cls, fields: object) -> CommitCertificate:
-        try:
-            height, round_, block_hash, sigs = fields  # type: ignore[misc]
-            signatures = tuple((int(i), bytes(s)) for i, s in sigs)
-        except (TypeError, ValueError):
-            raise InvalidBlock("malformed commit certificate") from None
-        if not (type(height) is int and type(round_) is int and height >= 1 and round_ >= 0):
-            raise InvalidBlock("certificate height/round out of range")
-        if not (isinstance(block_hash, bytes) and len(block_hash) == HASH_SIZE):
-            raise InvalidBlock("certificate block hash must be 32 bytes")
-        if any(len(s) != SIGNATURE_SIZE for _, s in signatures):
-            raise InvalidBlock("certificate signature must be 64 bytes")
+        """A certificate from its decoded fields, every type and range checked before
+        anything is built from them. Raises InvalidBlock only."""
+        ensure(
+            type(fields) is list and len(fields) == 4,
+            InvalidBlock,
+            "a certificate is an array of 4 fields",
+        )
+        height, round_, block_hash, pairs = fields  # type: ignore[misc]
+        ensure(
+            _is_int(height, 1) and _is_int(round_, 0),
+            InvalidBlock,
+            "certificate height/round out of range",
+        )
+        ensure(_is_hash(block_hash), InvalidBlock, "certificate block hash must be 32 bytes")
+        ensure(
+            type(pairs) is list and len(pairs) <= MAX_VALIDATORS,
+            InvalidBlock,
+            "certificate signatures must be an array of at most {}",
+            MAX_VALIDATORS,
+        )
+        for pair in pairs:
+            ensure(
+                type(pair) is list and len(pair) == 2 and _is_int(pair[0], 0, MAX_VALIDATORS - 1),
+                InvalidBlock,
+                "certificate signature must be [validator index, signature]",
+            )
+            signature = pair[1]
+            ensure(
+                type(signature) is bytes and len(signature) == SIGNATURE_SIZE,
+                InvalidBlock,
+                "certificate signature must be 64 bytes",
+            )
+        signatures = tuple((index, signature) for index, signature in pairs)
         indexes = [i for i, _ in signatures]
-        if indexes != sorted(set(indexes)):
-            raise InvalidBlock("certificate signatures must be in strictly increasing index order")
+        ensure(
+            indexes == sorted(set(indexes)),
+            InvalidBlock,
+            "certificate signatures must be in strictly increasing index order",
+        )
         return cls(height, round_, block_hash, signatures)
 
     @classmethod
     def decode(cls, data: bytes) -> CommitCertificate:
-        return cls.from_list(_unpack(data))
+        return cls.from_list(_unpack(data, CERTIFICATE, "certificate"))
 
 
 @dataclass(frozen=True, slots=True)
 class Header:
-    """Block header (DESIGN.md, "Blocks and storage"). ``time_ms`` is the proposer's clock."""
+    """Block header. ``time_ms`` is the proposer's clock, in ms since the Unix epoch."""
 
     chain_id: str
     height: int
@@ -103,25 +141,36 @@ class Header:
 
     @classmethod
     def from_list(cls, fields: object) -> Header:
-        if not (isinstance(fields, list) and len(fields) == 9):
-            raise InvalidBlock("header must be an array of 9 fields")
-        header = cls(*fields)
-        ints = (header.height, header.round, header.time_ms)
-        if not all(type(v) is int and v >= 0 for v in ints) or header.height < 1:
-            raise InvalidBlock("header height/round/time out of range")
-        if not isinstance(header.chain_id, str):
-            raise InvalidBlock("header chain id must be text")
-        hashes = (
-            header.prev_hash,
-            header.tx_root,
-            header.state_root,
-            header.last_cert_hash,
+        """A header from its decoded fields, every type and range checked before anything
+        is built from them. Raises InvalidBlock only."""
+        ensure(
+            type(fields) is list and len(fields) == 9,
+            InvalidBlock,
+            "header must be an array of 9 fields",
         )
-        if not all(isinstance(h, bytes) and len(h) == HASH_SIZE for h in hashes):
-            raise InvalidBlock("header hashes must be 32 bytes")
-        if not (isinstance(header.proposer, bytes) and len(header.proposer) == KEY_SIZE):
-            raise InvalidBlock("header proposer must be a 32-byte key")
-        return header
+        chain_id, height, round_, prev_hash, proposer, time_ms, *hashes = fields  # type: ignore[misc]
+        ensure(
+            _is_int(height, 1) and _is_int(round_, 0) and _is_int(time_ms, 0),
+            InvalidBlock,
+            "header height/round/time out of range",
+        )
+        ensure(
+            type(chain_id) is str and 0 < len(chain_id) <= MAX_CHAIN_ID_CHARS,
+            InvalidBlock,
+            "header chain id must be text of 1-{} characters",
+            MAX_CHAIN_ID_CHARS,
+        )
+        ensure(
+            _is_hash(prev_hash) and all(map(_is_hash, hashes)),
+            InvalidBlock,
+            "header hashes must be 32 bytes",
+        )
+        ensure(
+            type(proposer) is bytes and len(proposer) == KEY_SIZE,
+            InvalidBlock,
+            "header proposer must be a 32-byte key",
+        )
+        return cls(*fields)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,18 +195,21 @@ class Block:
 
     @classmethod
     def decode(cls, data: bytes) -> Block:
-        """Parse a block; structure only (signatures and rules are checked by execution)."""
-        fields = _unpack(data)
-        if not (isinstance(fields, list) and len(fields) == 3):
-            raise InvalidBlock("block must be an array of 3 fields")
-        header_fields, raw_txs, cert_fields = fields
-        header = Header.from_list(header_fields)
-        if not isinstance(raw_txs, list) or len(raw_txs) > MAX_BLOCK_TXS:
-            raise InvalidBlock("block txs must be an array of at most 10,000")
+        """Parse a block; structure only (signatures and rules are checked by execution).
+
+        Any bytes at all give a Block or InvalidBlock: the parts are split without being
+        decoded, then each is decoded under its own limits (see ``chain.codec.BLOCK``).
+        """
+        parts = _split(data, BLOCK, "block")
+        ensure(len(parts) == 3, InvalidBlock, "block must be an array of 3 fields")
+        header_bytes, txs_bytes, cert_bytes = parts
+        header = Header.from_list(_unpack(header_bytes, HEADER, "header"))
         try:
-            txs = tuple(decode_tx(raw) for raw in raw_txs)
+            raws = [_unpack(raw, TX_IN_BLOCK, "tx") for raw in _split(txs_bytes, BLOCK, "txs")]
+            txs = tuple(map(decode_tx, raws))
         except TxRejected as exc:
             raise InvalidBlock(f"block holds a malformed tx: {exc}") from None
+        cert_fields = _unpack(cert_bytes, CERTIFICATE, "certificate")
         cert = None if cert_fields is None else CommitCertificate.from_list(cert_fields)
         block = cls(header, txs, cert)
         check_structure(block)
@@ -177,26 +229,57 @@ def cert_hash(cert: CommitCertificate | None) -> bytes:
 
 def check_structure(block: Block) -> None:
     """Rules a block must follow on its own, before anyone executes it."""
-    header = block.header
-    if header.tx_root != tx_root(block.txs):
-        raise InvalidBlock("tx root does not match the block's transactions")
-    if header.last_cert_hash != cert_hash(block.last_cert):
-        raise InvalidBlock("last certificate hash does not match the certificate carried")
-    if (header.height == 1) != (block.last_cert is None):
-        raise InvalidBlock("exactly the blocks after the first carry their parent's certificate")
-    if block.last_cert is not None and (
-        block.last_cert.height != header.height - 1
-        or block.last_cert.block_hash != header.prev_hash
-    ):
-        raise InvalidBlock("carried certificate is not for the parent block")
-    if header.height == 1 and header.prev_hash != EMPTY_HASH:
-        raise InvalidBlock("the first block's parent hash must be zero")
-    if len({tx.tx_id for tx in block.txs}) != len(block.txs):
-        raise InvalidBlock("block holds the same tx twice")
+    header, cert = block.header, block.last_cert
+    ensure(
+        header.tx_root == tx_root(block.txs),
+        InvalidBlock,
+        "tx root does not match the block's transactions",
+    )
+    ensure(
+        header.last_cert_hash == cert_hash(cert),
+        InvalidBlock,
+        "last certificate hash does not match the certificate carried",
+    )
+    ensure(
+        (header.height == 1) == (cert is None),
+        InvalidBlock,
+        "exactly the blocks after the first carry their parent's certificate",
+    )
+    ensure(
+        cert is None or (cert.height == header.height - 1 and cert.block_hash == header.prev_hash),
+        InvalidBlock,
+        "carried certificate is not for the parent block",
+    )
+    ensure(
+        header.height != 1 or header.prev_hash == EMPTY_HASH,
+        InvalidBlock,
+        "the first block's parent hash must be zero",
+    )
+    ensure(
+        len({tx.tx_id for tx in block.txs}) == len(block.txs),
+        InvalidBlock,
+        "block holds the same tx twice",
+    )
 
 
-def _unpack(data: bytes) -> object:
+def _is_int(value: object, low: int, high: int = MAX_HEIGHT) -> bool:
+    """An integer (not a bool, not a float) in [low, high]."""
+    return type(value) is int and low <= value <= high
+
+
+def _is_hash(value: object) -> bool:
+    return type(value) is bytes and len(value) == HASH_SIZE
+
+
+def _unpack(data: object, limits: Limits, what: str) -> object:
     try:
-        return msgpack.unpackb(data, raw=False, strict_map_key=True)
-    except Exception as exc:  # msgpack raises several unrelated types on garbage
-        raise InvalidBlock(f"undecodable bytes ({type(exc).__name__})") from None
+        return unpack(data, limits)
+    except DecodeError as exc:
+        raise InvalidBlock(f"{what}: {exc}") from None
+
+
+def _split(data: object, limits: Limits, what: str) -> list[memoryview]:
+    try:
+        return split_array(data, limits)
+    except DecodeError as exc:
+        raise InvalidBlock(f"{what}: {exc}") from None

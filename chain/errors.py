@@ -46,6 +46,14 @@ class InvalidBlock(LedgerError):
     """A block does not follow the chain's rules (header, tx root, state root, a tx)."""
 
 
+class DecodeError(LedgerError):
+    """Bytes from outside are not one well-formed message within its limits (chain.codec).
+
+    Decoders turn it into their own error (TxRejected MALFORMED, InvalidBlock), so a
+    caller sees one typed error per kind of message whatever the bytes were.
+    """
+
+
 class GenesisError(LedgerError):
     """A genesis file is unreadable or inconsistent."""
 
@@ -54,7 +62,23 @@ class StoreError(LedgerError):
     """A node's store cannot be used: locked, corrupt, or created for another genesis."""
 
 
-def ensure(condition: bool, reason: Reason, detail: str = "") -> None:
-    """Keep each ledger rule to one line at the point where it applies."""
+def ensure(
+    condition: bool, broken: Reason | type[InvalidBlock], detail: str = "", *args: object
+) -> None:
+    """Keep each ledger rule to one line at the point where it applies.
+
+    ``broken`` names what the rule protects: a ``Reason`` for a transaction rule (raises
+    TxRejected with that reason), ``InvalidBlock`` for a block rule. One idiom for both,
+    so every rule of the ledger reads the same way. ``detail`` is a ``str.format``
+    template filled from ``args`` only when the rule breaks: the rules run several times
+    for every transaction, and formatting a message costs more than checking the rule.
+    A bytes argument (an account key) shows as its first 16 hex digits.
+    """
     if not condition:
-        raise TxRejected(reason, detail)
+        if args:
+            detail = detail.format(*(_short(a) if type(a) is bytes else a for a in args))
+        raise TxRejected(broken, detail) if isinstance(broken, Reason) else broken(detail)
+
+
+def _short(key: bytes) -> str:
+    return key.hex()[:16] + "…"

@@ -26,13 +26,19 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from chain.codec import MAX_VALIDATORS
 from chain.errors import GenesisError
 from chain.tx import KEY_SIZE, MAX_AMOUNT, MAX_CHAIN_ID_CHARS, MAX_TOKEN_CHARS
 
 TOKEN_PATTERN = re.compile(r"^[A-Z]{3}\.[A-Z0-9]{2,12}$")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,32}")
 NAME_RULE = "1-32 letters, digits, '-' or '_'"
-MAX_DECIMALS = 18
+# Every amount is a count of minor units below 2**63 (MAX_AMOUNT, the 64-bit integers of
+# the encoding), so decimals trade range for precision: with 6 a token's outstanding supply
+# can reach 9.2 trillion whole units, more than the deposits of any bank, while 18 (as some
+# crypto tokens use) would leave it 9.2 units. No ISO 4217 currency has more than 4 minor
+# digits; 6 is what fiat-backed tokens such as USDC use.
+MAX_DECIMALS = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,8 +131,10 @@ def parse_genesis(data: object) -> Genesis:
     if type(genesis_time) is not int or genesis_time < 0:
         raise GenesisError("genesis_time_ms must be a non-negative integer")
     banks = tuple(_bank(b) for b in _list(doc.get("banks"), "banks"))
-    if not banks:
-        raise GenesisError("genesis needs at least one bank")
+    if not 0 < len(banks) <= MAX_VALIDATORS:
+        # A commit certificate holds a signature per validator and peers decode it under
+        # that bound (chain.codec.CERTIFICATE).
+        raise GenesisError(f"genesis needs 1-{MAX_VALIDATORS} banks, not {len(banks)}")
     _unique([b.name.lower() for b in banks], "bank name")
     _unique([b.validator for b in banks], "validator key")
     tokens = {t.symbol: t for b in banks for t in b.tokens}
@@ -138,7 +146,7 @@ def parse_genesis(data: object) -> Genesis:
     _unique([a.account for a in accounts] + [b.issuer for b in banks], "account key")
     _unique([a.name.lower() for a in accounts if a.name], "account name")
     for symbol in tokens:
-        # The ledger caps each token's total issuance (chain.state._mint); genesis too.
+        # The ledger caps each token's outstanding supply (chain.state._mint); genesis too.
         if sum(dict(a.balances).get(symbol, 0) for a in accounts) > MAX_AMOUNT:
             raise GenesisError(f"opening balances of {symbol} add up to more than {MAX_AMOUNT}")
     return Genesis(chain_id, genesis_time, banks, accounts)
@@ -186,7 +194,11 @@ def _bank(data: object) -> Bank:
         ):
             raise GenesisError(f"token symbol {symbol!r} must look like 'USD.{name.upper()}'")
         if type(decimals) is not int or not 0 <= decimals <= MAX_DECIMALS:
-            raise GenesisError(f"token {symbol} decimals must be an integer 0-{MAX_DECIMALS}")
+            raise GenesisError(
+                f"token {symbol} decimals must be an integer 0-{MAX_DECIMALS}, so that its"
+                f" {MAX_AMOUNT} minor units hold at least {MAX_AMOUNT // 10**MAX_DECIMALS:,}"
+                " whole units"
+            )
         tokens.append(Token(symbol, decimals, name, issuer))
     return Bank(
         name=name,

@@ -7,8 +7,9 @@ state root before the node votes for it, and thrown away if the block is not com
 one batch, so memory and disk change together.
 
 The state root is an incremental multiset hash: the sum, modulo 2**256, of the sha256 of
-every non-empty entry (balance, nonce, registration, supply). A block changes a few entries,
-so its root costs a few hashes per changed entry instead of a pass over all accounts.
+every non-empty entry (balance, nonce, registration, outstanding supply). A block changes
+a few entries, so its root costs a few hashes per changed entry instead of a pass over all
+accounts.
 It lets replicas prove they hold the same state; it is not meant as a proof system for
 light clients (there are no inclusion proofs).
 """
@@ -48,7 +49,7 @@ class State:
         self.balances: dict[tuple[bytes, str], int] = {}
         self.nonces: dict[bytes, int] = {}
         self.accounts: dict[bytes, str] = {}
-        self.supply: dict[str, tuple[int, int]] = {}  # token -> (minted, burned)
+        self.supply: dict[str, int] = {}  # token -> outstanding: minted minus burned
         self.height = 0
         self.last_hash = bytes(32)
         self.last_time_ms = genesis.genesis_time_ms
@@ -60,8 +61,7 @@ class State:
             opening.accounts[account.account] = account.bank
             for symbol, amount in account.balances:
                 opening.balances[(account.account, symbol)] = amount
-                minted, burned = opening.supply_of(symbol)
-                opening.supply[symbol] = (minted + amount, burned)
+                opening.supply[symbol] = opening.supply_of(symbol) + amount
         self.root_acc = opening.root_acc()
         self._merge(opening)
 
@@ -73,7 +73,7 @@ class State:
         balances: dict[tuple[bytes, str], int],
         nonces: dict[bytes, int],
         accounts: dict[bytes, str],
-        supply: dict[str, tuple[int, int]],
+        supply: dict[str, int],
         height: int,
         last_hash: bytes,
         last_time_ms: int,
@@ -101,16 +101,27 @@ class State:
     def computed_root_acc(self) -> int:
         """The root accumulator from scratch over every entry: what the incremental root
         maintained by ``commit`` must always equal. Costs one hash per entry."""
-        acc = sum(entry_hash(("b", a, t, v)) for (a, t), v in self.balances.items() if v)
-        acc += sum(entry_hash(("n", a, v)) for a, v in self.nonces.items() if v)
-        acc += sum(entry_hash(("a", a, v)) for a, v in self.accounts.items() if v)
-        acc += sum(entry_hash(("s", t, v)) for t, v in self.supply.items() if v)
-        return acc % ROOT_MODULUS
+        tables = _tables(self)
+        return _root_delta(tables, tuple((tag, {}) for tag, _ in tables)) % ROOT_MODULUS
+
+    def check_changes(self, changes: Changes, block_hash: bytes) -> None:
+        """Raise InvalidBlock unless ``changes`` are the checked execution of the block
+        ``block_hash`` on this state as it is now.
+
+        A State changes in place as blocks commit, so changes executed on it for an earlier
+        height (a block already committed, a rival candidate of the same height) still name
+        it as their base: the height they were executed at tells them apart.
+        """
+        ensure(
+            changes.base is self and changes.base_height == self.height,
+            InvalidBlock,
+            "changes were not executed on this state at its current height",
+        )
+        ensure(changes.block_hash == block_hash, InvalidBlock, "changes are not this block's")
 
     def commit(self, changes: Changes, header: Header) -> None:
-        """Fold an executed block's changes in; ``changes`` must have been built on this state."""
-        if changes.base is not self or header.height != self.height + 1:
-            raise InvalidBlock("changes were not executed on top of this state")
+        """Fold an executed block's changes in (see ``check_changes``)."""
+        self.check_changes(changes, header.hash)
         self.root_acc = changes.root_acc()
         self._merge(changes)
         self.height = header.height
@@ -118,28 +129,34 @@ class State:
         self.last_time_ms = header.time_ms
 
     def _merge(self, changes: Changes) -> None:
-        for key, value in changes.balances.items():
-            if value:
-                self.balances[key] = value
-            else:
-                self.balances.pop(key, None)
+        """Fold changes in; a balance or a supply that falls to zero leaves no entry."""
+        for table, written in ((self.balances, changes.balances), (self.supply, changes.supply)):
+            for key, value in written.items():
+                if value:
+                    table[key] = value
+                else:
+                    table.pop(key, None)
         self.nonces.update(changes.nonces)
         self.accounts.update(changes.accounts)
-        self.supply.update(changes.supply)
 
 
 class Changes:
     """Writes of a block in progress, read through to the committed state beneath.
 
     Only ``apply_tx`` writes into a Changes (``State.__init__`` builds the opening one).
+    ``block_hash`` is set by ``execute_block`` and ``build_block`` once every rule of that
+    block held, and cleared by any later write: committing asks for it, so only the
+    checked execution of a block can be committed as that block.
     """
 
     def __init__(self, base: State) -> None:
         self.base = base
+        self.base_height = base.height
+        self.block_hash: bytes | None = None
         self.balances: dict[tuple[bytes, str], int] = {}
         self.nonces: dict[bytes, int] = {}
         self.accounts: dict[bytes, str] = {}
-        self.supply: dict[str, tuple[int, int]] = {}
+        self.supply: dict[str, int] = {}
         self._root_memo: int | None = None  # root_acc() until the next apply_tx
 
     def balance(self, account: bytes, token: str) -> int:
@@ -154,64 +171,68 @@ class Changes:
     def bank_of(self, account: bytes) -> str | None:
         return self.accounts.get(account) or self.base.accounts.get(account)
 
-    def supply_of(self, token: str) -> tuple[int, int]:
+    def supply_of(self, token: str) -> int:
+        """The outstanding supply of ``token``: minted (opening balances included) minus
+        burned, which is also the sum of every balance of it."""
         value = self.supply.get(token)
-        return self.base.supply.get(token, (0, 0)) if value is None else value
+        return self.base.supply.get(token, 0) if value is None else value
 
     def root_acc(self) -> int:
         """The state root after these changes, from the base root and the changed entries.
 
         A block's root is asked for by the proposer (build_block), by every validator
-        (execute_block), then by the store and ``State.commit``; it costs a few hashes per
+        (execute_block), then by ``State.commit``; it costs a few hashes per
         changed entry, so it is remembered until ``apply_tx`` writes again.
         """
         if self._root_memo is not None:
             return self._root_memo
         base = self.base
-        removed: list[tuple] = []  # entries whose hash leaves the sum
-        added: list[tuple] = []  # entries whose hash joins it
-        for (account, token), new in self.balances.items():
-            old = base.balances.get((account, token), 0)
-            if old != new:
-                if old:
-                    removed.append(("b", account, token, old))
-                if new:
-                    added.append(("b", account, token, new))
-        for account, new in self.nonces.items():
-            old = base.nonces.get(account, 0)
-            if old != new:
-                if old:
-                    removed.append(("n", account, old))
-                if new:
-                    added.append(("n", account, new))
-        for account, new in self.accounts.items():
-            old = base.accounts.get(account)
-            if old != new:
-                if old:
-                    removed.append(("a", account, old))
-                if new:
-                    added.append(("a", account, new))
-        for token, new in self.supply.items():
-            old = base.supply.get(token)
-            if old != new:
-                if old:
-                    removed.append(("s", token, old))
-                if new:
-                    added.append(("s", token, new))
-        acc = base.root_acc + sum(map(entry_hash, added)) - sum(map(entry_hash, removed))
+        acc = base.root_acc + _root_delta(_tables(self), _tables(base))
         self._root_memo = acc % ROOT_MODULUS
         return self._root_memo
+
+
+def _tables(holder: State | Changes) -> tuple[tuple[str, dict], ...]:
+    """The state's four tables, each with the tag its entries carry in the root."""
+    return (
+        ("b", holder.balances),
+        ("n", holder.nonces),
+        ("a", holder.accounts),
+        ("s", holder.supply),
+    )
+
+
+def _root_delta(
+    tables: tuple[tuple[str, dict], ...], base_tables: tuple[tuple[str, dict], ...]
+) -> int:
+    """What ``tables`` change in the root over ``base_tables``: the hashes of the entries
+    they set, minus those of the entries they replace (an empty entry hashes to nothing)."""
+    removed: list[tuple] = []
+    added: list[tuple] = []
+    for (tag, table), (_, base_table) in zip(tables, base_tables, strict=True):
+        wide = tag == "b"  # a balance is keyed by (account, token), its entry is flat
+        for key, new in table.items():
+            old = base_table.get(key)
+            if old != new:
+                if old:
+                    removed.append((tag, *key, old) if wide else (tag, key, old))
+                if new:
+                    added.append((tag, *key, new) if wide else (tag, key, new))
+    return sum(map(entry_hash, added)) - sum(map(entry_hash, removed))
 
 
 def check_chain_and_sender(changes: Changes, tx: Tx) -> None:
     """The first rules of every tx (the mempool checks them too): it is for this chain
     and its sender is registered. Raises TxRejected."""
-    if tx.chain_id != changes.base.chain_id:
-        raise TxRejected(Reason.WRONG_CHAIN, f"tx is for chain {tx.chain_id!r}")
-    if changes.bank_of(tx.sender) is None:
-        raise TxRejected(
-            Reason.SENDER_NOT_REGISTERED, f"sender {_short(tx.sender)} is not registered"
-        )
+    chain_id = tx.chain_id
+    ensure(chain_id == changes.base.chain_id, Reason.WRONG_CHAIN, "tx is for chain {!r}", chain_id)
+    sender = tx.sender
+    ensure(
+        changes.bank_of(sender) is not None,
+        Reason.SENDER_NOT_REGISTERED,
+        "sender {} is not registered",
+        sender,
+    )
 
 
 def apply_tx(changes: Changes, tx: Tx) -> None:
@@ -222,10 +243,10 @@ def apply_tx(changes: Changes, tx: Tx) -> None:
     """
     check_chain_and_sender(changes, tx)
     expected = changes.nonce(tx.sender)
-    if tx.nonce != expected:
-        raise TxRejected(Reason.BAD_NONCE, f"expected nonce {expected}, got {tx.nonce}")
-    changes._root_memo = None
+    ensure(tx.nonce == expected, Reason.BAD_NONCE, "expected nonce {}, got {}", expected, tx.nonce)
     _RULES[tx.kind](changes, tx)
+    changes._root_memo = None
+    changes.block_hash = None
     changes.nonces[tx.sender] = expected + 1
 
 
@@ -238,54 +259,70 @@ def _register(changes: Changes, tx: Tx) -> None:
 
 def _mint(changes: Changes, tx: Tx) -> None:
     token = _token(changes, tx.token)
-    if tx.sender != token.issuer:
-        raise TxRejected(Reason.NOT_ISSUER, f"only {token.bank} can mint {token.symbol}")
+    ensure(
+        tx.sender == token.issuer,
+        Reason.NOT_ISSUER,
+        "only {} can mint {}",
+        token.bank,
+        token.symbol,
+    )
     _require_registered(changes, tx.to)
-    minted, burned = changes.supply_of(tx.token)
-    # Capping what was ever minted caps every balance and sum below it too, so no amount
-    # outgrows the 64-bit integers of the canonical encoding (entries, txs, the store).
-    if minted + tx.amount > MAX_AMOUNT:
-        raise TxRejected(Reason.BAD_AMOUNT, f"{tx.token} issuance would pass {MAX_AMOUNT}")
+    outstanding = changes.supply_of(tx.token)
+    # The outstanding supply is the sum of every balance of the token, so capping it caps
+    # every balance and sum too: no amount outgrows the 64-bit integers of the canonical
+    # encoding (entries, txs, the store). What a burn redeems can be issued again.
+    ensure(
+        outstanding + tx.amount <= MAX_AMOUNT,
+        Reason.BAD_AMOUNT,
+        "{} outstanding supply would pass {}",
+        tx.token,
+        MAX_AMOUNT,
+    )
     changes.balances[(tx.to, tx.token)] = changes.balance(tx.to, tx.token) + tx.amount
-    changes.supply[tx.token] = (minted + tx.amount, burned)
+    changes.supply[tx.token] = outstanding + tx.amount
 
 
 def _burn(changes: Changes, tx: Tx) -> None:
     _token(changes, tx.token)
-    held = changes.balance(tx.sender, tx.token)
-    if held < tx.amount:
-        raise TxRejected(Reason.INSUFFICIENT_FUNDS, f"holds {held} {tx.token}, burns {tx.amount}")
-    changes.balances[(tx.sender, tx.token)] = held - tx.amount
-    minted, burned = changes.supply_of(tx.token)
-    changes.supply[tx.token] = (minted, burned + tx.amount)
+    _debit_sender(changes, tx, "burns")
+    changes.supply[tx.token] = changes.supply_of(tx.token) - tx.amount
 
 
 def _transfer(changes: Changes, tx: Tx) -> None:
     _token(changes, tx.token)
     _require_registered(changes, tx.to)
-    held = changes.balance(tx.sender, tx.token)
-    if held < tx.amount:
-        raise TxRejected(Reason.INSUFFICIENT_FUNDS, f"holds {held} {tx.token}, sends {tx.amount}")
-    changes.balances[(tx.sender, tx.token)] = held - tx.amount
+    _debit_sender(changes, tx, "sends")
     changes.balances[(tx.to, tx.token)] = changes.balance(tx.to, tx.token) + tx.amount
+
+
+def _debit_sender(changes: Changes, tx: Tx, verb: str) -> None:
+    """The last rule of a burn or a transfer (the sender holds the amount), then its debit."""
+    held = changes.balance(tx.sender, tx.token)
+    ensure(
+        held >= tx.amount,
+        Reason.INSUFFICIENT_FUNDS,
+        "holds {} {}, {} {}",
+        held,
+        tx.token,
+        verb,
+        tx.amount,
+    )
+    changes.balances[(tx.sender, tx.token)] = held - tx.amount
 
 
 def _token(changes: Changes, symbol: str) -> Token:
     token = changes.base.tokens.get(symbol)
-    if token is None:
-        raise TxRejected(Reason.UNKNOWN_TOKEN, f"no token {symbol!r} on this network")
-    return token
+    ensure(token is not None, Reason.UNKNOWN_TOKEN, "no token {!r} on this network", symbol)
+    return token  # type: ignore[return-value]
 
 
 def _require_registered(changes: Changes, account: bytes) -> None:
-    if changes.bank_of(account) is None:
-        raise TxRejected(
-            Reason.RECIPIENT_NOT_REGISTERED, f"recipient {_short(account)} is not registered"
-        )
-
-
-def _short(account: bytes) -> str:
-    return account.hex()[:16] + "…"
+    ensure(
+        changes.bank_of(account) is not None,
+        Reason.RECIPIENT_NOT_REGISTERED,
+        "recipient {} is not registered",
+        account,
+    )
 
 
 _RULES: dict[TxKind, Callable[[Changes, Tx], None]] = {
@@ -304,30 +341,58 @@ def check_tx(changes: Changes, tx: Tx, verified: Container[bytes] = ()) -> None:
 
 
 def execute_block(state: State, block: Block, verified: Container[bytes] = ()) -> Changes:
-    """Re-execute a proposed or synced block on ``state`` and check every header field
-    that execution determines. Raises InvalidBlock; ``state`` is never modified.
+    """THE answer to "is this block valid for the ledger?": its structure, its header
+    against the parent, every tx, and the state root they lead to. Raises InvalidBlock;
+    ``state`` is never modified, and the returned changes are bound to ``block`` so that
+    they, and only they, can commit it.
 
     ``verified`` holds tx ids whose signatures this node has already checked (mempool),
-    so each signature is verified once per node.
+    so each signature is verified once per node. Rules that need a clock (how far ahead
+    of local time a proposal may be dated) are not ledger rules: the consensus app that
+    holds the clock applies them.
     """
     header = block.header
     check_structure(block)
-    if header.chain_id != state.chain_id:
-        raise InvalidBlock(f"block is for chain {header.chain_id!r}")
-    if header.height != state.height + 1:
-        raise InvalidBlock(f"block height {header.height}, expected {state.height + 1}")
-    if header.prev_hash != state.last_hash:
-        raise InvalidBlock("block does not extend this node's head")
-    if header.time_ms <= state.last_time_ms:
-        raise InvalidBlock("block time is not after its parent's")
+    validate_header(state, header)
+    changes = apply_txs(state, block.txs, verified)
+    ensure(
+        changes.root_acc() == int.from_bytes(header.state_root, "big"),
+        InvalidBlock,
+        "state root does not match re-execution",
+    )
+    changes.block_hash = block.hash
+    return changes
+
+
+def validate_header(state: State, header: Header) -> None:
+    """The header rules that depend on the parent (the state's tip). Raises InvalidBlock."""
+    ensure(
+        header.chain_id == state.chain_id, InvalidBlock, "block is for chain {!r}", header.chain_id
+    )
+    ensure(
+        header.height == state.height + 1,
+        InvalidBlock,
+        "block height {}, expected {}",
+        header.height,
+        state.height + 1,
+    )
+    ensure(
+        header.prev_hash == state.last_hash, InvalidBlock, "block does not extend this node's head"
+    )
+    ensure(
+        header.time_ms > state.last_time_ms, InvalidBlock, "block time is not after its parent's"
+    )
+
+
+def apply_txs(state: State, txs: Iterable[Tx], verified: Container[bytes] = ()) -> Changes:
+    """Check and apply a block's txs in order on a fresh overlay of ``state``: one tx that
+    breaks a rule makes the whole block invalid. Raises InvalidBlock naming that tx."""
     changes = Changes(state)
-    for position, tx in enumerate(block.txs):
+    for position, tx in enumerate(txs):
         try:
             check_tx(changes, tx, verified)
         except TxRejected as exc:
             raise InvalidBlock(f"tx {position} ({tx.tx_id.hex()[:16]}…) rejected: {exc}") from None
-    if changes.root_acc().to_bytes(32, "big") != header.state_root:
-        raise InvalidBlock("state root does not match re-execution")
     return changes
 
 
@@ -354,7 +419,9 @@ def build_block(
     """Assemble the next block from candidates in order, skipping any that no longer apply.
 
     The time is raised to just after the parent's if the proposer's clock is behind, so
-    block times stay strictly increasing.
+    block times stay strictly increasing. The header and txs satisfy ``execute_block`` by
+    construction and ``check_structure`` checks what the caller supplied (``last_cert``),
+    so the changes are bound to the block without executing it again.
     """
     changes = Changes(state)
     included: list[Tx] = []
@@ -379,4 +446,7 @@ def build_block(
         state_root=changes.root_acc().to_bytes(32, "big"),
         last_cert_hash=cert_hash(last_cert),
     )
-    return Built(Block(header, tuple(included), last_cert), changes, tuple(rejected))
+    block = Block(header, tuple(included), last_cert)
+    check_structure(block)
+    changes.block_hash = block.hash
+    return Built(block, changes, tuple(rejected))

@@ -23,27 +23,33 @@ Keys (heights are 8-byte big-endian, so keys sort by height):
     B + account + token balance (absent when zero, as in State)
     N + account         nonce (the next one expected)
     A + account         name of the bank that registered the account
-    S + token           [minted, burned]
+    S + token           outstanding supply: minted (opening balances included) minus
+                        burned (absent when zero)
 """
 
 from __future__ import annotations
 
+import functools
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
+from typing import Concatenate, ParamSpec, TypeVar
 
 import msgpack
 import plyvel
 
 from chain.block import EMPTY_HASH, Block, CommitCertificate, Header
-from chain.errors import InvalidBlock, StoreError
+from chain.errors import InvalidBlock, StoreError, TxRejected, ensure
 from chain.genesis import Genesis
 from chain.state import Changes, State
 from chain.tx import KEY_SIZE, Tx, decode_tx
 
-SCHEMA_VERSION = 1
+P = ParamSpec("P")
+R = TypeVar("R")
+
+SCHEMA_VERSION = 2  # 2: a supply entry is the outstanding amount, not [minted, burned]
 
 _META = b"\x00meta"
 _HEAD = b"\x00head"
@@ -60,8 +66,30 @@ _height_key = struct.Struct(">Q").pack
 _location = struct.Struct(">QI")
 _LOCATION_SIZE = _location.size
 _pack = msgpack.Packer(use_bin_type=True).pack
-# What decoding corrupt entries can raise; _load turns each into a StoreError.
-_CORRUPT = (msgpack.UnpackException, ValueError, TypeError, InvalidBlock, struct.error)
+# What decoding corrupt entries can raise; ``_reads_disk`` turns each into a StoreError.
+_CORRUPT = (
+    msgpack.UnpackException,
+    ValueError,
+    TypeError,
+    IndexError,
+    InvalidBlock,
+    TxRejected,
+    struct.error,
+)
+
+
+def _reads_disk(method: Callable[Concatenate[Store, P], R]) -> Callable[Concatenate[Store, P], R]:
+    """The store trusts what it wrote and decodes it without the limits applied to peer
+    bytes, but entries damaged on disk still fail as one error: StoreError."""
+
+    @functools.wraps(method)
+    def reading(store: Store, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(store, *args, **kwargs)
+        except _CORRUPT as exc:
+            raise StoreError(f"store {store.path} is corrupt ({type(exc).__name__})") from exc
+
+    return reading
 
 
 def _unpack(data: bytes) -> object:
@@ -126,23 +154,24 @@ class Store:
     def commit_block(self, block: Block, cert: CommitCertificate, changes: Changes) -> None:
         """Persist an executed block and its certificate, then make it the committed state.
 
-        ``changes`` must come from executing ``block`` on ``self.state`` (execute_block or
-        build_block). Everything is written in one synced batch; if the write fails,
-        neither the disk nor ``self.state`` changed.
+        Whether the block is valid was decided by ``execute_block`` (or ``build_block``),
+        which bound ``changes`` to it; the store does not decide it again. It checks only
+        what writing needs: the changes are that block's execution on this store's state
+        as it is now (so the head, the block and the state entries belong together), and
+        the certificate is for this block (so a restart serves the right proof with it).
+        Everything is written in one synced batch; if the write fails, neither the disk
+        nor ``self.state`` changed.
         """
         header = block.header
         state = self.state
-        if changes.base is not state:
-            raise InvalidBlock("changes were not executed on this store's state")
-        if header.height != state.height + 1 or header.prev_hash != state.last_hash:
-            raise InvalidBlock(f"block {header.height} does not extend head {state.height}")
-        if cert.height != header.height or cert.block_hash != block.hash:
-            raise InvalidBlock("certificate is not for this block")
-        root = changes.root_acc().to_bytes(32, "big")
-        if root != header.state_root:
-            raise InvalidBlock("changes do not lead to the block's state root")
+        state.check_changes(changes, block.hash)
+        ensure(
+            cert.height == header.height and cert.block_hash == block.hash,
+            InvalidBlock,
+            "certificate is not for this block",
+        )
         height = _height_key(header.height)
-        head = Head(header.height, block.hash, header.time_ms, root)
+        head = Head(header.height, block.hash, header.time_ms, header.state_root)
         with self._db.write_batch(sync=True) as batch:
             put = batch.put
             put(_BLOCK + height, block.encode())
@@ -164,10 +193,12 @@ class Store:
 
     # -- reading (from disk: what a restart would see) --------------------------------------
 
+    @_reads_disk
     def block(self, height: int) -> Block | None:
         data = self._db.get(_BLOCK + _height_key(height)) if height >= 1 else None
         return None if data is None else Block.decode(data)
 
+    @_reads_disk
     def certificate(self, height: int) -> CommitCertificate | None:
         data = self._db.get(_CERT + _height_key(height)) if height >= 1 else None
         return None if data is None else CommitCertificate.decode(data)
@@ -186,6 +217,7 @@ class Store:
         data = self._db.get(_TX + tx_id)
         return None if data is None else _location.unpack(data)  # type: ignore[return-value]
 
+    @_reads_disk
     def tx(self, tx_id: bytes) -> Tx | None:
         """A committed transaction, decoding only its own bytes from its block."""
         location = self.tx_location(tx_id)
@@ -235,6 +267,7 @@ class Store:
             page.append(entry)
         return page, None
 
+    @_reads_disk
     def txs_at(self, locations: Iterable[tuple[int, int]]) -> list[tuple[Tx, int]]:
         """The committed txs at (height, position) locations, each with its block's time,
         in the order given; each block is read and unpacked once."""
@@ -274,10 +307,12 @@ class Store:
                 height, position = _location.unpack(key[-_LOCATION_SIZE:])
                 yield height, position, tx_id
 
+    @_reads_disk
     def balance(self, account: bytes, token: str) -> int:
         data = self._db.get(_BALANCE + account + token.encode())
         return 0 if data is None else _unpack(data)  # type: ignore[return-value]
 
+    @_reads_disk
     def balances(self, account: bytes) -> dict[str, int]:
         """Every non-zero balance of an account, by token."""
         prefix = _BALANCE + account
@@ -286,22 +321,22 @@ class Store:
             for key, value in self._db.iterator(prefix=prefix)
         }
 
+    @_reads_disk
     def nonce(self, account: bytes) -> int:
         data = self._db.get(_NONCE + account)
         return 0 if data is None else _unpack(data)  # type: ignore[return-value]
 
+    @_reads_disk
     def bank_of(self, account: bytes) -> str | None:
         """The bank that registered ``account``, or None if it is not registered."""
         data = self._db.get(_ACCOUNT + account)
         return None if data is None else data.decode()
 
-    def supply(self, token: str) -> tuple[int, int]:
-        """(minted, burned) of a token since genesis, opening balances counting as minted."""
+    @_reads_disk
+    def supply(self, token: str) -> int:
+        """The outstanding supply of a token: minted (opening balances included) minus burned."""
         data = self._db.get(_SUPPLY + token.encode())
-        if data is None:
-            return 0, 0
-        minted, burned = _unpack(data)  # type: ignore[misc]
-        return minted, burned
+        return 0 if data is None else _unpack(data)  # type: ignore[return-value]
 
     def size_bytes(self) -> int:
         """Bytes the database takes on disk."""
@@ -313,11 +348,9 @@ class Store:
         meta = self._db.get(_META)
         if meta is None:
             return self._create()
-        try:
-            return self._load_existing(meta)
-        except _CORRUPT as exc:
-            raise StoreError(f"store {self.path} is corrupt ({type(exc).__name__})") from exc
+        return self._load_existing(meta)
 
+    @_reads_disk
     def _load_existing(self, meta: bytes) -> tuple[State, Head]:
         db, genesis = self._db, self.genesis
         schema, chain_id, genesis_hash = _unpack(meta)  # type: ignore[misc]
@@ -340,7 +373,7 @@ class Store:
             },
             nonces={k[1:]: _unpack(v) for k, v in db.iterator(prefix=_NONCE)},
             accounts={k[1:]: v.decode() for k, v in db.iterator(prefix=_ACCOUNT)},
-            supply={k[1:].decode(): tuple(_unpack(v)) for k, v in db.iterator(prefix=_SUPPLY)},
+            supply={k[1:].decode(): _unpack(v) for k, v in db.iterator(prefix=_SUPPLY)},
             height=head.height,
             last_hash=head.hash,
             last_time_ms=head.time_ms,
@@ -377,22 +410,21 @@ def _write_entries(
     balances: dict[tuple[bytes, str], int],
     nonces: dict[bytes, int],
     accounts: dict[bytes, str],
-    supply: dict[str, tuple[int, int]],
+    supply: dict[str, int],
 ) -> None:
     """Queue state entries (a block's changes, or the genesis state) into a batch."""
     put, delete = batch.put, batch.delete
-    for (account, token), amount in balances.items():
-        key = _BALANCE + account + token.encode()
+    amounts = [(_BALANCE + a + token.encode(), v) for (a, token), v in balances.items()]
+    amounts += [(_SUPPLY + token.encode(), v) for token, v in supply.items()]
+    for key, amount in amounts:
         if amount:
             put(key, _pack(amount))
         else:
-            delete(key)  # State drops zero balances; the store must not resurrect them
+            delete(key)  # State drops zero amounts; the store must not resurrect them
     for account, nonce in nonces.items():
         put(_NONCE + account, _pack(nonce))
     for account, bank in accounts.items():
         put(_ACCOUNT + account, bank.encode())
-    for token, minted_burned in supply.items():
-        put(_SUPPLY + token.encode(), _pack(minted_burned))
 
 
 def _encode_head(head: Head) -> bytes:
@@ -402,8 +434,5 @@ def _encode_head(head: Head) -> bytes:
 def _decode_head(data: bytes | None, path: Path) -> Head:
     if data is None:
         raise StoreError(f"store {path} has a genesis but no head")
-    try:
-        height, block_hash, time_ms, state_root = _unpack(data)  # type: ignore[misc]
-    except _CORRUPT as exc:
-        raise StoreError(f"store {path} is corrupt ({type(exc).__name__})") from exc
+    height, block_hash, time_ms, state_root = _unpack(data)  # type: ignore[misc]
     return Head(height, block_hash, time_ms, state_root)

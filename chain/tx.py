@@ -3,7 +3,7 @@
 Wire form: ``body || signature`` where ``body`` is the msgpack of a fixed-order array
 ``[kind, chain_id, sender, nonce, to, token, amount, memo]`` and ``signature`` is the
 64-byte Ed25519 signature of ``body`` by ``sender``. A fixed-order array packs and
-unpacks several times faster than a map (notes/machine-limits.md), and signing the exact
+unpacks several times faster than a map, and signing the exact
 body bytes means nobody but the sender can produce a second encoding of the same
 transaction. Decoding re-packs the body and insists on byte equality, so a tx id
 (sha256 of the wire bytes) names exactly one transaction.
@@ -21,20 +21,24 @@ from nacl.bindings import crypto_sign_open
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey
 
-from chain.errors import Reason, TxRejected
+from chain.codec import (
+    KEY_SIZE,
+    MAX_CHAIN_ID_CHARS,
+    MAX_TX_BYTES,
+    SIGNATURE_SIZE,
+    TX_BODY,
+    unpack,
+)
+from chain.errors import DecodeError, Reason, TxRejected
 
-SIGNATURE_SIZE = 64
-KEY_SIZE = 32
 MAX_MEMO_BYTES = 256
 MAX_TOKEN_CHARS = 32
-MAX_CHAIN_ID_CHARS = 64
 MAX_AMOUNT = 2**63 - 1
 MAX_NONCE = 2**63 - 1
-MAX_TX_BYTES = 1024
 
 
 class TxKind(IntEnum):
-    """What a transaction does (DESIGN.md, "Ledger")."""
+    """What a transaction does."""
 
     REGISTER = 1  # a bank admits a KYC'd account
     MINT = 2  # the issuing bank credits a registered account (a deposit comes in)
@@ -97,9 +101,9 @@ def decode_tx(raw: bytes) -> Tx:
         raise TxRejected(Reason.MALFORMED, f"a transaction is 65..{MAX_TX_BYTES} bytes")
     body = raw[:-SIGNATURE_SIZE]
     try:
-        fields = _unpack(body)
-    except Exception as exc:  # msgpack raises several unrelated types on garbage
-        raise TxRejected(Reason.MALFORMED, f"undecodable body ({type(exc).__name__})") from None
+        fields = unpack(body, TX_BODY)
+    except DecodeError as exc:
+        raise TxRejected(Reason.MALFORMED, f"body: {exc}") from None
     if type(fields) is not list or len(fields) != 8:
         raise TxRejected(Reason.MALFORMED, "body must be an array of 8 fields")
     kind, chain_id, sender, nonce, to, token, amount, memo = fields
@@ -164,10 +168,6 @@ def verify_signature(tx: Tx) -> None:
 _KINDS = {int(k): k for k in TxKind}
 _pack = msgpack.Packer(use_bin_type=True).pack
 _sha256 = sha256
-
-
-def _unpack(body: bytes) -> object:
-    return msgpack.unpackb(body, raw=False, strict_map_key=True)
 
 
 def _slot_setter(name: str) -> Callable[[Tx, object], None]:

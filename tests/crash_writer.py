@@ -12,10 +12,9 @@ from __future__ import annotations
 import random
 import sys
 
-from chain.state import build_block
 from chain.store import Store
 from chain.tx import TxKind, sign_tx
-from tests.ledger_helpers import SGD, USD, certificate, key, make_genesis, pub
+from tests.ledger_helpers import SGD, USD, build_next, certificate, key, make_genesis, pub
 
 PAYERS = ["alice", "bob", "carol"]
 
@@ -44,16 +43,8 @@ def main(path: str, seed: int) -> None:
             next_nonce[signer] += 1
             txs.append(tx)
         # Txs that do not apply (a mint of SGD by JPM, an overdraft) are left out, and so
-        # are the later ones of the same sender: build_block keeps what is valid.
-        built = build_block(
-            state,
-            txs,
-            round=0,
-            proposer=pub("jpm-validator"),
-            time_ms=state.last_time_ms + 1,
-            last_cert=store.certificate(state.height) if state.height else None,
-            max_txs=1_000,
-        )
+        # are the later ones of the same sender: the block keeps what is valid.
+        built = build_next(store, txs)
         height = built.block.height
         print(f"committing {height}", flush=True)
         store.commit_block(built.block, certificate(built.block), built.changes)

@@ -6,13 +6,15 @@ that checks its work hold the same keys without passing secrets around.
 
 from __future__ import annotations
 
+from collections.abc import Container, Iterable
 from hashlib import sha256
 
 from nacl.signing import SigningKey
 
 from chain.block import Block, CommitCertificate
+from chain.codec import MAX_BLOCK_TXS
 from chain.genesis import Genesis, parse_genesis
-from chain.state import Changes, State, build_block
+from chain.state import Built, Changes, State, build_block
 from chain.store import Store
 from chain.tx import Tx
 
@@ -66,25 +68,41 @@ def make_genesis(chain_id: str = CHAIN_ID) -> Genesis:
 
 def certificate(block: Block) -> CommitCertificate:
     """A certificate of the right shape (signature checks belong to consensus/)."""
-    signature = key("jpm-validator").sign(block.hash).signature
-    return CommitCertificate(block.height, 0, block.hash, ((0, signature),))
+    return certificate_for(block.height, block.hash)
 
 
-def commit(store: Store, txs: list[Tx], *, verified: set[bytes] | None = None) -> Block:
-    """Build the next block from ``txs`` on the store's state and commit it; every tx
-    must apply."""
-    state = store.state
-    last_cert = store.certificate(state.height) if state.height else None
-    built = build_block(
+def certificate_for(height: int, block_hash: bytes) -> CommitCertificate:
+    signature = key("jpm-validator").sign(block_hash).signature
+    return CommitCertificate(height, 0, block_hash, ((0, signature),))
+
+
+def build_next(on: Store | State, txs: Iterable[Tx], *, verified: Container[bytes] = ()) -> Built:
+    """The next block on a store's (or a bare state's) head, from the ``txs`` that apply,
+    proposed by JPM's validator 1 ms after its parent, carrying the store's certificate
+    of the parent (a fresh one for a bare state)."""
+    state = on.state if isinstance(on, Store) else on
+    if not state.height:
+        last_cert = None
+    elif isinstance(on, Store):
+        last_cert = on.certificate(state.height)
+    else:
+        last_cert = certificate_for(state.height, state.last_hash)
+    return build_block(
         state,
         txs,
         round=0,
         proposer=pub("jpm-validator"),
         time_ms=state.last_time_ms + 1,
         last_cert=last_cert,
-        max_txs=len(txs) or 1,
-        verified=verified or (),
+        max_txs=MAX_BLOCK_TXS,
+        verified=verified,
     )
+
+
+def commit(store: Store, txs: list[Tx], *, verified: Container[bytes] = ()) -> Block:
+    """Build the next block from ``txs`` on the store's state and commit it; every tx
+    must apply."""
+    built = build_next(store, txs, verified=verified)
     assert not built.rejected, built.rejected
     store.commit_block(built.block, certificate(built.block), built.changes)
     return built.block
@@ -92,7 +110,7 @@ def commit(store: Store, txs: list[Tx], *, verified: set[bytes] | None = None) -
 
 def view(source: State | Changes) -> dict[str, dict]:
     """Every entry of a state, or of a state with uncommitted changes on top, as plain dicts
-    (zero balances dropped, as State drops them)."""
+    (zero balances and supplies dropped, as State drops them)."""
     base = source if isinstance(source, State) else source.base
     balances = dict(base.balances)
     nonces = dict(base.nonces)
@@ -107,5 +125,5 @@ def view(source: State | Changes) -> dict[str, dict]:
         "balances": {k: v for k, v in balances.items() if v},
         "nonces": nonces,
         "accounts": accounts,
-        "supply": supply,
+        "supply": {k: v for k, v in supply.items() if v},
     }

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from nacl.signing import SigningKey
 
+from chain.codec import MAX_VALIDATORS
 from chain.errors import GenesisError
 from chain.genesis import genesis_from_template, parse_genesis
 from chain.state import State
@@ -69,7 +70,7 @@ def test_the_example_genesis_is_the_template_with_the_example_keys(tmp_path: Pat
     )
     with Store.open(tmp_path / "db", example) as store:
         assert store.state.state_root == State(example).state_root
-        assert store.supply("HKD.HSBC") == (80_000_000, 0)
+        assert store.supply("HKD.HSBC") == 80_000_000
 
 
 def test_template_names_are_checked_before_any_key_is_made() -> None:
@@ -88,6 +89,31 @@ def test_opening_balances_above_the_issuance_cap_are_refused() -> None:
     for account in doc["accounts"][:2]:
         account["balances"] = {"USD.JPM": MAX_AMOUNT}
     with pytest.raises(GenesisError, match=r"USD\.JPM add up to more than"):
+        parse_genesis(doc)
+
+
+@pytest.mark.parametrize("decimals", [7, 18, -1, 2.0, True])
+def test_token_decimals_beyond_what_64_bit_amounts_hold_are_refused(decimals: object) -> None:
+    doc = json.loads((CONFIGS / "example-genesis.json").read_text())
+    doc["banks"][0]["tokens"][0]["decimals"] = decimals
+    with pytest.raises(GenesisError, match=r"decimals must be an integer 0-6, so that .* hold at"):
+        parse_genesis(doc)
+    doc["banks"][0]["tokens"][0]["decimals"] = 6
+    assert parse_genesis(doc).tokens["USD.JPM"].decimals == 6
+
+
+def test_more_banks_than_a_certificate_holds_are_refused() -> None:
+    doc = json.loads((CONFIGS / "example-genesis.json").read_text())
+    bank = doc["banks"][0]
+    doc["banks"] = [
+        dict(bank, name=f"B{i}", validator=f"{i:064x}", issuer=f"{i + 10**6:064x}", tokens=[])
+        for i in range(MAX_VALIDATORS + 1)
+    ]
+    doc["accounts"] = []
+    with pytest.raises(GenesisError, match="genesis needs 1-1000 banks, not 1001"):
+        parse_genesis(doc)
+    doc["banks"] = []
+    with pytest.raises(GenesisError, match="genesis needs 1-1000 banks, not 0"):
         parse_genesis(doc)
 
 

@@ -82,20 +82,20 @@ def test_register_admits_an_account_at_the_issuing_bank() -> None:
 def test_mint_credits_the_account_and_counts_as_issued() -> None:
     changes = applied(tx("jpm-issuer", MINT, to=pub("carol"), token=USD, amount=700))
     assert changes.balance(pub("carol"), USD) == 700
-    assert changes.supply_of(USD) == (101_700, 0)
+    assert changes.supply_of(USD) == 101_700
 
 
 def test_burn_debits_the_holder_and_counts_as_redeemed() -> None:
     changes = applied(tx("alice", BURN, token=USD, amount=300))
     assert changes.balance(pub("alice"), USD) == 99_700
-    assert changes.supply_of(USD) == (101_000, 300)
+    assert changes.supply_of(USD) == 100_700
 
 
 def test_transfer_moves_any_token_to_any_registered_account() -> None:
     changes = applied(tx("bob", TRANSFER, to=pub("alice"), token=SGD, amount=2_500, memo="PO-7"))
     assert changes.balance(pub("bob"), SGD) == 47_500
     assert changes.balance(pub("alice"), SGD) == 2_500
-    assert changes.supply_of(SGD) == (50_000, 0)
+    assert changes.supply_of(SGD) == 50_000
 
 
 def test_transfer_of_a_whole_balance_drops_the_entry() -> None:
@@ -243,11 +243,33 @@ def test_an_amount_over_the_maximum_is_a_bad_amount() -> None:
     )
 
 
-def test_minting_past_the_maximum_issuance_is_a_bad_amount() -> None:
-    # USD.JPM opens with 101,000 issued (alice's and bob's opening balances).
+def test_minting_past_the_maximum_outstanding_supply_is_a_bad_amount() -> None:
+    # USD.JPM opens with 101,000 outstanding (alice's and bob's opening balances).
     t = tx("jpm-issuer", MINT, to=pub("carol"), token=USD, amount=MAX_AMOUNT - 100_000)
     assert rejected_by_rules(t) is Reason.BAD_AMOUNT
     assert applied(tx("jpm-issuer", MINT, to=pub("carol"), token=USD, amount=MAX_AMOUNT - 101_000))
+
+
+def test_a_burn_frees_issuance_capacity_for_later_mints() -> None:
+    """The cap is on what is outstanding, not on what was ever minted: a token can issue
+    and redeem many times its cap over its life."""
+    room = MAX_AMOUNT - 101_000
+    changes = applied(tx("jpm-issuer", MINT, 0, to=pub("carol"), token=USD, amount=room))
+    over = tx("jpm-issuer", MINT, 1, to=pub("carol"), token=USD, amount=1)
+    assert rejected_by_rules(over, changes) is Reason.BAD_AMOUNT  # nothing changed
+    for cycle in range(3):  # redeem all of it, issue all of it again: thrice the cap
+        check_tx(changes, tx("carol", BURN, cycle, token=USD, amount=room))
+        assert changes.supply_of(USD) == 101_000
+        check_tx(changes, tx("jpm-issuer", MINT, 1 + cycle, to=pub("carol"), token=USD,
+                             amount=room))  # fmt: skip
+        assert changes.supply_of(USD) == MAX_AMOUNT
+    assert changes.balance(pub("carol"), USD) == room
+
+
+def test_the_outstanding_supply_cap_names_itself() -> None:
+    over = tx("jpm-issuer", MINT, to=pub("carol"), token=USD, amount=MAX_AMOUNT)
+    with pytest.raises(TxRejected, match=r"USD\.JPM outstanding supply would pass"):
+        check_tx(Changes(State(GENESIS)), over)
 
 
 @pytest.mark.parametrize("memo", ["x" * (MAX_MEMO_BYTES + 1), "€" * 90], ids=["ascii", "multibyte"])

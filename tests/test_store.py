@@ -10,7 +10,7 @@ import pytest
 
 from chain.block import CommitCertificate
 from chain.errors import InvalidBlock, StoreError
-from chain.state import Changes, State, apply_tx, build_block
+from chain.state import Changes, State, apply_tx
 from chain.store import Store
 from chain.tx import TxKind, sign_tx
 from tests.ledger_helpers import (
@@ -18,6 +18,7 @@ from tests.ledger_helpers import (
     GENESIS_TIME_MS,
     SGD,
     USD,
+    build_next,
     certificate,
     commit,
     key,
@@ -52,7 +53,7 @@ def test_a_new_store_holds_the_genesis_state(store: Store) -> None:
     assert store.balances(pub("bob")) == {SGD: 50_000, USD: 1_000}
     assert store.bank_of(pub("carol")) == "JPM"
     assert store.bank_of(pub("dave")) is None
-    assert store.supply(USD) == (101_000, 0)
+    assert store.supply(USD) == 101_000
     assert store.nonce(pub("alice")) == 0
     assert store.block(1) is None and store.certificate(1) is None
 
@@ -89,7 +90,7 @@ def test_disk_reads_follow_every_kind_of_change(store: Store) -> None:
     assert store.balance(pub("alice"), USD) == 99_000
     assert store.balance(pub("bob"), USD) == 0
     assert store.balances(pub("bob")) == {SGD: 50_000}  # a zero balance leaves no entry
-    assert store.supply(USD) == (101_500, 1_000)
+    assert store.supply(USD) == 100_500
     assert (store.nonce(pub("jpm-issuer")), store.nonce(pub("bob"))) == (2, 1)
 
 
@@ -129,20 +130,14 @@ def test_a_store_open_elsewhere_is_refused(store: Store) -> None:
 
 
 def test_commit_refuses_changes_executed_on_another_state(store: Store) -> None:
-    built = build_block(
-        State(GENESIS), [], round=0, proposer=pub("jpm-validator"),
-        time_ms=GENESIS_TIME_MS + 1, last_cert=None, max_txs=1,
-    )  # fmt: skip
-    with pytest.raises(InvalidBlock, match="not executed on this store"):
+    built = build_next(State(GENESIS), [])
+    with pytest.raises(InvalidBlock, match="not executed on this state"):
         store.commit_block(built.block, certificate(built.block), built.changes)
     assert store.head.height == 0 and store.block(1) is None
 
 
 def test_commit_refuses_a_certificate_for_another_block(store: Store) -> None:
-    built = build_block(
-        store.state, [], round=0, proposer=pub("jpm-validator"),
-        time_ms=GENESIS_TIME_MS + 1, last_cert=None, max_txs=1,
-    )  # fmt: skip
+    built = build_next(store, [])
     wrong = CommitCertificate(1, 0, bytes(32), ((0, bytes(64)),))
     with pytest.raises(InvalidBlock, match="certificate"):
         store.commit_block(built.block, wrong, built.changes)
@@ -150,20 +145,32 @@ def test_commit_refuses_a_certificate_for_another_block(store: Store) -> None:
 
 
 def test_commit_refuses_a_block_twice(store: Store) -> None:
-    block = commit(store, [pay("alice", 0, "carol", USD, 10)])
-    with pytest.raises(InvalidBlock, match="does not extend head 1"):
-        store.commit_block(block, certificate(block), Changes(store.state))
+    built = build_next(store, [pay("alice", 0, "carol", USD, 10)])
+    store.commit_block(built.block, certificate(built.block), built.changes)
+    with pytest.raises(InvalidBlock, match="not executed on this state at its current height"):
+        store.commit_block(built.block, certificate(built.block), built.changes)
     assert store.head.height == 1 and store.balance(pub("carol"), USD) == 10
 
 
-def test_commit_refuses_changes_that_do_not_lead_to_the_block_root(store: Store) -> None:
-    built = build_block(
-        store.state, [pay("alice", 0, "carol", USD, 10)], round=0,
-        proposer=pub("jpm-validator"), time_ms=GENESIS_TIME_MS + 1, last_cert=None, max_txs=9,
-    )  # fmt: skip
+def test_commit_refuses_a_rival_block_of_a_height_already_committed(store: Store) -> None:
+    first = build_next(store, [pay("alice", 0, "carol", USD, 10)])
+    rival = build_next(store, [pay("alice", 0, "carol", USD, 20)])
+    store.commit_block(first.block, certificate(first.block), first.changes)
+    with pytest.raises(InvalidBlock, match="not executed on this state at its current height"):
+        store.commit_block(rival.block, certificate(rival.block), rival.changes)
+    assert store.head.hash == first.block.hash and store.balance(pub("carol"), USD) == 10
+
+
+def test_commit_refuses_changes_that_are_not_the_blocks_execution(store: Store) -> None:
+    built = build_next(store, [pay("alice", 0, "carol", USD, 10)])
+    other = build_next(store, [pay("alice", 0, "carol", USD, 20)])
+    with pytest.raises(InvalidBlock, match="changes are not this block's"):
+        store.commit_block(built.block, certificate(built.block), other.changes)
     apply_tx(built.changes, pay("alice", 1, "carol", USD, 10))  # a write the block lacks
-    with pytest.raises(InvalidBlock, match="state root"):
+    with pytest.raises(InvalidBlock, match="changes are not this block's"):
         store.commit_block(built.block, certificate(built.block), built.changes)
+    with pytest.raises(InvalidBlock, match="changes are not this block's"):
+        store.commit_block(built.block, certificate(built.block), Changes(store.state))
     assert store.head.height == 0 and store.balance(pub("carol"), USD) == 0
 
 
@@ -304,3 +311,19 @@ def test_account_pages_never_split_a_block_and_cover_the_history(store: Store) -
     assert store.account_page(pub("erin")) == ([], None)
     with pytest.raises(ValueError, match="limit"):
         store.account_page(pub("alice"), limit=0)
+
+
+@pytest.mark.parametrize("garbage", [b"\xc1", b"\x93\x01\x02\x03", b"\xdd\xff\xff\xff\xff"])
+def test_a_garbled_block_reads_as_a_store_error(tmp_path: Path, garbage: bytes) -> None:
+    with Store.open(tmp_path / "db", GENESIS) as store:
+        block = commit(store, [pay("alice", 0, "carol", USD, 10)])
+        store._db.put(b"b" + (1).to_bytes(8, "big"), garbage)
+        store._db.put(b"c" + (1).to_bytes(8, "big"), garbage)
+        for read in (
+            lambda: store.block(1),
+            lambda: store.certificate(1),
+            lambda: store.tx(block.txs[0].tx_id),
+            lambda: store.txs_at([(1, 0)]),
+        ):
+            with pytest.raises(StoreError, match="is corrupt"):
+                read()
