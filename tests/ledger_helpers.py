@@ -9,14 +9,16 @@ from __future__ import annotations
 from collections.abc import Container, Iterable
 from hashlib import sha256
 
+import pytest
 from nacl.signing import SigningKey
 
 from chain.block import Block, CommitCertificate
 from chain.codec import MAX_BLOCK_TXS
+from chain.errors import Reason, TxRejected
 from chain.genesis import Genesis, parse_genesis
-from chain.state import Built, Changes, State, build_block
+from chain.state import Built, Changes, State, build_block, check_tx
 from chain.store import Store
-from chain.tx import Tx
+from chain.tx import ContractTerms, Milestone, Ref, SwapTerms, Tx, TxKind, sign_tx
 
 CHAIN_ID = "depnet-test"
 GENESIS_TIME_MS = 1_764_000_000_000
@@ -108,22 +110,133 @@ def commit(store: Store, txs: list[Tx], *, verified: Container[bytes] = ()) -> B
     return built.block
 
 
+TABLES = ("balances", "nonces", "accounts", "supply", "contracts", "offers", "frozen")
+_DROPPED_WHEN_EMPTY = ("balances", "supply", "frozen")  # as State drops them
+
+
 def view(source: State | Changes) -> dict[str, dict]:
     """Every entry of a state, or of a state with uncommitted changes on top, as plain dicts
-    (zero balances and supplies dropped, as State drops them)."""
+    (zero balances and supplies and lifted holds dropped, as State drops them)."""
     base = source if isinstance(source, State) else source.base
-    balances = dict(base.balances)
-    nonces = dict(base.nonces)
-    accounts = dict(base.accounts)
-    supply = dict(base.supply)
+    tables = {name: dict(getattr(base, name)) for name in TABLES}
     if isinstance(source, Changes):
-        balances.update(source.balances)
-        nonces.update(source.nonces)
-        accounts.update(source.accounts)
-        supply.update(source.supply)
-    return {
-        "balances": {k: v for k, v in balances.items() if v},
-        "nonces": nonces,
-        "accounts": accounts,
-        "supply": {k: v for k, v in supply.items() if v},
-    }
+        for name in TABLES:
+            tables[name].update(getattr(source, name))
+    for name in _DROPPED_WHEN_EMPTY:
+        tables[name] = {k: v for k, v in tables[name].items() if v}
+    return tables
+
+
+def rejection(changes: Changes, t: Tx) -> Reason:
+    """Run the full admission check of ``t``; assert that it was rejected and that it
+    changed nothing, the state root included. Returns the reason."""
+    before, root_before = view(changes), changes.root_acc()
+    with pytest.raises(TxRejected) as info:
+        check_tx(changes, t)
+    assert view(changes) == before
+    assert changes.root_acc() == root_before
+    return info.value.reason
+
+
+def at_time(changes: Changes, time_ms: int) -> Changes:
+    """The same writes, with the rules reading block time ``time_ms`` from now on: what
+    a later block on top of them would see."""
+    later = Changes(changes.base, time_ms)
+    for name in TABLES:
+        getattr(later, name).update(getattr(changes, name))
+    return later
+
+
+# -- programmable payments ------------------------------------------------------------------
+
+T0 = GENESIS_TIME_MS + 1  # the block time of a fresh Changes on the genesis state
+EXPIRY = T0 + 60_000
+TERMS_HASH = sha256(b"depnet-test terms").digest()
+
+
+def contract_terms(
+    approver: str = "carol",
+    milestones: dict[str, int] | None = None,
+    *,
+    expiry_ms: int = EXPIRY,
+    due: dict[str, int] | None = None,
+) -> ContractTerms:
+    """Terms of a contract approved by ``approver``: 30/70 of 1,000 by default."""
+    milestones = {"shipment": 300, "delivery": 700} if milestones is None else milestones
+    due = due or {}
+    return ContractTerms(
+        pub(approver),
+        expiry_ms,
+        TERMS_HASH,
+        tuple(Milestone(name, amount, due.get(name, 0)) for name, amount in milestones.items()),
+    )
+
+
+class Book:
+    """A ledger in progress for rule tests: txs signed with each sender's next nonce and
+    applied on one Changes, whose block time a test moves on with ``at``. ``applied``
+    keeps the applied txs in order, so a test can put them in blocks."""
+
+    def __init__(self, genesis: Genesis | None = None) -> None:
+        self.changes = Changes(State(genesis or make_genesis()))
+        self.applied: list[Tx] = []
+
+    def sign(self, signer: str, kind: TxKind, **fields: object) -> Tx:
+        nonce = self.changes.nonce(pub(signer))
+        return sign_tx(key(signer), kind, CHAIN_ID, nonce, **fields)  # type: ignore[arg-type]
+
+    def do(self, signer: str, kind: TxKind, **fields: object) -> Tx:
+        t = self.sign(signer, kind, **fields)
+        check_tx(self.changes, t)
+        self.applied.append(t)
+        return t
+
+    def refused(self, signer: str, kind: TxKind, **fields: object) -> Reason:
+        """The reason ``kind`` by ``signer`` is rejected (asserting it changed nothing)."""
+        return rejection(self.changes, self.sign(signer, kind, **fields))
+
+    def at(self, time_ms: int) -> Book:
+        self.changes = at_time(self.changes, time_ms)
+        return self
+
+    def balance(self, name: str, token: str) -> int:
+        return self.changes.balance(pub(name), token)
+
+    # the kinds, spelled with their usual fields
+
+    def open_contract(
+        self,
+        buyer: str = "alice",
+        supplier: str = "bob",
+        terms: ContractTerms | None = None,
+        token: str = USD,
+    ) -> bytes:
+        terms = terms or contract_terms()
+        total = sum(m.amount for m in terms.milestones)
+        t = self.do(
+            buyer, TxKind.CONTRACT_OPEN, to=pub(supplier), token=token, amount=total, args=terms
+        )
+        return t.tx_id
+
+    def on(self, signer: str, kind: TxKind, ref_id: bytes, milestone: str = "") -> Tx:
+        """A release, refund or cancel of a contract, or an accept or cancel of an offer."""
+        return self.sign(signer, kind, args=Ref(ref_id, milestone))
+
+    def offer(
+        self,
+        maker: str = "bob",
+        give: tuple[str, int] = (SGD, 1_350),
+        ask: tuple[str, int] = (USD, 1_000),
+        *,
+        to: str | None = None,
+        expiry_ms: int = EXPIRY,
+    ) -> bytes:
+        t = self.do(
+            maker,
+            TxKind.SWAP_OFFER,
+            to=pub(to) if to else b"",
+            token=give[0],
+            amount=give[1],
+            args=SwapTerms(ask[0], ask[1], expiry_ms),
+        )
+        return t.tx_id
