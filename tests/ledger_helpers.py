@@ -6,6 +6,7 @@ that checks its work hold the same keys without passing secrets around.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Container, Iterable
 from hashlib import sha256
 
@@ -25,11 +26,13 @@ GENESIS_TIME_MS = 1_764_000_000_000
 USD, SGD = "USD.JPM", "SGD.DBS"
 
 
+@functools.cache
 def key(name: str) -> SigningKey:
     """The signing key named ``name`` (a bank role like 'jpm-issuer' or a wallet name)."""
     return SigningKey(sha256(f"depnet-test/{name}".encode()).digest())
 
 
+@functools.cache
 def pub(name: str) -> bytes:
     return bytes(key(name).verify_key)
 
@@ -78,10 +81,16 @@ def certificate_for(height: int, block_hash: bytes) -> CommitCertificate:
     return CommitCertificate(height, 0, block_hash, ((0, signature),))
 
 
-def build_next(on: Store | State, txs: Iterable[Tx], *, verified: Container[bytes] = ()) -> Built:
+def build_next(
+    on: Store | State,
+    txs: Iterable[Tx],
+    *,
+    verified: Container[bytes] = (),
+    time_ms: int | None = None,
+) -> Built:
     """The next block on a store's (or a bare state's) head, from the ``txs`` that apply,
-    proposed by JPM's validator 1 ms after its parent, carrying the store's certificate
-    of the parent (a fresh one for a bare state)."""
+    proposed by JPM's validator at ``time_ms`` (by default 1 ms after its parent),
+    carrying the store's certificate of the parent (a fresh one for a bare state)."""
     state = on.state if isinstance(on, Store) else on
     if not state.height:
         last_cert = None
@@ -94,17 +103,23 @@ def build_next(on: Store | State, txs: Iterable[Tx], *, verified: Container[byte
         txs,
         round=0,
         proposer=pub("jpm-validator"),
-        time_ms=state.last_time_ms + 1,
+        time_ms=state.last_time_ms + 1 if time_ms is None else time_ms,
         last_cert=last_cert,
         max_txs=MAX_BLOCK_TXS,
         verified=verified,
     )
 
 
-def commit(store: Store, txs: list[Tx], *, verified: Container[bytes] = ()) -> Block:
+def commit(
+    store: Store,
+    txs: list[Tx],
+    *,
+    verified: Container[bytes] = (),
+    time_ms: int | None = None,
+) -> Block:
     """Build the next block from ``txs`` on the store's state and commit it; every tx
     must apply."""
-    built = build_next(store, txs, verified=verified)
+    built = build_next(store, txs, verified=verified, time_ms=time_ms)
     assert not built.rejected, built.rejected
     store.commit_block(built.block, certificate(built.block), built.changes)
     return built.block
