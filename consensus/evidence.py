@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from consensus.messages import Message, Proposal, Vote, signature_ok, signer_of
-from consensus.validators import ValidatorSet
+from consensus.messages import Message, Proposal, Vote, signer_of
+from consensus.validators import ValidatorSet, signature_ok
 
 
 class InvalidEvidence(Exception):

@@ -50,12 +50,12 @@ from chain.errors import InvalidBlock
 from chain.genesis import Genesis, parse_genesis
 from chain.state import State, execute_block
 from chain.tx import Tx, TxKind, sign_tx
-from consensus.engine import (
+from consensus.engine import Engine
+from consensus.events import (
     Action,
     Broadcast,
     Commit,
     CommitReceived,
-    Engine,
     Event,
     MessageReceived,
     RequestSync,
@@ -65,16 +65,14 @@ from consensus.engine import (
 )
 from consensus.evidence import Equivocation, InvalidEvidence, verify_equivocation
 from consensus.ledger_app import LedgerApp
-from consensus.messages import (
-    BadMessage,
-    Message,
-    Proposal,
-    decode_message,
-    encode_message,
+from consensus.messages import BadMessage, Message, Proposal, decode_message, encode_message
+from consensus.signer import MemorySignerStorage, Signer
+from consensus.validators import (
+    InvalidCertificate,
+    ValidatorSet,
+    verify_certificate,
     verify_message,
 )
-from consensus.signer import MemorySignerStorage, Signer
-from consensus.validators import InvalidCertificate, ValidatorSet, verify_certificate
 
 CHAIN_ID = "depnet-sim"
 GENESIS_TIME_MS = 1_764_000_000_000
@@ -388,8 +386,47 @@ class _Node:
     rewritten: dict[bytes, bytes] = field(default_factory=dict)  # invalid-block: A -> C
 
 
-# event kinds in the queue
-_DELIVER, _TIMER, _SYNC, _CRASH, _RESTART = range(5)
+# --- what the event queue holds ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Deliver:
+    """Wire bytes reach a node."""
+
+    node: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _Timer:
+    """A timeout the engine scheduled; void if the node crashed since (another epoch)."""
+
+    node: int
+    epoch: int
+    timeout: TimeoutFired
+
+
+@dataclass(frozen=True, slots=True)
+class _SyncReply:
+    """``peer`` answers the sync request ``node`` sent in ``epoch``."""
+
+    node: int
+    epoch: int
+    peer: int
+    from_height: int
+
+
+@dataclass(frozen=True, slots=True)
+class _CrashAt:
+    node: int
+
+
+@dataclass(frozen=True, slots=True)
+class _RestartAt:
+    node: int
+
+
+_SimEvent = _Deliver | _Timer | _SyncReply | _CrashAt | _RestartAt
 
 
 class Simulation:
@@ -400,7 +437,7 @@ class Simulation:
         self.rng = random.Random(config.seed)
         self.world = world(config.nodes)
         self.now = 0
-        self.queue: list[tuple[int, int, int, object]] = []
+        self.queue: list[tuple[int, int, _SimEvent]] = []  # (time, sequence, event)
         self.seq = 0
         self.events = 0
         self.sent = self.delivered = self.dropped = self.duplicated = self.sync_requests = 0
@@ -437,62 +474,58 @@ class Simulation:
         for node in self.nodes:
             self._boot(node)
         for crash in self.config.crashes:
-            self._push(crash.at_ms, _CRASH, crash.node)
-            self._push(crash.restart_ms, _RESTART, crash.node)
+            self._push(crash.at_ms, _CrashAt(crash.node))
+            self._push(crash.restart_ms, _RestartAt(crash.node))
         deadline = self.config.effective_deadline_ms
         target = self.config.heights
         while self.queue and not self.violations:
-            time, _, kind, payload = heapq.heappop(self.queue)
+            time, _, event = heapq.heappop(self.queue)
             if time > deadline or self.events >= MAX_EVENTS:
                 break
             self.now = time
             self.events += 1
-            self._dispatch(kind, payload)
+            self._dispatch(event)
             if all(len(n.committed) >= target for n in self.honest):
                 break
         return self._result()
 
-    def _push(self, time: int, kind: int, payload: object) -> None:
-        self.seq += 1
-        heapq.heappush(self.queue, (time, self.seq, kind, payload))
+    def _push(self, time: int, event: _SimEvent) -> None:
+        self.seq += 1  # ties run in the order pushed; events themselves are never compared
+        heapq.heappush(self.queue, (time, self.seq, event))
 
-    def _dispatch(self, kind: int, payload: object) -> None:
-        if kind == _DELIVER:
-            node_id, data = payload  # type: ignore[misc]
-            node = self.nodes[node_id]
-            msg = self._decode(data)
-            if node.engine is not None and msg is not None:
-                self.delivered += 1
-                self._handle(node, MessageReceived(msg))
-        elif kind == _TIMER:
-            node_id, epoch, event = payload  # type: ignore[misc]
-            node = self.nodes[node_id]
-            if node.engine is not None and node.epoch == epoch:
-                self._handle(node, event)
-        elif kind == _SYNC:
-            self._serve_sync(*payload)  # type: ignore[misc]
-        elif kind == _CRASH:
-            node = self.nodes[payload]  # type: ignore[index]
-            if self.rng.random() < 0.5:
-                node.crash_next = True  # die half-way through the next batch of actions
-            else:
-                self._crash(node)
-        else:
-            node = self.nodes[payload]  # type: ignore[index]
-            if node.engine is not None:
-                self._crash(node)
-            self._boot(node)
+    def _dispatch(self, event: _SimEvent) -> None:
+        node = self.nodes[event.node]
+        match event:
+            case _Deliver(data=data):
+                msg = self._decode(data)
+                if node.engine is not None and msg is not None:
+                    self.delivered += 1
+                    self._handle(node, MessageReceived(msg))
+            case _Timer(epoch=epoch, timeout=timeout):
+                if node.engine is not None and node.epoch == epoch:
+                    self._handle(node, timeout)
+            case _SyncReply():
+                self._serve_sync(event)
+            case _CrashAt():
+                if self.rng.random() < 0.5:
+                    node.crash_next = True  # die half-way through the next batch of actions
+                else:
+                    self._crash(node)
+            case _RestartAt():
+                if node.engine is not None:
+                    self._crash(node)
+                self._boot(node)
 
     def _decode(self, data: bytes) -> Message | None:
         """Decode and verify as the node does; the result is the same for every receiver
         of the same bytes, so each distinct message is checked once per run."""
         if data not in self.decoded:
             try:
-                msg: Message | None = decode_message(data)
-                verify_message(msg, self.world.validators, CHAIN_ID)  # type: ignore[arg-type]
+                msg = decode_message(data)
+                verify_message(msg, self.world.validators, CHAIN_ID)
+                self.decoded[data] = msg
             except BadMessage:
-                msg = None
-            self.decoded[data] = msg
+                self.decoded[data] = None
         return self.decoded[data]
 
     # --- nodes ------------------------------------------------------------------------------
@@ -531,8 +564,8 @@ class Simulation:
             if isinstance(action, Broadcast):
                 self._broadcast(node, action.message)
             elif isinstance(action, ScheduleTimeout):
-                event = TimeoutFired(action.kind, action.height, action.round)
-                self._push(self.now + action.delay_ms, _TIMER, (node.id, node.epoch, event))
+                timer = _Timer(node.id, node.epoch, action.timeout)
+                self._push(self.now + action.delay_ms, timer)
             elif isinstance(action, Commit):
                 self._commit(node, action.block, action.cert)
             elif isinstance(action, RequestSync):
@@ -650,10 +683,10 @@ class Simulation:
         if not self._reachable(node.id, peer.id) or self.rng.random() < self.config.drop:
             self.dropped += 1
             return
-        self._push(self.now + self._delay(), _DELIVER, (peer.id, data))
+        self._push(self.now + self._delay(), _Deliver(peer.id, data))
         if self.config.duplicate and self.rng.random() < self.config.duplicate:
             self.duplicated += 1
-            self._push(self.now + self._delay(), _DELIVER, (peer.id, data))
+            self._push(self.now + self._delay(), _Deliver(peer.id, data))
 
     def _request_sync(self, node: _Node, from_height: int) -> None:
         """Ask one random reachable peer for decided blocks; request and reply can be lost."""
@@ -670,13 +703,14 @@ class Simulation:
         if lost or not self._reachable(node.id, peer.id):
             return
         when = self.now + self._delay() + self._delay()
-        self._push(when, _SYNC, (node.id, node.epoch, peer.id, from_height))
+        self._push(when, _SyncReply(node.id, node.epoch, peer.id, from_height))
 
-    def _serve_sync(self, node_id: int, epoch: int, peer_id: int, from_height: int) -> None:
-        node, peer = self.nodes[node_id], self.nodes[peer_id]
-        if node.engine is None or node.epoch != epoch or peer.engine is None:
+    def _serve_sync(self, reply: _SyncReply) -> None:
+        node, peer = self.nodes[reply.node], self.nodes[reply.peer]
+        if node.engine is None or node.epoch != reply.epoch or peer.engine is None:
             return
-        for block, cert in peer.committed[from_height - 1 : from_height - 1 + SYNC_BATCH]:
+        start = reply.from_height - 1
+        for block, cert in peer.committed[start : start + SYNC_BATCH]:
             if node.engine is None:  # crashed half-way through
                 return
             self._handle(node, CommitReceived(block, cert))

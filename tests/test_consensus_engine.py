@@ -9,12 +9,12 @@ from dataclasses import replace
 import pytest
 
 from chain.block import Block, CommitCertificate
-from consensus.engine import (
+from consensus.engine import Engine
+from consensus.events import (
     Action,
     Broadcast,
     Commit,
     CommitReceived,
-    Engine,
     MessageReceived,
     RequestSync,
     ScheduleTimeout,
@@ -129,7 +129,7 @@ def test_commits_with_a_certificate_anyone_can_verify() -> None:
     assert commit.block == a and commit.cert.block_hash == a.hash
     verify_certificate(commit.cert, W.validators, CHAIN_ID)
     assert [i for i, _ in commit.cert.signatures] == [0, 1, 2]
-    assert ScheduleTimeout(TimeoutKind.COMMIT, 1, 0, 0) in actions
+    assert ScheduleTimeout(TimeoutFired(TimeoutKind.COMMIT, 1, 0), 0) in actions
     assert h.engine.step is Step.COMMIT
 
 
@@ -285,7 +285,7 @@ def test_restarted_proposer_resends_its_proposal_or_none_at_all() -> None:
     other = Harness(other_storage, clock_ms=5_000)
     assert not any(isinstance(a, Broadcast) for a in other.started)
     assert (other.engine.round, other.engine.step) == (3, Step.PROPOSE)
-    assert ScheduleTimeout(TimeoutKind.PROPOSE, 1, 3, 1000 + 500 * 3) in other.started
+    assert ScheduleTimeout(TimeoutFired(TimeoutKind.PROPOSE, 1, 3), 1000 + 500 * 3) in other.started
 
 
 def test_invalid_block_gets_a_nil_prevote() -> None:
@@ -312,11 +312,11 @@ def test_f_plus_one_messages_of_a_higher_round_skip_to_it() -> None:
 
 def test_timeouts_grow_with_the_round() -> None:
     h = Harness()
-    assert ScheduleTimeout(TimeoutKind.PROPOSE, 1, 0, 1000) in h.started
+    assert ScheduleTimeout(TimeoutFired(TimeoutKind.PROPOSE, 1, 0), 1000) in h.started
     actions = h.feed(*prevotes([1, 2], 2, None))  # skip to round 2
-    assert ScheduleTimeout(TimeoutKind.PROPOSE, 1, 2, 1000 + 500 * 2) in actions
+    assert ScheduleTimeout(TimeoutFired(TimeoutKind.PROPOSE, 1, 2), 1000 + 500 * 2) in actions
     actions = h.fire(TimeoutKind.PROPOSE, 2)  # our prevote is the third one of round 2
-    assert ScheduleTimeout(TimeoutKind.PREVOTE, 1, 2, 500 + 250 * 2) in actions
+    assert ScheduleTimeout(TimeoutFired(TimeoutKind.PREVOTE, 1, 2), 500 + 250 * 2) in actions
     assert Timeouts().delay(TimeoutKind.PRECOMMIT, 4) == 500 + 250 * 4
 
 
@@ -326,7 +326,7 @@ def test_resend_timer_rebroadcasts_own_votes_and_reschedules() -> None:
     [prevote] = [x.message for x in h.feed(propose(a, 0)) if isinstance(x, Broadcast)]
     actions = h.fire(TimeoutKind.RESEND, 0)
     assert [x.message for x in actions if isinstance(x, Broadcast)] == [prevote]
-    assert ScheduleTimeout(TimeoutKind.RESEND, 1, 0, 500) in actions
+    assert ScheduleTimeout(TimeoutFired(TimeoutKind.RESEND, 1, 0), 500) in actions
 
 
 def test_messages_two_heights_ahead_request_sync() -> None:

@@ -20,11 +20,15 @@ from consensus.messages import (
     decode_message,
     encode_message,
     proposal_sign_bytes,
-    verify_message,
     vote_sign_bytes,
 )
 from consensus.simulate import CHAIN_ID, GENESIS_TIME_MS, sim_app, world
-from consensus.validators import InvalidCertificate, ValidatorSet, verify_certificate
+from consensus.validators import (
+    InvalidCertificate,
+    ValidatorSet,
+    verify_certificate,
+    verify_message,
+)
 
 W = world(4)
 KEYS = W.keys

@@ -9,10 +9,10 @@ from hypothesis import strategies as st
 
 from chain.block import Block, CommitCertificate
 from cli.main import main
-from consensus.engine import (
+from consensus.engine import Engine
+from consensus.events import (
     Broadcast,
     CommitReceived,
-    Engine,
     MessageReceived,
     TimeoutFired,
     TimeoutKind,
