@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 
 from chain.block import Block, CommitCertificate
 from chain.errors import InvalidBlock
+from consensus.diagnose import EngineStatus
 from consensus.events import (
     Action,
     App,
@@ -147,24 +148,24 @@ class Engine:
         vote_set = votes.prevotes(round) if kind is VoteKind.PREVOTE else votes.precommits(round)
         return tuple(self.validators.pubkeys[i] for i in vote_set.voters())
 
-    def status(self) -> dict:
-        """A JSON-ready summary for the node's status endpoint and `depnet status`."""
+    def status(self) -> EngineStatus:
+        """For the node's status endpoint and `depnet status` (``consensus/diagnose.py``)."""
         s = self._s
         proposals = s.proposals.get(s.round, [])
-        return {
-            "height": self._height,
-            "round": s.round,
-            "step": s.step.name.lower(),
-            "proposer": self.validators.proposer(self._height, s.round).hex(),
-            "proposal": proposals[0].block.hash.hex() if proposals else None,
-            "prevotes": [k.hex() for k in self.voters(VoteKind.PREVOTE)],
-            "precommits": [k.hex() for k in self.voters(VoteKind.PRECOMMIT)],
-            "quorum": self.validators.quorum,
-            "validators": self.validators.n,
-            "locked_round": s.locked_round,
-            "valid_round": s.valid_round,
-            "evidence": len(self._evidence),
-        }
+        return EngineStatus(
+            height=self._height,
+            round=s.round,
+            step=s.step,
+            proposer=self.validators.proposer(self._height, s.round),
+            proposal=proposals[0].block.hash if proposals else None,
+            prevotes=self.voters(VoteKind.PREVOTE),
+            precommits=self.voters(VoteKind.PRECOMMIT),
+            quorum=self.validators.quorum,
+            validators=self.validators.n,
+            locked_round=s.locked_round,
+            valid_round=s.valid_round,
+            evidence=len(self._evidence),
+        )
 
     # --- driving the engine -------------------------------------------------------------
 

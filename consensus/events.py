@@ -68,6 +68,8 @@ class MessageReceived:
 
 @dataclass(frozen=True, slots=True)
 class TimeoutFired:
+    """A timer the engine asked for (``ScheduleTimeout``) ran out; stale ones are ignored."""
+
     kind: TimeoutKind
     height: int
     round: int
@@ -90,6 +92,8 @@ Event = MessageReceived | TimeoutFired | CommitReceived
 
 @dataclass(frozen=True, slots=True)
 class Broadcast:
+    """Send our own signed ``message`` to every peer (it is already counted here)."""
+
     message: Message
 
 

@@ -123,6 +123,16 @@ class Partition:
         groups = "|".join(",".join(str(n) for n in group) for group in self.groups)
         return f"{groups}@{self.start_ms}-{self.end_ms}"
 
+    @classmethod
+    def parse(cls, spec: str) -> Partition:
+        """The inverse of ``spec()``, e.g. ``0,1|2,3@1000-5000``; ValueError says why not."""
+        groups, start, end = _window(spec, "0,1|2,3")
+        try:
+            parsed = tuple(tuple(int(n) for n in g.split(",")) for g in groups.split("|"))
+        except ValueError:
+            raise ValueError(f"{spec!r}: groups are node ids like 0,1|2,3") from None
+        return cls(parsed, start, end)
+
 
 @dataclass(frozen=True, slots=True)
 class Crash:
@@ -135,6 +145,27 @@ class Crash:
 
     def spec(self) -> str:
         return f"{self.node}@{self.at_ms}-{self.restart_ms}"
+
+    @classmethod
+    def parse(cls, spec: str) -> Crash:
+        """The inverse of ``spec()``, e.g. ``2@1000-3000``; ValueError says why not."""
+        node, start, end = _window(spec, "NODE")
+        try:
+            return cls(int(node), start, end)
+        except ValueError:
+            raise ValueError(f"{spec!r}: NODE is a validator index") from None
+
+
+def _window(spec: str, what: str) -> tuple[str, int, int]:
+    """``WHAT@START-END`` -> (WHAT, START, END)."""
+    head, sep, window = spec.rpartition("@")
+    start, dash, end = window.partition("-")
+    try:
+        if not (sep and dash and head):
+            raise ValueError
+        return head, int(start), int(end)
+    except ValueError:
+        raise ValueError(f"{spec!r}: expected {what}@START-END (ms)") from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -472,7 +472,7 @@ class Node(NodeService):
                 "state_root": self.store.state.state_root.hex(),
                 "peer_ids": sorted(p.hex() for p in peers),
                 "seconds_since_commit": round(time.monotonic() - self.last_commit_time, 3),
-                "consensus": engine.status(),
+                "consensus": engine.status().to_json(),
             },
         )
 

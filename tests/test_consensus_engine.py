@@ -1,21 +1,16 @@
-"""Targeted tests of the Tendermint engine: one engine under test, the test plays the other
-three validators with their real keys, and blocks are real (built and executed on a real
-State). Each test names the case that breaks naive implementations."""
+"""Targeted tests of the Tendermint engine, one rule of Algorithm 1 at a time: one engine
+under test, the test plays the other three validators (``tests/consensus_helpers.py``).
+Each test names the case that breaks naive implementations."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-import pytest
-
-from chain.block import Block, CommitCertificate
-from consensus.engine import Engine
+from chain.block import CommitCertificate
 from consensus.events import (
-    Action,
     Broadcast,
     Commit,
     CommitReceived,
-    MessageReceived,
     RequestSync,
     ScheduleTimeout,
     TimeoutFired,
@@ -23,100 +18,23 @@ from consensus.events import (
     Timeouts,
 )
 from consensus.evidence import verify_equivocation
-from consensus.messages import Proposal, Step, Vote, VoteKind, proposal_sign_bytes, vote_sign_bytes
-from consensus.signer import DoubleSignRefused, MemorySignerStorage, Signer
-from consensus.simulate import (
-    CHAIN_ID,
-    GENESIS_TIME_MS,
-    SimConfig,
-    Simulation,
-    apply_decided,
-    sim_app,
-    world,
-)
+from consensus.messages import Proposal, Step, Vote, VoteKind, proposal_sign_bytes
+from consensus.simulate import CHAIN_ID, apply_decided
 from consensus.validators import verify_certificate
-
-W = world(4)
-KEYS = W.keys
-PUB = [bytes(k.verify_key) for k in KEYS]
-ME = 0  # proposer of height 1 is validator (1 + round) % 4: 1, 2, 3, then us in round 3
-
-
-class Harness:
-    """Drives one engine; ``storage`` survives a simulated crash (``restart``)."""
-
-    def __init__(self, storage: MemorySignerStorage | None = None, clock_ms: int = 1_000) -> None:
-        self.storage = storage or MemorySignerStorage()
-        self.app = sim_app(W, PUB[ME], lambda: GENESIS_TIME_MS + clock_ms)
-        self.engine = Engine(
-            CHAIN_ID,
-            W.validators,
-            Signer(KEYS[ME], self.storage, CHAIN_ID),
-            self.app,
-            height=1,
-            last_cert=None,
-            timeouts=Timeouts(),
-        )
-        self.started = self.engine.start()
-
-    def restart(self) -> Harness:
-        return Harness(self.storage)
-
-    def feed(self, *msgs: Proposal | Vote) -> list[Action]:
-        actions: list[Action] = []
-        for msg in msgs:
-            actions += self.engine.handle(MessageReceived(msg))
-        return actions
-
-    def fire(self, kind: TimeoutKind, round: int, height: int = 1) -> list[Action]:
-        return self.engine.handle(TimeoutFired(kind, height, round))
-
-
-def block(proposer: int, round: int = 0, time_offset: int = 0) -> Block:
-    """A valid height-1 block built by ``proposer``; ``time_offset`` makes a different one."""
-    app = sim_app(W, PUB[proposer], lambda: GENESIS_TIME_MS + 1_000 + time_offset)
-    return app.build_block(1, round, None)
-
-
-def propose(b: Block, round: int, pol_round: int = -1, height: int = 1) -> Proposal:
-    proposer = W.validators.index(W.validators.proposer(height, round))
-    sig = KEYS[proposer].sign(proposal_sign_bytes(CHAIN_ID, height, round, b.hash, pol_round))
-    return Proposal(height, round, b, pol_round, PUB[proposer], sig.signature)
-
-
-def vote(who: int, kind: VoteKind, round: int, block_hash: bytes | None, height: int = 1) -> Vote:
-    sig = KEYS[who].sign(vote_sign_bytes(CHAIN_ID, kind, height, round, block_hash)).signature
-    return Vote(kind, height, round, block_hash, PUB[who], sig)
-
-
-def prevotes(who: list[int], round: int, block_hash: bytes | None) -> list[Vote]:
-    return [vote(w, VoteKind.PREVOTE, round, block_hash) for w in who]
-
-
-def precommits(who: list[int], round: int, block_hash: bytes | None) -> list[Vote]:
-    return [vote(w, VoteKind.PRECOMMIT, round, block_hash) for w in who]
-
-
-def sent_votes(actions: list[Action], kind: VoteKind) -> list[bytes | None]:
-    return [
-        a.message.block_hash
-        for a in actions
-        if isinstance(a, Broadcast)
-        and isinstance(a.message, Vote)
-        and a.message.kind is kind
-        and a.message.validator == PUB[ME]
-    ]
-
-
-def commits(actions: list[Action]) -> list[Commit]:
-    return [a for a in actions if isinstance(a, Commit)]
-
-
-def decided_chain(heights: int) -> list[tuple[Block, CommitCertificate]]:
-    """Blocks 1..heights with certificates, decided by a fault-free simulation."""
-    sim = Simulation(SimConfig(nodes=4, heights=heights, seed=1))
-    assert sim.run().verdict == "ok"
-    return sim.nodes[1].committed
+from tests.consensus_helpers import (
+    KEYS,
+    PUB,
+    Harness,
+    W,
+    block,
+    commits,
+    decided_chain,
+    precommits,
+    prevotes,
+    propose,
+    sent_votes,
+    vote,
+)
 
 
 def test_commits_with_a_certificate_anyone_can_verify() -> None:
@@ -230,62 +148,6 @@ def test_prevotes_before_the_proposal_lead_to_a_precommit_when_it_arrives() -> N
     actions = h.feed(propose(a, 0))
     assert sent_votes(actions, VoteKind.PREVOTE) == [a.hash]
     assert sent_votes(actions, VoteKind.PRECOMMIT) == [a.hash]
-
-
-def test_restart_after_signing_a_precommit_never_signs_a_different_one() -> None:
-    h = Harness()
-    a = block(1)
-    h.feed(propose(a, 0))
-    lost = h.feed(*prevotes([1, 2], 0, a.hash))  # signed, then the node dies before sending
-    assert sent_votes(lost, VoteKind.PRECOMMIT) == [a.hash]
-    [precommit] = [x.message for x in lost if isinstance(x, Broadcast)]
-
-    again = h.restart()
-    assert again.engine.round == 0 and again.engine.step is Step.PRECOMMIT
-    assert again.engine.locked_round == 0
-    resent = [a.message for a in again.started if isinstance(a, Broadcast)]
-    assert precommit in resent  # the same signature: nothing new was signed
-    # Everything that would make a fresh node precommit nil in round 0:
-    actions = again.feed(*prevotes([1, 2, 3], 0, None))
-    actions += again.fire(TimeoutKind.PREVOTE, 0)
-    actions += again.fire(TimeoutKind.PROPOSE, 0)
-    assert sent_votes(actions, VoteKind.PRECOMMIT) == []
-    with pytest.raises(DoubleSignRefused):
-        again.engine.signer.sign_vote(VoteKind.PRECOMMIT, 1, 0, None)
-
-
-def test_restart_between_prevote_and_precommit_keeps_the_prevote() -> None:
-    h = Harness()
-    a, a2 = block(1), block(1, time_offset=1)
-    assert sent_votes(h.feed(propose(a, 0)), VoteKind.PREVOTE) == [a.hash]
-
-    again = h.restart()
-    assert again.engine.step is Step.PREVOTE
-    assert sent_votes(again.started, VoteKind.PREVOTE) == [a.hash]  # re-sent, not re-decided
-    # The proposer equivocates towards the restarted node: no second prevote.
-    assert sent_votes(again.feed(propose(a2, 0)), VoteKind.PREVOTE) == []
-    assert sent_votes(again.feed(propose(a, 0)), VoteKind.PREVOTE) == []  # A, re-sent
-    # A polka for A still lets it precommit A: it had not precommitted anything.
-    assert sent_votes(again.feed(*prevotes([1, 2], 0, a.hash)), VoteKind.PRECOMMIT) == [a.hash]
-    [commit] = commits(again.feed(*precommits([1, 2], 0, a.hash)))
-    assert commit.block == a
-
-
-def test_restarted_proposer_resends_its_proposal_or_none_at_all() -> None:
-    storage = MemorySignerStorage()
-    mine = sim_app(W, PUB[ME], lambda: GENESIS_TIME_MS + 1_000).build_block(1, 3, None)
-    proposal = Signer(KEYS[ME], storage, CHAIN_ID).sign_proposal(1, 3, mine, -1)  # then: crash
-    before = storage.data
-    # Restarted with the same clock, the app builds the same block: the same signature.
-    same = Harness(storage)
-    assert (same.engine.round, Broadcast(proposal) in same.started) == (3, True)
-    # With a later clock the block differs, and the signer will not sign a second one.
-    other_storage = MemorySignerStorage()
-    other_storage.data = before
-    other = Harness(other_storage, clock_ms=5_000)
-    assert not any(isinstance(a, Broadcast) for a in other.started)
-    assert (other.engine.round, other.engine.step) == (3, Step.PROPOSE)
-    assert ScheduleTimeout(TimeoutFired(TimeoutKind.PROPOSE, 1, 3), 1000 + 500 * 3) in other.started
 
 
 def test_invalid_block_gets_a_nil_prevote() -> None:

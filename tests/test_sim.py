@@ -241,3 +241,27 @@ def test_cli_reports_a_simulator_crash_in_one_line_with_its_reproducer(
     reproduce, error = result.stderr.strip().splitlines()
     assert reproduce.startswith("reproduce: depnet sim --nodes 4 --heights 3 --seed 9")
     assert error == "error: simulation failed with RuntimeError: boom"
+
+
+def test_cli_faults_line_names_byzantine_validators_not_a_count() -> None:
+    """`byzantine 2 (double-vote)` read like a count of two; it is validator index 2."""
+    args = ["sim", "--nodes", "7", "--heights", "1", "--seed", "3", "--byzantine", "2"]
+    out = CliRunner().invoke(main, args).output
+    [faults] = [line for line in out.splitlines() if line.startswith("faults: ")]
+    chosen = sorted(
+        Simulation(SimConfig(nodes=7, heights=1, seed=3, byzantine=2)).byzantine.items()
+    )
+    for index, mode in chosen:
+        assert f"byzantine: validator {index} ({mode})" in faults
+    assert CliRunner().invoke(main, args).output == out  # still deterministic
+
+
+def test_a_run_without_honest_nodes_is_refused_not_vacuously_ok() -> None:
+    """Safety and liveness are checked on honest nodes only: with every validator
+    byzantine nothing was checked, the verdict was OK (exit 0), and the text output
+    crashed on ``min()`` of no heights."""
+    with pytest.raises(ValueError, match="honest"):
+        SimConfig(nodes=4, heights=3, byzantine=4)
+    result = CliRunner().invoke(main, ["sim", "--nodes", "4", "--heights", "3", "--byzantine", "4"])
+    assert result.exit_code == 2 and "honest" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
