@@ -66,6 +66,13 @@ def _parsed(parse: Callable[[str], T], specs: tuple[str, ...]) -> tuple[T, ...]:
     metavar="NODE@START-END",
     help="e.g. 2@1000-3000: node 2 crashes at 1 s and restarts at 3 s. Repeatable.",
 )
+@click.option(
+    "--skew",
+    "skews",
+    multiple=True,
+    metavar="NODE=MS",
+    help="e.g. 2=-30000: node 2's clock runs 30 s behind. Repeatable.",
+)
 @click.option("--deadline", type=int, help="ms after the faults heal to reach the target.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
@@ -82,6 +89,7 @@ def sim(
     byzantine_mode: str,
     partitions: tuple[str, ...],
     crashes: tuple[str, ...],
+    skews: tuple[str, ...],
     deadline: int | None,
     as_json: bool,
 ) -> None:
@@ -90,7 +98,7 @@ def sim(
     Every run is reproducible: the same seed and flags print the same result. Exit code
     0 means ok, 1 a safety violation, 2 a liveness failure.
     """
-    from consensus.simulate import ByzantineMode, Crash, Partition, SimConfig, simulate
+    from consensus.simulate import ByzantineMode, Crash, Partition, SimConfig, Skew, simulate
 
     low, high = _delay(delay)
     try:
@@ -107,6 +115,7 @@ def sim(
             byzantine_mode=ByzantineMode(byzantine_mode),
             partitions=_parsed(Partition.parse, partitions),
             crashes=_parsed(Crash.parse, crashes),
+            skew=_parsed(Skew.parse, skews),
             deadline_ms=deadline,
         )
     except ValueError as exc:
@@ -142,6 +151,7 @@ def _print(result: SimResult) -> None:
     faults += [f"byzantine: validator {v} ({mode})" for v, mode in sorted(result.byzantine.items())]
     faults += [f"partition {p.spec()}" for p in cfg.partitions]
     faults += [f"crash {c.spec()}" for c in cfg.crashes]
+    faults += [f"clock of node {s.node} {s.ms:+} ms" for s in cfg.skew]
     echo(f"faults: {', '.join(faults)}")
     heights = sorted(result.committed.items())
     echo(

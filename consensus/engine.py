@@ -312,11 +312,20 @@ class Engine:
     # 22: upon <PROPOSAL, h_p, round_p, v, -1> from proposer(h_p, round_p)
     #     while step_p = propose
     def _prevote_fresh_proposal(self, proposal: Proposal) -> bool:
+        """Line 23 with proposer-based timestamps' timely(v): the block's time must suit
+        our clock now. Only here: a re-proposal (line 28) comes with 2f+1 prevotes, so f+1
+        honest validators found it timely; and a decided block (line 49, or by sync) is
+        committed whatever our clock says, or a node whose clock runs behind, or which
+        once judged a block early, could never follow the chain."""
         if proposal.pol_round != -1:
             return False
         s, block = self._s, proposal.block
-        # 23: if valid(v) and (lockedRound_p = -1 or lockedValue_p = v)
-        ok = (s.locked_round == -1 or s.locked_hash == block.hash) and self._valid(block)
+        # 23: if valid(v) and timely(v) and (lockedRound_p = -1 or lockedValue_p = v)
+        ok = (
+            (s.locked_round == -1 or s.locked_hash == block.hash)
+            and self._valid(block)
+            and self.app.timely(block)
+        )
         self._prevote(block.hash if ok else None)  # 24, 26
         return True
 

@@ -135,3 +135,8 @@ class App(Protocol):
         """Re-execute ``block`` on the current state; raise InvalidBlock if it does not
         apply. Called at most once per block hash per height by the engine."""
         ...
+
+    def timely(self, block: Block) -> bool:
+        """Whether ``block``'s time is acceptable by this validator's clock now. Asked
+        afresh each time the engine prevotes on a fresh proposal; never part of valid(v)."""
+        ...

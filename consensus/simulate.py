@@ -14,7 +14,8 @@ crashes, and a list of committed blocks that stands for its store.
 
 Faults: message drop, a delay distribution (with extra hold-back for reordering),
 duplication, partitions that heal at a given time, crash and restart (the engine is
-rebuilt from the signer storage and the committed blocks), and byzantine validators, made
+rebuilt from the signer storage and the committed blocks), clocks skewed by a given
+amount (every node's clock is off by a few ms anyway), and byzantine validators, made
 only from honest engines with shared keys or rewritten outbound messages
 (``Simulation._equivocate`` and ``Simulation._invalidate``), never from a hand-written
 evil engine:
@@ -156,6 +157,29 @@ class Crash:
             raise ValueError(f"{spec!r}: NODE is a validator index") from None
 
 
+@dataclass(frozen=True, slots=True)
+class Skew:
+    """Node ``node``'s clock runs ``ms`` ahead (negative: behind) of simulated time. It
+    dates the blocks it proposes by that clock and judges others' blocks timely by it."""
+
+    node: int
+    ms: int
+
+    def spec(self) -> str:
+        return f"{self.node}={self.ms}"
+
+    @classmethod
+    def parse(cls, spec: str) -> Skew:
+        """The inverse of ``spec()``, e.g. ``2=-30000``; ValueError says why not."""
+        node, sep, ms = spec.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            return cls(int(node), int(ms))
+        except ValueError:
+            raise ValueError(f"{spec!r}: expected NODE=MS, e.g. 2=-30000") from None
+
+
 def _window(spec: str, what: str) -> tuple[str, int, int]:
     """``WHAT@START-END`` -> (WHAT, START, END)."""
     head, sep, window = spec.rpartition("@")
@@ -185,6 +209,7 @@ class SimConfig:
     byzantine_mode: ByzantineMode = ByzantineMode.MIXED
     partitions: tuple[Partition, ...] = ()
     crashes: tuple[Crash, ...] = ()
+    skew: tuple[Skew, ...] = ()
     deadline_ms: int | None = None  # after the faults heal; default from ``heights``
 
     def __post_init__(self) -> None:
@@ -207,6 +232,11 @@ class SimConfig:
         for crash in self.crashes:
             if not 0 <= crash.node < self.nodes or not 0 <= crash.at_ms <= crash.restart_ms:
                 raise ValueError(f"crash {crash.spec()}: unknown node or restart before crash")
+        for skew in self.skew:
+            if not 0 <= skew.node < self.nodes:
+                raise ValueError(f"skew {skew.spec()}: no such node")
+        if len({skew.node for skew in self.skew}) != len(self.skew):
+            raise ValueError("one clock skew per node")
 
     @property
     def heal_ms(self) -> int:
@@ -241,6 +271,7 @@ class SimConfig:
             parts.append(f"--byzantine {self.byzantine} --byzantine-mode {self.byzantine_mode}")
         parts += [f"--partition '{p.spec()}'" for p in self.partitions]
         parts += [f"--crash {c.spec()}" for c in self.crashes]
+        parts += [f"--skew {s.spec()}" for s in self.skew]
         if self.deadline_ms is not None:
             parts.append(f"--deadline {self.deadline_ms}")
         return " ".join(parts)
@@ -263,6 +294,7 @@ class SimResult:
     byzantine: dict[int, ByzantineMode]  # validator index -> mode
     sim_time_ms: int
     events: int
+    decided_at_ms: dict[int, int]  # height -> when the first honest node committed it
 
     @property
     def exit_code(self) -> int:
@@ -477,6 +509,7 @@ class Simulation:
         self.reference = State(self.world.genesis)
         self.decided: dict[int, tuple[bytes, bytes]] = {}  # height -> (block hash, state root)
         self.decided_rounds: dict[int, int] = {}
+        self.decided_at: dict[int, int] = {}
         self.evidence: dict[tuple[bytes, int, int, str], Equivocation] = {}
         self.byzantine = self._choose_byzantine()
         self.nodes = self._make_nodes()
@@ -490,8 +523,9 @@ class Simulation:
 
     def _make_nodes(self) -> list[_Node]:
         keys = self.world.keys
+        skew = {s.node: s.ms for s in self.config.skew}
         nodes = [
-            _Node(v, keys[v], self.byzantine.get(v), self.rng.randrange(50))
+            _Node(v, keys[v], self.byzantine.get(v), skew.get(v, self.rng.randrange(50)))
             for v in range(self.config.nodes)
         ]
         for v, mode in self.byzantine.items():
@@ -563,7 +597,7 @@ class Simulation:
 
     def _boot(self, node: _Node) -> None:
         """Start (or restart) a node from what survives a crash: signer state and blocks."""
-        node.app = sim_app(self.world, bytes(node.key.verify_key), lambda: self.now + node.skew_ms)
+        node.app = sim_app(self.world, bytes(node.key.verify_key), lambda: self._clock(node))
         for block, _ in node.committed:
             apply_decided(node.app, block)
         last_cert = node.committed[-1][1] if node.committed else None
@@ -577,6 +611,10 @@ class Simulation:
             timeouts=SIM_TIMEOUTS,
         )
         self._carry_out(node, node.engine.start())
+
+    def _clock(self, node: _Node) -> int:
+        """The node's wall clock: simulated time from genesis, off by the node's skew."""
+        return GENESIS_TIME_MS + self.now + node.skew_ms
 
     def _crash(self, node: _Node) -> None:
         self._collect_evidence(node)
@@ -636,6 +674,7 @@ class Simulation:
             self.reference.commit(changes, block.header)
             self.decided[height] = (block.hash, self.reference.state_root)
             self.decided_rounds[height] = cert.round
+            self.decided_at[height] = self.now
             return
         decided_hash, root = self.decided[height]
         if block.hash != decided_hash:
@@ -806,6 +845,7 @@ class Simulation:
             byzantine=self.byzantine,
             sim_time_ms=self.now,
             events=self.events,
+            decided_at_ms=self.decided_at,
         )
 
 

@@ -238,3 +238,32 @@ def test_next_height_is_not_touched_before_the_commit_is_applied() -> None:
         if isinstance(x, Broadcast) and isinstance(x.message, Vote) and x.message.height == 2
     ]
     assert prevoted == [b2.hash]
+
+
+def test_a_block_once_judged_untimely_is_still_committed_when_decided() -> None:
+    """Time is a prevote condition only (line 23, as proposer-based timestamps make it),
+    never part of valid(v): a node whose clock runs behind, or which judged a block too
+    far ahead once, must still commit it on 2f+1 precommits (line 49) or with a valid
+    certificate from sync. Caching the time verdict with valid(v) left such a node stuck
+    at that height for good."""
+    early = block(1, time_offset=10_500)  # 10.5 s ahead of the harness clock
+    h = Harness()
+    assert sent_votes(h.feed(propose(early, 0)), VoteKind.PREVOTE) == [None]
+    [commit] = commits(h.feed(*precommits([1, 2, 3], 0, early.hash)))
+    assert commit.block == early
+    verify_certificate(commit.cert, W.validators, CHAIN_ID)
+
+    synced = Harness()
+    assert sent_votes(synced.feed(propose(early, 0)), VoteKind.PREVOTE) == [None]
+    assert commits(synced.engine.handle(CommitReceived(early, commit.cert))) == [commit]
+
+
+def test_a_polka_for_a_block_judged_untimely_still_gets_our_precommit() -> None:
+    """Line 36 asks valid(v), not timely(v): 2f+1 prevotes mean f+1 honest validators
+    found the block timely, and locking on it keeps the round able to decide."""
+    early = block(1, time_offset=10_500)
+    h = Harness()
+    h.feed(propose(early, 0))
+    actions = h.feed(*prevotes([1, 2, 3], 0, early.hash))
+    assert sent_votes(actions, VoteKind.PRECOMMIT) == [early.hash]
+    assert h.engine.locked_round == 0
