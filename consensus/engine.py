@@ -15,13 +15,17 @@ What the paper leaves to the implementation, and how it is done here:
   round (and its precommit for the previous height), so a lost message costs one resend
   interval. A re-proposal travels with the prevotes that justify it (its POL).
 * A validator that missed a decision asks for it: on a message two heights ahead at
-  once, and at each resend tick while some validator is at a higher height or a
-  precommit quorum names a block it never got, it emits ``RequestSync``; the caller
-  fetches decided blocks with their certificates and feeds them back as
-  ``CommitReceived``, which commits after checking both.
+  once, and at each resend tick while f+1 validators claim a higher height (one alone
+  for a few ticks per height: it may be lying) or a precommit quorum names a block it
+  never got, it emits ``RequestSync``; the caller fetches decided blocks with their
+  certificates and feeds them back as ``CommitReceived``, which commits after checking
+  both.
 * Decisions are applied by the caller: after a ``Commit`` the engine waits for the
   ``COMMIT`` timeout before it starts the next height, so it never builds or validates a
   block on a state that has not applied the commit yet.
+* Memory is bounded against a validator that signs as much as it likes: messages are
+  kept for rounds up to ours + ``ROUND_WINDOW`` (beyond, one integer per validator),
+  proposals only from the round's proposer, evidence once per validator, height and kind.
 * Safety lives in ``consensus/signer.py``: the engine asks the signer for every vote, and
   after a restart resumes from what the signer says it signed (round, step, the votes of
   that round) and from its lock, which keeps the locked block and its polka so that a
@@ -56,10 +60,14 @@ from consensus.signer import DoubleSignRefused, Lock, SignedRecord, Signer
 from consensus.validators import InvalidCertificate, ValidatorSet, verify_certificate
 from consensus.votes import HeightVoteSet
 
-MAX_ROUNDS_AHEAD = 1_000  # messages further ahead of our round are dropped (memory bound)
+# Memory bounds against a byzantine validator that signs as much as it likes; see
+# ``_on_message``, ``_buffer_next_height``, ``_record`` and ``consensus/votes.py``.
+ROUND_WINDOW = 4  # messages of rounds up to ours + this are kept; beyond, one int per sender
 MAX_PROPOSALS_PER_ROUND = 4  # an equivocating proposer cannot fill memory
 MAX_FUTURE_MESSAGES = 2_000  # buffered messages for the next height
 MAX_PENDING_COMMITS = 1_000  # decided blocks received ahead of our height
+EVIDENCE_HEIGHTS = 100  # equivocations of older heights are dropped
+AHEAD_TICKS = 20  # resend ticks per height one validator's claim to be ahead is believed
 
 
 @dataclass
@@ -109,11 +117,13 @@ class Engine:
         self._s = _Height(HeightVoteSet(validators))
         self._future: dict[tuple, Message] = {}  # messages for height + 1, deduplicated
         self._pending_commits: dict[int, tuple[Block, CommitCertificate]] = {}
-        self._ahead: dict[int, int] = {}  # validator index -> highest height seen above ours
+        # validator index -> (highest height it claimed above ours, resend ticks left in
+        # which that claim alone makes us ask for sync)
+        self._ahead: dict[int, tuple[int, int]] = {}
         self._sync_asked_at = 0  # our height when we last asked for sync on a far message
         self._last_precommit: Vote | None = None  # ours, that helped decide the last height
         self._evidence: list[Equivocation] = []
-        self._evidence_slots: set[tuple[bytes, int, int, str]] = set()
+        self._evidence_slots: set[tuple[bytes, int, str]] = set()
         self._resend_key: tuple[int, int] | None = None
         self._actions: list[Action] = []
         self._started = False
@@ -139,6 +149,13 @@ class Engine:
     @property
     def evidence(self) -> list[Equivocation]:
         return list(self._evidence)
+
+    @property
+    def held_blocks(self) -> int:
+        """Blocks held for this height, buffered for the next, or decided ahead of us: the
+        large items peers can make the engine keep (each bounded in ``_on_message``)."""
+        future = sum(isinstance(m, Proposal) for m in self._future.values())
+        return len(self._s.blocks) + future + len(self._pending_commits)
 
     def voters(self, kind: VoteKind, round: int | None = None) -> tuple[bytes, ...]:
         """Validators whose ``kind`` votes we hold for our height and ``round`` (default:
@@ -496,7 +513,9 @@ class Engine:
         self._last_cert = decision[1]
         # Line 53: the lock and the valid value are reset with everything else.
         self._s = _Height(HeightVoteSet(self.validators))
-        self._ahead = {i: h for i, h in self._ahead.items() if h > self._height}
+        # We progressed: the claims still above us are believed afresh.
+        self._ahead = {i: (h, AHEAD_TICKS) for i, (h, _) in self._ahead.items() if h > self._height}
+        self._prune_evidence()
         pending = self._pending_commits.pop(self._height, None)
         if pending is not None:
             self._on_commit_received(*pending)
@@ -511,25 +530,51 @@ class Engine:
     # --- inputs -------------------------------------------------------------------------
 
     def _on_message(self, msg: Message) -> None:
+        """Memory: a message of our height is kept only up to ``ROUND_WINDOW`` rounds
+        above ours; further ahead only the sender's highest round is (for line 55), and
+        peers resend their messages of the round they are in once we get there."""
         signer = signer_of(msg)
         if signer not in self.validators:
             return
+        index = self.validators.index(signer)
         if msg.height == self._height:
-            if self._s.step is not Step.COMMIT and msg.round <= self._s.round + MAX_ROUNDS_AHEAD:
+            if self._s.step is Step.COMMIT:
+                return
+            if msg.round > self._s.round + ROUND_WINDOW:
+                self._s.votes.note_far_round(index, msg.round)
+            else:
                 self._add_message(msg)
             return
         if msg.height < self._height:
             return
-        index = self.validators.index(signer)
-        self._ahead[index] = max(self._ahead.get(index, 0), msg.height)
+        claimed, ticks = self._ahead.get(index, (0, AHEAD_TICKS))
+        self._ahead[index] = (max(claimed, msg.height), ticks)
         if msg.height == self._height + 1:
-            key = _message_key(msg)
-            if key not in self._future and len(self._future) < MAX_FUTURE_MESSAGES:
-                self._future[key] = msg
+            self._buffer_next_height(msg)
         elif self._sync_asked_at != self._height:
             # Two heights ahead cannot be pipelining: we missed a decision.
             self._sync_asked_at = self._height
             self._actions.append(RequestSync(self._height))
+
+    def _buffer_next_height(self, msg: Message) -> None:
+        """Keep a message for height + 1 until we get there (a peer that decided first
+        already proposes and votes there). Memory: proposals only from the proposer of
+        (height + 1, r) for r <= ROUND_WINDOW, ``MAX_PROPOSALS_PER_ROUND`` per round (at
+        most 20 blocks of up to ``MAX_MESSAGE_BYTES``); ``MAX_FUTURE_MESSAGES`` messages
+        in all (votes ~200 bytes). What does not fit is dropped; resends bring it back."""
+        key = _message_key(msg)
+        if key in self._future or msg.round > ROUND_WINDOW:
+            return
+        if isinstance(msg, Proposal):
+            if msg.proposer != self.validators.proposer(self._height + 1, msg.round):
+                return
+            held = sum(
+                isinstance(m, Proposal) and m.round == msg.round for m in self._future.values()
+            )
+            if held >= MAX_PROPOSALS_PER_ROUND:
+                return
+        if len(self._future) < MAX_FUTURE_MESSAGES:
+            self._future[key] = msg
 
     def _add_message(self, msg: Message) -> None:
         if isinstance(msg, Proposal):
@@ -560,13 +605,23 @@ class Engine:
             self._record(prior, vote)
 
     def _record(self, first: Message, second: Message) -> None:
+        """Keep the first proof that a validator equivocated, per validator, height and
+        message kind: one proves it faulty, more add nothing. Memory: at most 3 records
+        (~1 KB each: proposals keep only their block's header) per validator per height,
+        for the last ``EVIDENCE_HEIGHTS`` heights."""
         evidence = detect(first, second)
         if evidence is None:
             return
-        slot = (evidence.validator, evidence.height, evidence.round, evidence.kind)
+        slot = (evidence.validator, evidence.height, evidence.kind)
         if slot not in self._evidence_slots:
             self._evidence_slots.add(slot)
-            self._evidence.append(evidence)
+            self._evidence.append(evidence.without_blocks())
+
+    def _prune_evidence(self) -> None:
+        oldest = self._height - EVIDENCE_HEIGHTS
+        if self._evidence and self._evidence[0].height < oldest:
+            self._evidence = [e for e in self._evidence if e.height >= oldest]
+            self._evidence_slots = {s for s in self._evidence_slots if s[1] >= oldest}
 
     def _on_timeout(self, event: TimeoutFired) -> None:
         s = self._s
@@ -619,11 +674,25 @@ class Engine:
                     self._actions.extend(Broadcast(v) for v in self._pol_votes(msg))
         if self._last_precommit is not None:
             self._actions.append(Broadcast(self._last_precommit))
-        # One validator ahead is enough: it may be the only one that can serve the block
-        # (the rest wait for a precommit it lost in a crash); a byzantine one claiming to be
-        # ahead only costs a request that returns nothing.
-        if any(h > self._height for h in self._ahead.values()) or s.missing_block:
+        if self._behind() or s.missing_block:
             self._actions.append(RequestSync(self._height))
+
+    def _behind(self) -> bool:
+        """Whether claims of a higher height make a sync request worth it (one resend tick).
+
+        f+1 validators claiming it include an honest one. One validator alone may be the
+        only one that can serve the block (the rest wait for a precommit it lost in a
+        crash), so its claim is believed too, but only for ``AHEAD_TICKS`` ticks per
+        height we reach: a byzantine validator claiming height 2**63-1 costs that many
+        requests per height, not one per tick for ever."""
+        if len(self._ahead) > self.validators.f:
+            return True
+        believed = False
+        for index, (claimed, ticks) in self._ahead.items():
+            if ticks > 0:
+                self._ahead[index] = (claimed, ticks - 1)
+                believed = True
+        return believed
 
     # --- outputs ------------------------------------------------------------------------
 

@@ -86,12 +86,20 @@ class VoteSet:
 
 
 class HeightVoteSet:
-    """Every vote of one height by (round, kind), and who sent anything in each round."""
+    """Every vote of one height by (round, kind), and who sent anything in each round.
+
+    Memory: the engine adds votes only for rounds up to its own round plus a small window
+    (``consensus.engine.ROUND_WINDOW``); of a validator's messages in rounds beyond that,
+    only the highest round is kept (``note_far_round``: one integer per validator), which
+    is all line 55 needs. Each kept (round, kind) holds at most
+    n * ``MAX_VALUES_PER_VALIDATOR`` votes of ~200 bytes.
+    """
 
     def __init__(self, validators: ValidatorSet) -> None:
         self.validators = validators
         self._sets: dict[tuple[int, VoteKind], VoteSet] = {}
         self._senders: dict[int, set[int]] = {}  # round -> validator indexes
+        self._far: dict[int, int] = {}  # validator index -> highest round beyond the window
         self.precommit_quorum_rounds: list[int] = []  # a value reached 2f+1 precommits here
 
     def prevotes(self, round: int) -> VoteSet:
@@ -126,10 +134,18 @@ class HeightVoteSet:
         """A message of any kind from validator ``index`` in ``round`` (proposals count too)."""
         self._senders.setdefault(round, set()).add(index)
 
+    def note_far_round(self, index: int, round: int) -> None:
+        """A message from validator ``index`` in a round too far ahead to be kept."""
+        self._far[index] = max(round, self._far.get(index, round))
+
     def highest_round_with_f_plus_one_above(self, round: int) -> int | None:
         """The highest round above ``round`` in which f+1 validators (so at least one
-        honest) sent something; None if there is none."""
-        higher = [
-            r for r, who in self._senders.items() if r > round and len(who) > self.validators.f
-        ]
+        honest) sent something; None if there is none. Of rounds too far ahead only each
+        validator's highest is known: if f+1 validators sent messages far ahead, the
+        lowest of their rounds is one that an honest validator has reached or passed."""
+        f = self.validators.f
+        higher = [r for r, who in self._senders.items() if r > round and len(who) > f]
+        far = sorted(self._far.values(), reverse=True)
+        if len(far) > f and far[f] > round:
+            higher.append(far[f])
         return max(higher, default=None)

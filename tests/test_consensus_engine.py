@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from chain.block import CommitCertificate
+from chain.block import Block, CommitCertificate
+from consensus.engine import AHEAD_TICKS, MAX_PROPOSALS_PER_ROUND, ROUND_WINDOW
 from consensus.events import (
     Broadcast,
     Commit,
@@ -267,3 +268,75 @@ def test_a_polka_for_a_block_judged_untimely_still_gets_our_precommit() -> None:
     actions = h.feed(*prevotes([1, 2, 3], 0, early.hash))
     assert sent_votes(actions, VoteKind.PRECOMMIT) == [early.hash]
     assert h.engine.locked_round == 0
+
+
+def signed_proposal(who: int, b: Block, round: int, height: int) -> Proposal:
+    """A proposal signed by ``who``, whether or not it is the round's proposer."""
+    sig = KEYS[who].sign(proposal_sign_bytes(CHAIN_ID, height, round, b.hash, -1)).signature
+    return Proposal(height, round, b, -1, PUB[who], sig)
+
+
+def variants(b: Block, count: int) -> list[Block]:
+    """``count`` distinct blocks (of no validity) shaped like ``b``."""
+    return [
+        replace(b, header=replace(b.header, time_ms=b.header.time_ms + i)) for i in range(count)
+    ]
+
+
+def test_only_the_next_heights_proposer_gets_a_few_proposals_buffered() -> None:
+    """A byzantine validator used to fill the next-height buffer with full blocks of any
+    proposer (2,000 of them, ~5 GB). Only the proposer of (h+1, r), for the first rounds,
+    may have proposals buffered, MAX_PROPOSALS_PER_ROUND per round."""
+    [(b1, c1), (b2, _)] = decided_chain(2)
+    h = Harness()
+    h.engine.handle(CommitReceived(b1, c1))  # the others are at height 2 already
+    assert W.validators.proposer(2, 0) == PUB[2]
+    h.feed(*[signed_proposal(3, b, 0, height=2) for b in variants(b2, 50)])  # not its turn
+    h.feed(*[signed_proposal(2, b, 0, height=2) for b in variants(b2, 50)])  # equivocating
+    h.feed(*[signed_proposal(2, b, 1_000, height=2) for b in variants(b2, 5)])  # far round
+    assert h.engine.held_blocks == MAX_PROPOSALS_PER_ROUND
+
+
+def test_messages_far_ahead_in_rounds_keep_one_integer_per_validator() -> None:
+    """Up to 4 blocks per round for every round up to 1,000 ahead used to be kept. Beyond
+    ROUND_WINDOW only each sender's highest round is, and that still lets f+1 validators
+    far ahead pull us there (line 55)."""
+    h = Harness()
+    a = block(1)
+    far = [r for r in range(ROUND_WINDOW + 1, 400) if W.validators.proposer(1, r) == PUB[3]]
+    h.feed(*[signed_proposal(3, b, r, height=1) for r in far for b in variants(a, 4)])
+    assert h.engine.held_blocks == 0 and h.engine.round == 0  # f = 1 could be lying
+    h.feed(vote(2, VoteKind.PREVOTE, 700, None))
+    assert h.engine.round == max(far)  # f+1 validators (2 and 3) are there or later
+
+
+def test_evidence_is_one_record_per_validator_height_and_kind_without_blocks() -> None:
+    """An equivocator used to leave a record per round and kind (1,000 per height seen),
+    each proposal record with two full blocks."""
+    h = Harness()
+    a, a2 = block(1), block(1, time_offset=1)
+    h.feed(propose(a, 0), propose(a2, 0))
+    for r in range(ROUND_WINDOW + 1):
+        for kind in (VoteKind.PREVOTE, VoteKind.PRECOMMIT):
+            h.feed(vote(2, kind, r, a.hash), vote(2, kind, r, None))
+    kinds = sorted((W.validators.index(e.validator), e.kind) for e in h.engine.evidence)
+    assert kinds == [(1, "proposal"), (2, "precommit"), (2, "prevote")]
+    [proposal_ev] = [e for e in h.engine.evidence if e.kind == "proposal"]
+    assert proposal_ev.first.block.txs == () and proposal_ev.second.block.txs == ()
+    for ev in h.engine.evidence:
+        verify_equivocation(ev, W.validators, CHAIN_ID)
+
+
+def test_a_lone_claim_of_a_far_height_stops_costing_sync_requests() -> None:
+    """One vote at height 2**63-1 made every node ask for sync on every resend tick for
+    ever. A claim of one validator is believed for AHEAD_TICKS ticks per height; claims
+    of f+1 validators (one of them honest) for as long as they hold."""
+    h = Harness()
+    actions = h.feed(vote(3, VoteKind.PREVOTE, 0, None, height=2**63 - 1))
+    for _ in range(AHEAD_TICKS + 10):
+        actions += h.fire(TimeoutKind.RESEND, 0)
+    assert actions.count(RequestSync(1)) == 1 + AHEAD_TICKS
+
+    h.feed(vote(2, VoteKind.PREVOTE, 0, None, height=3))  # now f+1 validators claim more
+    asked = [RequestSync(1) in h.fire(TimeoutKind.RESEND, 0) for _ in range(AHEAD_TICKS + 10)]
+    assert all(asked)
