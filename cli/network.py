@@ -41,6 +41,8 @@ from cli.processes import (
     stop_nodes,
     tail,
 )
+from consensus.diagnose import EngineStatus
+from consensus.diagnose import explain_stall as diagnose_stall
 from node.config import load_template
 from node.layout import (
     DEFAULT_BASE_PORT,
@@ -440,58 +442,21 @@ def _agreement(net: NetworkHome, live: list[dict]) -> dict:
 
 
 def explain_stall(net: NetworkHome, nodes: list[dict]) -> dict | None:
-    """Why no block has committed for STALL_SECONDS, from the live engines' vote tallies.
-
-    Each engine reports which validators it has prevotes and precommits from in its current
-    round. The round that tells most is the lowest current round among the live nodes at
-    the highest height (nodes further ahead have already voted in it); their views are
-    merged. A vote kind short of the quorum (2f+1) names the banks that stayed silent.
-    """
+    """Why no block has committed for STALL_SECONDS, from the live engines' vote tallies
+    (``consensus.diagnose.explain_stall``), and which nodes do not answer."""
     live = [n for n in nodes if n["up"]]
     if not live or min(n["seconds_since_commit"] for n in live) < STALL_SECONDS:
         return None
     genesis = net.genesis()
-    bank_of = {b.validator.hex(): b.name for b in genesis.banks}
-    banks = [b.name for b in genesis.banks]
-    height = max(n["consensus"]["height"] for n in live)
-    at_height = [n["consensus"] for n in live if n["consensus"]["height"] == height]
-    round_ = min(c["round"] for c in at_height)
-    in_round = [c for c in at_height if c["round"] == round_]
-    quorum = in_round[0]["quorum"]
-    tallies = {
-        kind: [b for b in banks if b in {bank_of.get(v, v) for c in in_round for v in c[kind]}]
-        for kind in ("prevotes", "precommits")
-    }
-    summary = f"stalled at height {height} round {round_}: "
-    silent: list[str] = []
-    short = [kind for kind in ("prevotes", "precommits") if len(tallies[kind]) < quorum]
-    if short:
-        kind = short[0]
-        silent = [b for b in banks if b not in tallies[kind]]
-        summary += (
-            f"{kind} from {len(tallies[kind])} of {len(banks)} banks "
-            f"({', '.join(silent)} silent); {quorum} needed"
-        )
-    else:
-        summary += "a quorum has voted but the block is not committed yet"
-    proposer = bank_of.get(in_round[0]["proposer"], "?")
-    if not any(c["proposal"] for c in in_round):
-        summary += f"; no proposal from {proposer}, this round's proposer"
+    bank_of = {b.validator: b.name for b in genesis.banks}
+    statuses = [EngineStatus.from_json(n["consensus"]) for n in live]
+    stall = diagnose_stall(statuses, genesis.validators).to_json(lambda v: bank_of.get(v, "?"))
+    summary = stall.pop("summary")
     down = [n["bank"] for n in nodes if not n["up"]]
     if down:
         summary += f"; not answering: {', '.join(down)} (`depnet up` restarts stopped nodes)"
-    return {
-        "height": height,
-        "round": round_,
-        "quorum": quorum,
-        "validators": len(banks),
-        "prevotes": tallies["prevotes"],
-        "precommits": tallies["precommits"],
-        "silent": silent,
-        "proposer": proposer,
-        "seconds_since_commit": min(n["seconds_since_commit"] for n in live),
-        "summary": summary,
-    }
+    seconds = min(n["seconds_since_commit"] for n in live)
+    return stall | {"seconds_since_commit": seconds, "summary": summary}
 
 
 # --- logs ------------------------------------------------------------------------------

@@ -26,21 +26,25 @@ from chain.block import Block, CommitCertificate
 from chain.errors import InvalidBlock, TxRejected
 from chain.store import Store
 from chain.tx import decode_tx
-from consensus.engine import (
+from consensus.engine import Engine
+from consensus.events import (
     Broadcast,
     Commit,
     CommitReceived,
-    Engine,
     MessageReceived,
     RequestSync,
     ScheduleTimeout,
-    TimeoutFired,
 )
 from consensus.ledger_app import LedgerApp
-from consensus.messages import BadMessage, decode_message, encode_message, verify_message
+from consensus.messages import BadMessage, decode_message, encode_message
 from consensus.messages import Message as ConsensusMessage
 from consensus.signer import FileSignerStorage, Signer
-from consensus.validators import InvalidCertificate, ValidatorSet, verify_certificate
+from consensus.validators import (
+    InvalidCertificate,
+    ValidatorSet,
+    verify_certificate,
+    verify_message,
+)
 from node.api import (
     AccountInfo,
     AccountTx,
@@ -191,7 +195,7 @@ class Node(NodeService):
 
     async def _timer(self, action: ScheduleTimeout) -> None:
         await trio.sleep(action.delay_ms / 1000)
-        await self.events_send.send(TimeoutFired(action.kind, action.height, action.round))
+        await self.events_send.send(action.timeout)
 
     def _commit(self, block: Block, cert: CommitCertificate) -> None:
         changes = self.app.take_changes(block)
@@ -468,7 +472,7 @@ class Node(NodeService):
                 "state_root": self.store.state.state_root.hex(),
                 "peer_ids": sorted(p.hex() for p in peers),
                 "seconds_since_commit": round(time.monotonic() - self.last_commit_time, 3),
-                "consensus": engine.status(),
+                "consensus": engine.status().to_json(),
             },
         )
 
