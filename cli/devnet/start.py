@@ -1,32 +1,22 @@
-"""Validator processes on this machine: start in the background, find by pid file, stop.
+"""Creating a network home and starting its validator processes in the background.
 
-A node started by `depnet up` runs in its own session (so Ctrl-C in the terminal that
-started it does not reach it) and writes its pid to ``<node home>/node.pid``. A pid file
-can outlive its process and the pid can be reused, so a pid only counts as our node while
-that process's command line still names the node's home.
+A node started here runs ``python -m cli node run`` in its own session (so Ctrl-C in the
+terminal that started it does not reach it) and writes its pid to ``<node home>/node.pid``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
-from collections import deque
-from dataclasses import dataclass
 from pathlib import Path
 
-from node.config import NodeHome
-
-STOP_TIMEOUT = 10.0
-
-
-def console_log(home: NodeHome) -> Path:
-    """The node process's stdout/stderr: what it prints before its own log is set up."""
-    return home.path / "console.log"
+from cli.devnet.errors import DevnetError
+from cli.devnet.health import console_log, running_pid
+from node.config import NodeHome, load_template
+from node.layout import NetworkHome, NodeEntry, create_network, default_ports
 
 
 def node_command(home: NodeHome) -> list[str]:
@@ -48,68 +38,54 @@ def start_node(home: NodeHome) -> subprocess.Popen:
     return process
 
 
-def running_pid(home: NodeHome) -> int | None:
-    """The pid of this node's live process, or None (no pid file, or a stale one)."""
-    try:
-        pid = int(home.pid_file.read_text().strip())
-    except (OSError, ValueError):
-        return None
-    return pid if _is_node(pid, home) else None
+def start_network(net: NetworkHome) -> dict[str, subprocess.Popen]:
+    """Start the nodes that are not running; return their processes by bank.
+
+    Every port they need is checked first, so a busy port starts nothing."""
+    to_start = [e for e in net.nodes() if running_pid(net.node_home(e.bank)) is None]
+    for entry in to_start:
+        for port in node_ports(entry):
+            if port_in_use(port):
+                raise DevnetError(
+                    f"port {port} in use on 127.0.0.1 (needed by {entry.bank}); stop whatever "
+                    "holds it, or re-create the network with `depnet init --force --base-port`"
+                )
+    return {e.bank: start_node(net.node_home(e.bank)) for e in to_start}
 
 
-def _is_node(pid: int, home: NodeHome) -> bool:
-    if not _alive(pid):
-        return False
-    try:
-        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return True  # no /proc (macOS): trust the pid file
-    return str(home.path.resolve()).encode() in args
+def init_network(
+    home: Path, banks: int | None, banks_file: Path | None, base_port: int, *, force: bool
+) -> NetworkHome:
+    """Check that nothing is in the way (existing network, running nodes, busy ports), then
+    write the network with node/layout.create_network."""
+    net = NetworkHome(Path(home))
+    if net.exists():
+        if not force:
+            raise DevnetError(f"a network already exists at {net.path} (use --force to replace it)")
+        running = [e.bank for e in net.nodes() if running_pid(net.node_home(e.bank))]
+        if running:
+            raise DevnetError(f"nodes {', '.join(running)} are running; `depnet down` them first")
+    template = load_template(banks_file)
+    count = len(template["banks"][:banks])
+    for p2p, api in default_ports(count, base_port):
+        for port in (p2p, api):
+            if port_in_use(port):
+                raise DevnetError(
+                    f"port {port} in use on 127.0.0.1; pick other ports with --base-port"
+                )
+    return create_network(
+        net.path,
+        template,
+        banks=banks,
+        base_port=base_port,
+        genesis_time_ms=time.time_ns() // 1_000_000,
+        force=force,
+    )
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie still answers kill(0); its parent just has not reaped it yet
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-@dataclass(frozen=True)
-class Stopped:
-    bank: str
-    pid: int
-    killed: bool  # True if it ignored SIGTERM until the timeout and got SIGKILL
-
-
-def stop_nodes(homes: dict[str, NodeHome], timeout: float = STOP_TIMEOUT) -> list[Stopped]:
-    """SIGTERM every running node, SIGKILL those still alive after ``timeout``."""
-    running = {bank: pid for bank, home in homes.items() if (pid := running_pid(home))}
-    for pid in running.values():
-        _signal(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(_alive(pid) for pid in running.values()):
-        time.sleep(0.05)
-    stopped = []
-    for bank, pid in running.items():
-        killed = _alive(pid)
-        if killed:
-            _signal(pid, signal.SIGKILL)
-        stopped.append(Stopped(bank, pid, killed))
-    for home in homes.values():
-        home.pid_file.unlink(missing_ok=True)
-    return stopped
-
-
-def _signal(pid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):  # it exited on its own meanwhile
-        os.kill(pid, sig)
+def node_ports(entry: NodeEntry) -> tuple[int, int]:
+    """The node's (p2p, API) ports, read from its addresses."""
+    return int(entry.p2p_address.rsplit("/", 1)[1]), int(entry.api_url.rsplit(":", 1)[1])
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
@@ -123,10 +99,16 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
     return False
 
 
-def tail(path: Path, lines: int) -> list[str]:
-    """The last ``lines`` lines of a text file (empty if it does not exist)."""
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct ports that were free on 127.0.0.1 a moment ago (held together while
+    choosing, so they differ; another program could still take one before a node binds)."""
+    socks = []
     try:
-        with path.open(errors="replace") as f:
-            return [line.rstrip("\n") for line in deque(f, maxlen=lines)]
-    except FileNotFoundError:
-        return []
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.1", 0))
+            socks.append(sock)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for sock in socks:
+            sock.close()
