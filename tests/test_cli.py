@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -512,6 +513,19 @@ def test_down_stops_running_nodes_and_removes_pid_files(home: Path) -> None:
         for process in sleepers:
             process.kill()
             process.wait()
+
+
+def test_a_paused_process_stops_on_sigterm_without_sigkill() -> None:
+    from cli.devnet.stop import stop_pids
+
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        sleeper.send_signal(signal.SIGSTOP)
+        assert stop_pids({"sleeper": sleeper.pid}, timeout=5.0) == {"sleeper": False}
+        assert sleeper.wait(timeout=5.0) == -signal.SIGTERM
+    finally:
+        sleeper.kill()
+        sleeper.wait()
 
 
 def test_a_stale_pid_file_is_not_a_running_node(home: Path) -> None:

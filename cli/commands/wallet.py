@@ -261,13 +261,7 @@ def _account_info(client: NodeClient, account: bytes, label: str) -> dict:
 @send_options
 def transfer(sender: str, recipient: str, money: Money, sending: Sending) -> None:
     """Pay a registered account in any bank's token; waits for the commit by default."""
-    _send_money(
-        TxKind.TRANSFER,
-        lambda net: signing_wallet(net, sender),
-        lambda net: resolve_party(net, recipient),
-        money,
-        sending,
-    )
+    _send_money(TxKind.TRANSFER, lambda net: signing_wallet(net, sender), recipient, money, sending)
 
 
 @wallet.command()
@@ -277,13 +271,7 @@ def transfer(sender: str, recipient: str, money: Money, sending: Sending) -> Non
 @send_options
 def mint(bank: str, recipient: str, money: Money, sending: Sending) -> None:
     """A deposit comes in: the issuing bank credits a registered account with its token."""
-    _send_money(
-        TxKind.MINT,
-        lambda net: _issuer_wallet(net, net.genesis(), bank),
-        lambda net: resolve_party(net, recipient),
-        money,
-        sending,
-    )
+    _send_money(TxKind.MINT, lambda net: _issuer_wallet(net, bank), recipient, money, sending)
 
 
 @wallet.command()
@@ -298,18 +286,18 @@ def burn(holder: str, money: Money, sending: Sending) -> None:
 def _send_money(
     kind: TxKind,
     signer: Callable[[NetworkHome], Wallet],
-    to: Callable[[NetworkHome], Party] | None,
+    recipient: str | None,
     money: Money,
     sending: Sending,
 ) -> None:
-    """Check the token, the signer, the payee and the amount, in that order (the first
-    that is wrong is the error shown), then send the payment."""
+    """Check the token, the signer (``signer(net)``), the recipient and the amount, in
+    that order (the first that is wrong is the error shown), then send the payment."""
     net = open_network(sending.home)
     token = find_token(net.genesis(), money.token)
     payment = Payment(
         kind,
         signer(net),
-        to(net) if to is not None else None,
+        resolve_party(net, recipient) if recipient is not None else None,
         token,
         parse_amount(money.amount, token),
         money.memo,
@@ -325,7 +313,7 @@ def new(name: str, bank: str, sending: Sending) -> None:
     """Create a key pair, register it at BANK, and save it as wallet NAME."""
     net = open_network(sending.home)
     _check_new_name(net, name)
-    issuer = _issuer_wallet(net, net.genesis(), bank)
+    issuer = _issuer_wallet(net, bank)
     created = new_wallet(name, issuer.bank)
     party = Party(name, bytes.fromhex(created.account), created.bank)
     _register(net, issuer, party, created, sending)
@@ -344,7 +332,7 @@ def register(account: str, bank: str, name: str | None, sending: Sending) -> Non
         raise CliError(f"account {account!r} is not 64 hex characters (a public key)")
     if name is not None:
         _check_new_name(net, name)
-    issuer = _issuer_wallet(net, net.genesis(), bank)
+    issuer = _issuer_wallet(net, bank)
     label = name or short_hex(key.hex())
     watch = Wallet(name, issuer.bank, key.hex(), "") if name else None
     _register(net, issuer, Party(label, key, issuer.bank), watch, sending)
@@ -374,9 +362,9 @@ def _check_new_name(net: NetworkHome, name: str) -> None:
         raise CliError(f"a wallet named {name!r} already exists")
 
 
-def _issuer_wallet(net: NetworkHome, genesis: Genesis, bank: str) -> Wallet:
+def _issuer_wallet(net: NetworkHome, bank: str) -> Wallet:
     """The bank's issuer wallet, which signs its registrations and mints."""
-    found = genesis.bank(bank)
+    found = net.genesis().bank(bank)
     wallet = find_wallet(net, found.name)
     if wallet.account != found.issuer.hex():
         raise CliError(f"wallet {wallet.name!r} does not hold {found.name}'s issuer key")
