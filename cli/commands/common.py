@@ -10,6 +10,7 @@ Every command here runs on a user's terminal, so three rules hold throughout:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -18,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import click
 
@@ -105,6 +106,25 @@ def node_option(f: F) -> F:
         metavar="BANK",
         help="Use only this bank's node (default: the account's bank's node, then any).",
     )(f)
+
+
+def gathered(into: str, make: Callable[..., Any], *options: Callable[[F], F]) -> Callable[[F], F]:
+    """Add ``options`` to a command; their values reach it as one argument ``into``,
+    ``make(**values)``, so commands that share options do not repeat them one by one."""
+
+    def decorate(f: F) -> F:
+        @functools.wraps(f)
+        def command(*args: Any, **kwargs: Any) -> Any:
+            values = {name: kwargs.pop(name) for name in names}
+            return f(*args, **kwargs, **{into: make(**values)})
+
+        before = len(vars(command).get("__click_params__", []))
+        for option in reversed(options):
+            command = option(command)
+        names = [p.name for p in vars(command)["__click_params__"][before:]]
+        return cast(F, command)
+
+    return decorate
 
 
 def echo_json(data: object) -> None:

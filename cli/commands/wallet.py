@@ -9,13 +9,12 @@ commit so the user sees the height and how long settlement took.
 
 from __future__ import annotations
 
-import functools
 import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import click
 
@@ -23,7 +22,6 @@ from chain.genesis import Genesis, Token
 from chain.tx import TxKind, sign_tx
 from cli.commands.common import (
     CliError,
-    F,
     Party,
     SafeGroup,
     Settled,
@@ -31,6 +29,7 @@ from cli.commands.common import (
     find_token,
     find_wallet,
     format_amount,
+    gathered,
     holdings,
     home_option,
     json_option,
@@ -91,25 +90,6 @@ class Money:
     amount: str
     token: str
     memo: str
-
-
-def gathered(into: str, make: Callable[..., Any], *options: Callable[[F], F]) -> Callable[[F], F]:
-    """Add ``options`` to a command; their values reach it as one argument ``into``,
-    ``make(**values)``, so commands that share options do not repeat them one by one."""
-
-    def decorate(f: F) -> F:
-        @functools.wraps(f)
-        def command(*args: Any, **kwargs: Any) -> Any:
-            values = {name: kwargs.pop(name) for name in names}
-            return f(*args, **kwargs, **{into: make(**values)})
-
-        before = len(vars(command).get("__click_params__", []))
-        for option in reversed(options):
-            command = option(command)
-        names = [p.name for p in vars(command)["__click_params__"][before:]]
-        return cast(F, command)
-
-    return decorate
 
 
 send_options = gathered(
