@@ -37,7 +37,7 @@ class FakeNetwork:
         self.history_page = 500  # most txs a history page holds (a real node: up to limit)
 
     def transport(self, method: str, url: str, body: bytes | None) -> tuple[int, bytes]:
-        """What cli.common.NodeClient calls instead of the network."""
+        """What cli.devnet.client.NodeClient calls instead of the network."""
         parts = urlsplit(url)
         bank = self.bank_by_port[parts.port]
         if bank in self.down:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import click
 
-from cli.common import CliError, SafeCommand
+from cli.commands.common import CliError, SafeCommand
 
 if TYPE_CHECKING:
     from consensus.simulate import SimResult
