@@ -29,6 +29,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Protocol
 
 import libp2p.network.swarm
 import trio
@@ -96,6 +97,27 @@ class Message:
     kind: Kind
     payload: bytes
     reply_to: trio.MemorySendChannel[bytes] | None = field(default=None, repr=False, compare=False)
+
+
+class Network(Protocol):
+    """What a node uses of its network. ``P2PNetwork`` is the real one; tests wire nodes
+    together in memory through the same calls."""
+
+    inbound: trio.MemoryReceiveChannel[Message]
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None: ...
+
+    def connected_peers(self) -> set[bytes]: ...
+
+    def dropped_frames(self) -> int: ...
+
+    def broadcast(self, kind: Kind, payload: bytes) -> None: ...
+
+    async def request(self, pubkey: bytes, kind: Kind, payload: bytes, timeout: float) -> bytes: ...
+
+    def respond(self, request: Message, payload: bytes) -> None: ...
 
 
 class RequestFailed(Exception):
