@@ -24,7 +24,6 @@ import trio
 from nacl.signing import SigningKey
 
 from chain.block import Block, CommitCertificate
-from chain.errors import InvalidBlock
 from chain.store import Store
 from consensus.engine import (
     Broadcast,
@@ -52,26 +51,12 @@ from node.txgossip import TxGossip
 
 log = logging.getLogger("depnet.node")
 
-MAX_BLOCK_DRIFT_MS = 10_000  # a proposal dated further in the future is refused
 DECODED_CACHE_SIZE = 64  # consensus frames remembered decoded (resends repeat them verbatim)
 
 
 def now_ms() -> int:
     """The wall clock that dates the blocks this node proposes; the node reads no other."""
     return time.time_ns() // 1_000_000
-
-
-class NodeApp(LedgerApp):
-    """The ledger App plus the one check that needs a real clock: a proposal dated far in
-    the future is refused, so a proposer with a runaway clock cannot push block times
-    (which must grow) out of reach of everyone after it."""
-
-    def validate_block(self, block: Block) -> None:
-        if block.hash not in self.executed and block.header.time_ms > (
-            self.clock() + MAX_BLOCK_DRIFT_MS
-        ):
-            raise InvalidBlock("block time is too far in the future")
-        super().validate_block(block)
 
 
 class Node:
@@ -103,7 +88,7 @@ class Node:
         self.bank = self.genesis.banks[self.validators.index(self.pubkey)].name
         self.store = Store.open(home.data_dir, self.genesis)
         self.mempool = Mempool(self.store.state, max_size=config.mempool_max_txs)
-        self.app = NodeApp(
+        self.app = LedgerApp(
             self.store.state,
             proposer=self.pubkey,
             max_txs=config.block_max_txs,
