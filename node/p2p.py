@@ -1,6 +1,6 @@
 """Network layer of a validator node: a permissioned py-libp2p host and direct streams.
 
-Why it looks like this (measured on py-libp2p 0.8.1, see notes/trio-libp2p-asgi.md):
+Why it looks like this (measured on py-libp2p 0.8.1, 4 processes on one machine):
 
 - Every ``write()`` costs ~190 us of CPU, so each peer stream has ONE writer task that packs
   all queued frames into one write. Nothing else ever writes to that stream (yamux interleaves
@@ -88,7 +88,7 @@ _STREAM_PROTOCOLS = (CONSENSUS_PROTOCOL, TXS_PROTOCOL)
 
 
 @dataclass(frozen=True, slots=True)
-class Message:
+class Frame:
     """A frame delivered to the application. ``sender`` is the peer's Ed25519 public key,
     authenticated by the libp2p handshake. Requests (from ``request``) carry ``reply_to``;
     answer them with ``P2PNetwork.respond``."""
@@ -103,7 +103,7 @@ class Network(Protocol):
     """What a node uses of its network. ``P2PNetwork`` is the real one; tests wire nodes
     together in memory through the same calls."""
 
-    inbound: trio.MemoryReceiveChannel[Message]
+    inbound: trio.MemoryReceiveChannel[Frame]
 
     async def run(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -117,7 +117,7 @@ class Network(Protocol):
 
     async def request(self, pubkey: bytes, kind: Kind, payload: bytes, timeout: float) -> bytes: ...
 
-    def respond(self, request: Message, payload: bytes) -> None: ...
+    def respond(self, request: Frame, payload: bytes) -> None: ...
 
 
 class RequestFailed(Exception):
@@ -295,7 +295,7 @@ class P2PNetwork:
             self._host.set_stream_handler(protocol, self._handle_stream)
         self._host.set_stream_handler(SYNC_PROTOCOL, self._handle_request)
 
-        self._inbound_send, self.inbound = trio.open_memory_channel[Message](INBOUND_CAPACITY)
+        self._inbound_send, self.inbound = trio.open_memory_channel[Frame](INBOUND_CAPACITY)
 
     @property
     def peer_id(self) -> ID:
@@ -354,7 +354,7 @@ class P2PNetwork:
             raise RequestFailed(f"unexpected answer kind {answer_kind!r}")
         return answer
 
-    def respond(self, request: Message, payload: bytes) -> None:
+    def respond(self, request: Frame, payload: bytes) -> None:
         """Answer a request; a no-op if the requester gave up or it was already answered."""
         if request.reply_to is None:
             raise ValueError("message is not a request")
@@ -384,13 +384,13 @@ class P2PNetwork:
             raise ValueError(f"kind {kind!r} cannot be sent on a direct stream; use request()")
         return _STREAM_OF_KIND[kind]
 
-    async def _deliver(self, msg: Message) -> None:
+    async def _deliver(self, frame: Frame) -> None:
         """Queue for the application; blocks (back-pressure on the stream) only when full.
         ``send_nowait`` first: awaiting ``send`` per frame costs a task switch each."""
         try:
-            self._inbound_send.send_nowait(msg)
+            self._inbound_send.send_nowait(frame)
         except trio.WouldBlock:
-            await self._inbound_send.send(msg)
+            await self._inbound_send.send(frame)
 
     async def _peer_loop(self, peer: _Peer) -> None:
         """Keep our outbound streams to one validator open, redialing with back-off."""
@@ -469,7 +469,7 @@ class P2PNetwork:
                     if kind not in _STREAM_OF_KIND:
                         raise _BadFrame(f"kind {kind!r} on a direct stream")
                     if kind is not Kind.HEARTBEAT:
-                        await self._deliver(Message(peer.pubkey, kind, payload))
+                        await self._deliver(Frame(peer.pubkey, kind, payload))
         except _BadFrame as exc:
             log.warning("bad frame from %s, stream reset: %s", stream.muxed_conn.peer_id, exc)
         except Exception as exc:
@@ -495,7 +495,7 @@ class P2PNetwork:
                     raise _BadFrame("a sync stream carries exactly one SYNC_REQUEST")
                 reply_send, reply_recv = trio.open_memory_channel[bytes](1)
                 async with reply_recv:
-                    await self._deliver(Message(sender, kind, payload, reply_send))
+                    await self._deliver(Frame(sender, kind, payload, reply_send))
                     answer = await reply_recv.receive()
                 await stream.write(encode_frame(Kind.SYNC_RESPONSE, answer))
             await stream.close()  # not reset: that could discard the answer in flight

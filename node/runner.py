@@ -45,7 +45,7 @@ from node.config import ConfigError, NodeConfig, NodeHome
 from node.logs import log_event, setup_logging
 from node.mempool import Mempool
 from node.metrics import Metrics
-from node.p2p import Kind, Message, Network, P2PNetwork
+from node.p2p import Frame, Kind, Network, P2PNetwork
 from node.service import LocalService
 from node.txgossip import TxGossip
 
@@ -228,28 +228,28 @@ class Node:
 
     async def _network_loop(self) -> None:
         """Drain the network's inbound channel; nothing here may block on a peer."""
-        async for message in self.net.inbound:
+        async for frame in self.net.inbound:
             try:
-                await self._on_message(message)
+                await self._on_frame(frame)
             except Exception as exc:  # a peer's bytes must never stop the node
-                if message.reply_to is not None:
-                    message.reply_to.close()  # the asker gets a reset now, not a 30 s wait
+                if frame.reply_to is not None:
+                    frame.reply_to.close()  # the asker gets a reset now, not a 30 s wait
                 log_event(
                     log,
                     "bad message from peer",
                     logging.WARNING,
-                    peer=message.sender.hex()[:16],
-                    kind=message.kind.name,
+                    peer=frame.sender.hex()[:16],
+                    kind=frame.kind.name,
                     error=repr(exc),
                 )
 
-    async def _on_message(self, message: Message) -> None:
-        if message.kind is Kind.CONSENSUS:
-            await self.events_send.send(MessageReceived(self._decode_consensus(message.payload)))
-        elif message.kind is Kind.TXS:
-            await self.gossip.admit(message.payload)
-        elif message.kind is Kind.SYNC_REQUEST:
-            self.net.respond(message, self.sync.serve(message.payload))
+    async def _on_frame(self, frame: Frame) -> None:
+        if frame.kind is Kind.CONSENSUS:
+            await self.events_send.send(MessageReceived(self._decode_consensus(frame.payload)))
+        elif frame.kind is Kind.TXS:
+            await self.gossip.admit(frame.payload)
+        elif frame.kind is Kind.SYNC_REQUEST:
+            self.net.respond(frame, self.sync.serve(frame.payload))
 
     def _decode_consensus(self, payload: bytes) -> ConsensusMessage:
         """Decode and verify a consensus frame, once per distinct frame.

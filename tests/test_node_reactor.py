@@ -20,7 +20,7 @@ from trio.testing import MockClock
 from chain.tx import TxKind, sign_tx
 from node.config import load_template
 from node.layout import NetworkHome, create_network
-from node.p2p import Kind, Message, RequestFailed
+from node.p2p import Frame, Kind, RequestFailed
 from node.runner import Node
 
 GENESIS_TIME_MS = 1_700_000_000_000
@@ -35,7 +35,7 @@ class MemoryNet:
         self.hub = hub
         self.pubkey = pubkey
         hub[pubkey] = self
-        self._send, self.inbound = trio.open_memory_channel[Message](math.inf)
+        self._send, self.inbound = trio.open_memory_channel[Frame](math.inf)
         self.up = False
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -54,18 +54,18 @@ class MemoryNet:
 
     def broadcast(self, kind: Kind, payload: bytes) -> None:
         for key in self.connected_peers():
-            self.hub[key]._send.send_nowait(Message(self.pubkey, kind, payload))
+            self.hub[key]._send.send_nowait(Frame(self.pubkey, kind, payload))
 
     async def request(self, pubkey: bytes, kind: Kind, payload: bytes, timeout: float) -> bytes:
         reply_send, reply_recv = trio.open_memory_channel[bytes](1)
-        self.hub[pubkey]._send.send_nowait(Message(self.pubkey, kind, payload, reply_send))
+        self.hub[pubkey]._send.send_nowait(Frame(self.pubkey, kind, payload, reply_send))
         try:
             with trio.fail_after(timeout):
                 return await reply_recv.receive()
         except (trio.TooSlowError, trio.EndOfChannel) as exc:
             raise RequestFailed(repr(exc)) from exc
 
-    def respond(self, request: Message, payload: bytes) -> None:
+    def respond(self, request: Frame, payload: bytes) -> None:
         assert request.reply_to is not None
         request.reply_to.send_nowait(payload)
 

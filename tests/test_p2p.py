@@ -22,8 +22,8 @@ from node.p2p import (
     CONSENSUS_PROTOCOL,
     SYNC_PROTOCOL,
     TXS_PROTOCOL,
+    Frame,
     Kind,
-    Message,
     P2PNetwork,
     RequestFailed,
     encode_frame,
@@ -71,12 +71,12 @@ async def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> No
             await trio.sleep(0.01)
 
 
-async def receive(net: P2PNetwork, timeout: float = 10.0) -> Message:
+async def receive(net: P2PNetwork, timeout: float = 10.0) -> Frame:
     with trio.fail_after(timeout):
         return await net.inbound.receive()
 
 
-async def receive_until(net: P2PNetwork, wanted: Callable[[Message], bool]) -> Message:
+async def receive_until(net: P2PNetwork, wanted: Callable[[Frame], bool]) -> Frame:
     """Skip messages (e.g. frames queued before a reconnect) until one matches."""
     while not wanted(msg := await receive(net)):
         pass
