@@ -34,6 +34,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, TypeAdapter
 from pydantic import Field as PydanticField
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from chain.block import CommitCertificate, Header
 from chain.tx import MAX_TX_BYTES, Tx
@@ -445,17 +446,26 @@ def create_app(node: NodeService) -> FastAPI:
 
 async def _read_json(request: Request) -> object:
     """The request body as JSON, read at most MAX_BODY_BYTES (a client cannot make us buffer
-    more); otherwise what ``await request.json()`` does."""
+    more); otherwise what ``await request.json()`` does. A client that leaves mid-body gets
+    a 400 it will never read."""
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > MAX_BODY_BYTES:
         raise ApiError(413, "body_too_large", f"request body is over {MAX_BODY_BYTES} bytes")
     chunks = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise ApiError(413, "body_too_large", f"request body is over {MAX_BODY_BYTES} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise ApiError(
+                    413, "body_too_large", f"request body is over {MAX_BODY_BYTES} bytes"
+                )
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # Nobody is left to answer, and a traceback per abandoned request would let any
+        # client flood the log: one debug line, and an answer that goes nowhere.
+        log.debug("client closed its connection mid-body (%d of %s bytes)", size, length or "?")
+        raise ApiError(400, "incomplete_body", "the client closed the connection") from None
     try:
         return json.loads(b"".join(chunks))
     except (ValueError, RecursionError):  # JSONDecodeError, bad UTF-8, huge ints, deep nesting

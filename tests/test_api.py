@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import asdict
 from functools import partial
@@ -583,3 +584,30 @@ async def test_serve_api_listens_on_loopback_and_stops_on_trigger(fake: FakeNode
             assert (await http.get("/head")).json()["height"] == 1
             assert_error(await http.post("/txs", content=b"nope"), 400, "malformed_json")
         stop.set()  # serve_api returns, so the nursery can close
+
+
+async def test_a_client_that_abandons_its_body_costs_one_debug_line(
+    fake: FakeNode, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Content-Length 100, 6 bytes sent, connection closed: no traceback in the log."""
+    caplog.set_level(logging.DEBUG, logger="depnet.api")
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        (url,) = await nursery.start(serve_api, create_app(fake), "127.0.0.1", 0, stop.wait)
+        with trio.socket.socket() as sock:
+            await sock.connect(("127.0.0.1", int(url.rsplit(":", 1)[1])))
+            await sock.send(
+                b"POST /txs HTTP/1.1\r\nHost: node\r\nContent-Type: application/json\r\n"
+                b'Content-Length: 100\r\n\r\n{"txs"'
+            )
+        with trio.fail_after(10):
+            while not any("mid-body" in r.getMessage() for r in caplog.records):
+                await trio.sleep(0.01)
+        async with httpx.AsyncClient(base_url=url) as http:
+            assert (await http.get("/head")).status_code == 200
+        stop.set()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    mid_body = [r for r in caplog.records if "mid-body" in r.getMessage()]
+    assert len(mid_body) == 1 and mid_body[0].levelno == logging.DEBUG
+    assert "6 of 100 bytes" in mid_body[0].getMessage() and mid_body[0].exc_info is None
+    assert fake.submitted == []
