@@ -3,9 +3,11 @@
 A node that learns it is behind (the engine emits RequestSync) asks its connected peers,
 in turn, for the blocks from its next height on, each with the certificate that decided
 it. A request is ``[from_height, count]``; the answer is a list of ``[block, cert]`` pairs
-in height order, as many as the server has up to ``count`` (at most SYNC_BATCH). The asker
-checks each certificate before the block reaches the engine, so a byzantine peer cannot
-make the engine work on junk; the engine checks it again and re-executes before committing.
+in height order: as many as the server has up to ``count`` (at most SYNC_BATCH), and no
+more than fit in one frame (MAX_FRAME_SIZE), but always the first one. The asker goes on
+from wherever an answer ends, so it makes progress with answers of any length. It checks
+each certificate before the block reaches the engine, so a byzantine peer cannot make the
+engine work on junk; the engine checks it again and re-executes before committing.
 """
 
 from __future__ import annotations
@@ -24,12 +26,14 @@ from consensus.engine import CommitReceived
 from consensus.messages import BadMessage
 from consensus.validators import InvalidCertificate, ValidatorSet, verify_certificate
 from node.logs import log_event
-from node.p2p import Kind, Network, RequestFailed
+from node.p2p import MAX_FRAME_SIZE, Kind, Network, RequestFailed
 
 log = logging.getLogger("depnet.node")
 
 SYNC_BATCH = 64  # blocks per catch-up request
 SYNC_TIMEOUT = 5.0
+_ANSWER_OVERHEAD = 5  # msgpack bytes around the answer's list, at most
+_ENTRY_OVERHEAD = 11  # msgpack bytes around one [block, cert] pair, at most
 
 # What a peer's answer can go wrong with; anything else is a bug and stops the node.
 _PEER_FAULTS = (RequestFailed, BadMessage, InvalidBlock, InvalidCertificate, ValueError, TypeError)
@@ -44,20 +48,27 @@ class BlockSync:
     validators: ValidatorSet
     chain_id: str
     deliver: Callable[[CommitReceived], Awaitable[None]]
+    max_answer_bytes: int = MAX_FRAME_SIZE
     running: bool = field(default=False, init=False)
     _next: int = field(default=0, init=False)  # the next height to fetch while running
 
     # --- serving ------------------------------------------------------------------------
 
     def serve(self, payload: bytes) -> bytes:
-        """The answer to a peer's request; raises BadMessage if it is malformed."""
+        """The answer to a peer's request: the first block asked for, then as many after it
+        as fit in ``max_answer_bytes``. Raises BadMessage if the request is malformed."""
         start, count = msgpack.unpackb(payload)
         if not (type(start) is int and type(count) is int and start >= 1):
             raise BadMessage("sync request is [from_height, count]")
         last = min(start + min(count, SYNC_BATCH) - 1, self.store.state.height)
-        entries = [
-            [block.encode(), cert.encode()] for block, cert in self.store.blocks(start, last)
-        ]
+        entries: list[list[bytes]] = []
+        size = _ANSWER_OVERHEAD
+        for block, cert in self.store.blocks(start, last):
+            entry = [block.encode(), cert.encode()]
+            size += _ENTRY_OVERHEAD + len(entry[0]) + len(entry[1])
+            if entries and size > self.max_answer_bytes:
+                break
+            entries.append(entry)
         return msgpack.packb(entries, use_bin_type=True)
 
     # --- fetching -----------------------------------------------------------------------

@@ -20,7 +20,7 @@ from trio.testing import MockClock
 from chain.tx import TxKind, sign_tx
 from node.config import load_template
 from node.layout import NetworkHome, create_network
-from node.p2p import Frame, Kind, RequestFailed
+from node.p2p import MAX_FRAME_SIZE, Frame, Kind, RequestFailed
 from node.runner import Node
 
 GENESIS_TIME_MS = 1_700_000_000_000
@@ -37,6 +37,7 @@ class MemoryNet:
         hub[pubkey] = self
         self._send, self.inbound = trio.open_memory_channel[Frame](math.inf)
         self.up = False
+        self.requests = 0
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self.up = True
@@ -57,6 +58,7 @@ class MemoryNet:
             self.hub[key]._send.send_nowait(Frame(self.pubkey, kind, payload))
 
     async def request(self, pubkey: bytes, kind: Kind, payload: bytes, timeout: float) -> bytes:
+        self.requests += 1
         reply_send, reply_recv = trio.open_memory_channel[bytes](1)
         self.hub[pubkey]._send.send_nowait(Frame(self.pubkey, kind, payload, reply_send))
         try:
@@ -99,11 +101,16 @@ async def wait_until(condition: Callable[[], bool], what: str) -> None:
     pytest.fail(f"no {what} within {WAIT} virtual seconds")
 
 
+@pytest.mark.parametrize("answer_bytes", [MAX_FRAME_SIZE, 1], ids=["full", "one-block"])
 async def test_validators_commit_on_virtual_time_and_a_late_one_catches_up(
-    network: NetworkHome, autojump_clock: MockClock
+    network: NetworkHome, autojump_clock: MockClock, answer_bytes: int
 ) -> None:
+    """With ``answer_bytes`` 1, every sync answer holds one block (never none): the late
+    node still catches up, one request per block."""
     nodes = build_nodes(network)
     first, *_, late = nodes
+    for node in nodes:
+        node.sync.max_answer_bytes = answer_bytes
     genesis = network.genesis()
     bank = genesis.banks[0]
     account = next(a.account for a in genesis.accounts if a.bank == bank.name)
@@ -129,6 +136,7 @@ async def test_validators_commit_on_virtual_time_and_a_late_one_catches_up(
             target = first.store.state.height
             await wait_until(lambda: late.store.state.height >= target, "catch-up")
             assert late.store.tx_location(mint.tx_id) == first.store.tx_location(mint.tx_id)
+            assert late.net.requests >= (target if answer_bytes == 1 else 1)
             height = min(n.store.state.height for n in nodes)
             assert len({n.store.block(height).hash for n in nodes}) == 1
 
