@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 from libp2p import new_host
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.custom_types import TProtocol
@@ -20,9 +21,13 @@ from multiaddr import Multiaddr
 
 from node.p2p import (
     CONSENSUS_PROTOCOL,
+    FRAME_COST,
+    MAX_FRAME_SIZE,
+    MAX_INBOUND_BYTES,
     SYNC_PROTOCOL,
     TXS_PROTOCOL,
     Frame,
+    InboundQueue,
     Kind,
     P2PNetwork,
     RequestFailed,
@@ -351,3 +356,44 @@ async def test_frozen_peer_is_dropped_without_blocking_others(
     net_a.send(frozen.pub, Kind.CONSENSUS, b"again")
     await receive_until(net_a, lambda m: m.payload == b"again")
     print(f"frames flow again {trio.current_time() - resumed:.2f} s after SIGCONT")
+
+
+# --- the inbound queue (no libp2p) ------------------------------------------------------
+
+
+async def test_inbound_queue_bounds_each_peer_by_bytes_and_holds_back_only_that_peer() -> None:
+    assert MAX_FRAME_SIZE + 1 + FRAME_COST <= MAX_INBOUND_BYTES  # one frame always fits
+    queue = InboundQueue(max_bytes_per_peer=3 * (1_000 + FRAME_COST))
+    flooder, honest = b"F" * 32, b"H" * 32
+    sent: list[int] = []
+
+    async def flood() -> None:
+        for seq in range(10):
+            await queue.put(Frame(flooder, Kind.TXS, bytes(1_000)))
+            sent.append(seq)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(flood)
+        await trio.testing.wait_all_tasks_blocked()
+        assert sent == [0, 1, 2]  # at its bound: the flooder's reader waits
+        assert queue.queued_bytes(flooder) == 3 * (1_000 + FRAME_COST)
+        await queue.put(Frame(honest, Kind.CONSENSUS, b"vote"))  # another peer gets in at once
+        assert queue.queued_bytes(honest) == 4 + FRAME_COST
+        assert (queue.receive_nowait().sender, len(sent)) == (flooder, 3)
+        await trio.testing.wait_all_tasks_blocked()
+        assert sent == [0, 1, 2, 3]  # room for one more
+        received = [queue.receive_nowait() for _ in range(3)]
+        assert [f.sender for f in received] == [flooder, flooder, honest]
+        nursery.cancel_scope.cancel()
+
+
+async def test_inbound_queue_lets_in_one_frame_over_the_bound_and_ends_when_closed() -> None:
+    queue = InboundQueue(max_bytes_per_peer=10)
+    with pytest.raises(trio.WouldBlock):
+        queue.receive_nowait()
+    big = Frame(b"P" * 32, Kind.TXS, bytes(1_000))
+    await queue.put(big)  # alone it is over the bound, but nothing of this peer waits
+    queue.close()
+    assert [frame async for frame in queue] == [big]
+    with pytest.raises(trio.ClosedResourceError):
+        await queue.put(big)
