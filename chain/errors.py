@@ -27,6 +27,7 @@ class Reason(StrEnum):
     BAD_AMOUNT = "bad_amount"
     MEMO_TOO_LONG = "memo_too_long"
     DUPLICATE = "duplicate"
+    MEMPOOL_FULL = "mempool_full"  # not a ledger rule: a node's mempool is at its limit
     # compliance holds
     ACCOUNT_FROZEN = "account_frozen"
     NOT_REGISTERING_BANK = "not_registering_bank"

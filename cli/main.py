@@ -1,4 +1,4 @@
-"""The `depnet` command: one click group; each subcommand lives in its own module.
+"""The `depnet` command: one click group; each subcommand lives in cli/commands/.
 
 Subcommand modules import their heavy dependencies (libp2p, trio, the store) inside the
 command functions, so `depnet --help` and the wallet commands start quickly.
@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import click
 
-from cli.bench import bench
-from cli.chain import chain
-from cli.demo import demo
-from cli.network import down, init, logs, status, up
-from cli.node import node
-from cli.sim import sim
-from cli.wallet import wallet
+from cli.commands.bench import bench
+from cli.commands.chain import chain
+from cli.commands.demo import demo
+from cli.commands.network import down, init, logs, status, up
+from cli.commands.node import node
+from cli.commands.sim import sim
+from cli.commands.wallet import wallet
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

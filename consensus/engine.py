@@ -1,10 +1,12 @@
 """Tendermint consensus as a pure state machine: ``handle(event) -> list[Action]``.
 
 This is Algorithm 1 of Buchman, Kwon and Milosevic, "The latest gossip on BFT consensus"
-(2018); comments cite its line numbers. The engine never does I/O, never reads a clock
-and draws no random numbers: the node (``node/runner.py``) and the simulator
-(``consensus/simulate.py``) feed it events and carry out its actions, in order, before
-delivering the next event.
+(2018): each upon-rule of the paper is one method with the paper's rule above it, and
+``_try_round_rules`` lists them in the paper's order. The engine never does I/O, never
+reads a clock and draws no random numbers: the node (``node/runner.py``) and the
+simulator (``consensus/simulate.py``) feed it events and carry out its actions
+(``consensus/events.py``), in order, before delivering the next event. Votes are counted
+by ``consensus/votes.py``.
 
 What the paper leaves to the implementation, and how it is done here:
 
@@ -13,231 +15,66 @@ What the paper leaves to the implementation, and how it is done here:
   round (and its precommit for the previous height), so a lost message costs one resend
   interval. A re-proposal travels with the prevotes that justify it (its POL).
 * A validator that missed a decision asks for it: on a message two heights ahead at
-  once, and at each resend tick while some validator is at a higher height or a
-  precommit quorum names a block it never got, it emits ``RequestSync``; the caller
-  fetches decided blocks with their certificates and feeds them back as
-  ``CommitReceived``, which commits after checking both.
+  once, and at each resend tick while f+1 validators claim a higher height (one alone
+  for a few ticks per height: it may be lying) or a precommit quorum names a block it
+  never got, it emits ``RequestSync``; the caller fetches decided blocks with their
+  certificates and feeds them back as ``CommitReceived``, which commits after checking
+  both.
 * Decisions are applied by the caller: after a ``Commit`` the engine waits for the
   ``COMMIT`` timeout before it starts the next height, so it never builds or validates a
   block on a state that has not applied the commit yet.
+* Memory is bounded against a validator that signs as much as it likes: messages are
+  kept for rounds up to ours + ``ROUND_WINDOW`` (beyond, one integer per validator),
+  proposals only from the round's proposer, evidence once per validator, height and kind.
 * Safety lives in ``consensus/signer.py``: the engine asks the signer for every vote, and
   after a restart resumes from what the signer says it signed (round, step, the votes of
   that round) and from its lock, which keeps the locked block and its polka so that a
   restarted validator can still re-propose it with its proof.
 * Votes are counted per value from distinct validators; an equivocator's conflicting
-  votes are kept as evidence and count for each value it signed (see ``_Tally``).
+  votes are kept as evidence and count for each value it signed (see ``consensus/votes.py``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import IntEnum
-from typing import Protocol
 
 from chain.block import Block, CommitCertificate
 from chain.errors import InvalidBlock
+from consensus.diagnose import EngineStatus
+from consensus.events import (
+    Action,
+    App,
+    Broadcast,
+    Commit,
+    Event,
+    MessageReceived,
+    RequestSync,
+    ScheduleTimeout,
+    TimeoutFired,
+    TimeoutKind,
+    Timeouts,
+)
 from consensus.evidence import Equivocation, detect, slot_kind
 from consensus.messages import Message, Proposal, Step, Vote, VoteKind, signer_of
 from consensus.signer import DoubleSignRefused, Lock, SignedRecord, Signer
 from consensus.validators import InvalidCertificate, ValidatorSet, verify_certificate
+from consensus.votes import HeightVoteSet
 
-MAX_ROUNDS_AHEAD = 1_000  # messages further ahead of our round are dropped (memory bound)
+# Memory bounds against a byzantine validator that signs as much as it likes; see
+# ``_on_message``, ``_buffer_next_height``, ``_record`` and ``consensus/votes.py``.
+ROUND_WINDOW = 4  # messages of rounds up to ours + this are kept; beyond, one int per sender
 MAX_PROPOSALS_PER_ROUND = 4  # an equivocating proposer cannot fill memory
-MAX_VALUES_PER_VALIDATOR = 3  # nor can an equivocating voter
 MAX_FUTURE_MESSAGES = 2_000  # buffered messages for the next height
 MAX_PENDING_COMMITS = 1_000  # decided blocks received ahead of our height
-
-
-class TimeoutKind(IntEnum):
-    PROPOSE = 1
-    PREVOTE = 2
-    PRECOMMIT = 3
-    COMMIT = 4  # wait after a decision before starting the next height
-    RESEND = 5  # periodic re-broadcast of our own messages
-
-
-@dataclass(frozen=True, slots=True)
-class Timeouts:
-    """Timeouts in ms; those of a round grow linearly with it, so that after the network
-    stabilises some round lasts long enough for every honest message to arrive."""
-
-    propose_ms: int = 1000
-    propose_delta_ms: int = 500
-    prevote_ms: int = 500
-    prevote_delta_ms: int = 250
-    precommit_ms: int = 500
-    precommit_delta_ms: int = 250
-    resend_ms: int = 500
-    commit_ms: int = 0
-
-    def __post_init__(self) -> None:
-        if self.resend_ms <= 0:
-            raise ValueError("resend_ms must be positive: the resend timer reschedules itself")
-        if min(self.propose_ms, self.prevote_ms, self.precommit_ms, self.commit_ms) < 0:
-            raise ValueError("timeouts cannot be negative")
-
-    def delay(self, kind: TimeoutKind, round: int) -> int:
-        if kind is TimeoutKind.PROPOSE:
-            return self.propose_ms + self.propose_delta_ms * round
-        if kind is TimeoutKind.PREVOTE:
-            return self.prevote_ms + self.prevote_delta_ms * round
-        if kind is TimeoutKind.PRECOMMIT:
-            return self.precommit_ms + self.precommit_delta_ms * round
-        if kind is TimeoutKind.COMMIT:
-            return self.commit_ms
-        return self.resend_ms
-
-
-# --- events ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class MessageReceived:
-    """A peer's proposal or vote whose signature and signer the caller already checked."""
-
-    message: Message
-
-
-@dataclass(frozen=True, slots=True)
-class TimeoutFired:
-    kind: TimeoutKind
-    height: int
-    round: int
-
-
-@dataclass(frozen=True, slots=True)
-class CommitReceived:
-    """A decided block with its certificate (from block sync); committed if it is for our
-    height, its certificate verifies and the block re-executes."""
-
-    block: Block
-    cert: CommitCertificate
-
-
-Event = MessageReceived | TimeoutFired | CommitReceived
-
-
-# --- actions --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Broadcast:
-    message: Message
-
-
-@dataclass(frozen=True, slots=True)
-class ScheduleTimeout:
-    """Deliver ``TimeoutFired(kind, height, round)`` after ``delay_ms``."""
-
-    kind: TimeoutKind
-    height: int
-    round: int
-    delay_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class Commit:
-    """Apply ``block`` and store it with ``cert`` before delivering the next event."""
-
-    block: Block
-    cert: CommitCertificate
-
-
-@dataclass(frozen=True, slots=True)
-class RequestSync:
-    """Fetch decided blocks with certificates from ``from_height`` on from peers, and feed
-    them back as ``CommitReceived`` in height order."""
-
-    from_height: int
-
-
-Action = Broadcast | ScheduleTimeout | Commit | RequestSync
-
-
-class App(Protocol):
-    """The ledger as the engine sees it; deterministic and synchronous."""
-
-    def build_block(self, height: int, round: int, last_cert: CommitCertificate | None) -> Block:
-        """A new block for the next height, built by this validator (the proposer)."""
-        ...
-
-    def validate_block(self, block: Block) -> None:
-        """Re-execute ``block`` on the current state; raise InvalidBlock if it does not
-        apply. Called at most once per block hash per height by the engine."""
-        ...
-
-
-# --- per-height state -----------------------------------------------------------------
-
-
-class _Tally:
-    """One (round, vote kind): who voted, and who voted for each value.
-
-    Algorithm 1 counts messages from distinct validators for a value. An equivocating
-    validator's votes therefore count for every value it signed, and the conflict is kept
-    as evidence. Counting only each validator's first vote instead would let an equivocator
-    show different nodes different quorums, so that a proof of lock relayed to a peer would
-    not add up there and the network could stall. Safety is unaffected: two quorums for
-    different values in one round share at least f+1 validators, so one honest validator
-    would have to have voted twice.
-
-    Memory: a validator's votes for more than ``MAX_VALUES_PER_VALIDATOR`` values are
-    dropped, unless f+1 validators (so at least one honest) already voted for the value:
-    at most n - f values per slot can have that, so memory stays bounded, and the same
-    stall cannot come back through the bound (an equivocator showing a peer three junk
-    values first, then its vote in a relayed proof of lock being dropped there).
-    """
-
-    __slots__ = ("by_value", "first")
-
-    def __init__(self) -> None:
-        self.first: dict[int, Vote] = {}  # each validator's first vote in this slot
-        self.by_value: dict[bytes | None, dict[int, Vote]] = {}
-
-    @property
-    def total(self) -> int:
-        """Distinct validators with any vote here ("2f+1 ⟨PREVOTE, h, r, *⟩")."""
-        return len(self.first)
-
-    def count(self, block_hash: bytes | None) -> int:
-        return len(self.by_value.get(block_hash, ()))
-
-    def add(self, index: int, vote: Vote, f: int) -> tuple[bool, Vote | None]:
-        """Record ``vote``; returns (counted, earlier conflicting vote of the same validator)."""
-        voters = self.by_value.get(vote.block_hash)
-        if voters is not None and index in voters:
-            return False, None
-        prior = self.first.get(index)
-        backed = voters is not None and len(voters) > f  # f+1 voters: one of them honest
-        if prior is None:
-            self.first[index] = vote
-        elif (
-            not backed
-            and sum(index in v for v in self.by_value.values()) >= MAX_VALUES_PER_VALIDATOR
-        ):
-            return False, prior
-        if voters is None:
-            voters = self.by_value[vote.block_hash] = {}
-        voters[index] = vote
-        return True, prior
-
-    def quorum_hash(self, quorum: int) -> bytes | None:
-        """A non-nil value with at least ``quorum`` votes (only one, unless > f are faulty)."""
-        for block_hash, voters in self.by_value.items():
-            if block_hash is not None and len(voters) >= quorum:
-                return block_hash
-        return None
-
-    def votes_for(self, block_hash: bytes | None) -> list[Vote]:
-        """The votes for a value, in validator order."""
-        voters = self.by_value.get(block_hash, {})
-        return [voters[i] for i in sorted(voters)]
+EVIDENCE_HEIGHTS = 100  # equivocations of older heights are dropped
+AHEAD_TICKS = 20  # resend ticks per height one validator's claim to be ahead is believed
 
 
 @dataclass
 class _Height:
     """Everything Algorithm 1 keeps for one height; replaced wholesale at the next (line 53)."""
 
+    votes: HeightVoteSet
     round: int = 0
     step: Step = Step.PROPOSE
     locked_round: int = -1  # line 7
@@ -247,11 +84,8 @@ class _Height:
     proposals: dict[int, list[Proposal]] = field(default_factory=dict)
     blocks: dict[bytes, Block] = field(default_factory=dict)
     validity: dict[bytes, bool] = field(default_factory=dict)
-    tallies: dict[tuple[int, VoteKind], _Tally] = field(default_factory=dict)
-    senders: dict[int, set[int]] = field(default_factory=dict)  # round -> validator indexes
     fired: set[tuple[int, int]] = field(default_factory=set)  # (round, line): "first time"
     own: dict[tuple[int, Step], Message] = field(default_factory=dict)  # what we signed
-    precommit_quorum_rounds: list[int] = field(default_factory=list)
     missing_block: bool = False  # a precommit quorum for a block we never received
     decision: tuple[Block, CommitCertificate] | None = None
 
@@ -280,14 +114,16 @@ class Engine:
         self.timeouts = timeouts or Timeouts()
         self._height = height
         self._last_cert = last_cert
-        self._s = _Height()
+        self._s = _Height(HeightVoteSet(validators))
         self._future: dict[tuple, Message] = {}  # messages for height + 1, deduplicated
         self._pending_commits: dict[int, tuple[Block, CommitCertificate]] = {}
-        self._ahead: dict[int, int] = {}  # validator index -> highest height seen above ours
+        # validator index -> (highest height it claimed above ours, resend ticks left in
+        # which that claim alone makes us ask for sync)
+        self._ahead: dict[int, tuple[int, int]] = {}
         self._sync_asked_at = 0  # our height when we last asked for sync on a far message
         self._last_precommit: Vote | None = None  # ours, that helped decide the last height
         self._evidence: list[Equivocation] = []
-        self._evidence_slots: set[tuple[bytes, int, int, str]] = set()
+        self._evidence_slots: set[tuple[bytes, int, str]] = set()
         self._resend_key: tuple[int, int] | None = None
         self._actions: list[Action] = []
         self._started = False
@@ -314,32 +150,39 @@ class Engine:
     def evidence(self) -> list[Equivocation]:
         return list(self._evidence)
 
+    @property
+    def held_blocks(self) -> int:
+        """Blocks held for this height, buffered for the next, or decided ahead of us: the
+        large items peers can make the engine keep (each bounded in ``_on_message``)."""
+        future = sum(isinstance(m, Proposal) for m in self._future.values())
+        return len(self._s.blocks) + future + len(self._pending_commits)
+
     def voters(self, kind: VoteKind, round: int | None = None) -> tuple[bytes, ...]:
         """Validators whose ``kind`` votes we hold for our height and ``round`` (default:
         the current one), in genesis order."""
-        tally = self._s.tallies.get((self._s.round if round is None else round, kind))
-        if tally is None:
-            return ()
-        return tuple(self.validators.pubkeys[i] for i in sorted(tally.first))
+        votes = self._s.votes
+        round = self._s.round if round is None else round
+        vote_set = votes.prevotes(round) if kind is VoteKind.PREVOTE else votes.precommits(round)
+        return tuple(self.validators.pubkeys[i] for i in vote_set.voters())
 
-    def status(self) -> dict:
-        """A JSON-ready summary for the node's status endpoint and `depnet status`."""
+    def status(self) -> EngineStatus:
+        """For the node's status endpoint and `depnet status` (``consensus/diagnose.py``)."""
         s = self._s
         proposals = s.proposals.get(s.round, [])
-        return {
-            "height": self._height,
-            "round": s.round,
-            "step": s.step.name.lower(),
-            "proposer": self.validators.proposer(self._height, s.round).hex(),
-            "proposal": proposals[0].block.hash.hex() if proposals else None,
-            "prevotes": [k.hex() for k in self.voters(VoteKind.PREVOTE)],
-            "precommits": [k.hex() for k in self.voters(VoteKind.PRECOMMIT)],
-            "quorum": self.validators.quorum,
-            "validators": self.validators.n,
-            "locked_round": s.locked_round,
-            "valid_round": s.valid_round,
-            "evidence": len(self._evidence),
-        }
+        return EngineStatus(
+            height=self._height,
+            round=s.round,
+            step=s.step,
+            proposer=self.validators.proposer(self._height, s.round),
+            proposal=proposals[0].block.hash if proposals else None,
+            prevotes=self.voters(VoteKind.PREVOTE),
+            precommits=self.voters(VoteKind.PRECOMMIT),
+            quorum=self.validators.quorum,
+            validators=self.validators.n,
+            locked_round=s.locked_round,
+            valid_round=s.valid_round,
+            evidence=len(self._evidence),
+        )
 
     # --- driving the engine -------------------------------------------------------------
 
@@ -447,95 +290,170 @@ class Engine:
         else:
             s.step = last.step
 
+    # --- the upon-rules of Algorithm 1 ----------------------------------------------------
+
     def _advance(self) -> None:
         """Fire every upon-rule of Algorithm 1 whose condition holds, until none does."""
         while self._s.step is not Step.COMMIT:
-            if self._try_decide():
+            if self._decide_on_precommit_quorum():  # line 49
                 return
-            if self._try_skip_round():
+            if self._skip_to_higher_round():  # line 55
                 continue
             if not self._try_round_rules():
                 return
 
-    def _try_decide(self) -> bool:
-        """Line 49: a proposal for v and 2f+1 precommits for id(v) in any round decide v.
-        The block may have come with any proposal of this height: its hash names it."""
+    def _try_round_rules(self) -> bool:
+        """The rules of the current round, in the paper's order. True if one changed the
+        state (then every rule is tried again); lines 34 and 47 only start a timer."""
+        if self._prevote_on_proposal():  # lines 22, 28
+            return True
+        self._start_prevote_timeout()  # line 34
+        if self._lock_on_polka():  # line 36
+            return True
+        if self._precommit_nil_on_nil_polka():  # line 44
+            return True
+        self._start_precommit_timeout()  # line 47
+        return False
+
+    def _prevote_on_proposal(self) -> bool:
+        """Lines 22 and 28 for the round's proposals in arrival order: the first one a rule
+        fires on gets our prevote (one prevote, if the proposer equivocated)."""
         s = self._s
-        for round in s.precommit_quorum_rounds:
-            tally = s.tallies[(round, VoteKind.PRECOMMIT)]
-            block_hash = tally.quorum_hash(self.validators.quorum)
+        if s.step is not Step.PROPOSE:
+            return False
+        return any(
+            self._prevote_fresh_proposal(proposal) or self._prevote_reproposal(proposal)
+            for proposal in s.proposals.get(s.round, ())
+        )
+
+    # 22: upon <PROPOSAL, h_p, round_p, v, -1> from proposer(h_p, round_p)
+    #     while step_p = propose
+    def _prevote_fresh_proposal(self, proposal: Proposal) -> bool:
+        """Line 23 with proposer-based timestamps' timely(v): the block's time must suit
+        our clock now. Only here: a re-proposal (line 28) comes with 2f+1 prevotes, so f+1
+        honest validators found it timely; and a decided block (line 49, or by sync) is
+        committed whatever our clock says, or a node whose clock runs behind, or which
+        once judged a block early, could never follow the chain."""
+        if proposal.pol_round != -1:
+            return False
+        s, block = self._s, proposal.block
+        # 23: if valid(v) and timely(v) and (lockedRound_p = -1 or lockedValue_p = v)
+        ok = (
+            (s.locked_round == -1 or s.locked_hash == block.hash)
+            and self._valid(block)
+            and self.app.timely(block)
+        )
+        self._prevote(block.hash if ok else None)  # 24, 26
+        return True
+
+    # 28: upon <PROPOSAL, h_p, round_p, v, vr> from proposer(h_p, round_p)
+    #     AND 2f+1 <PREVOTE, h_p, vr, id(v)>
+    #     while step_p = propose and (vr >= 0 and vr < round_p)
+    def _prevote_reproposal(self, proposal: Proposal) -> bool:
+        s, block, vr = self._s, proposal.block, proposal.pol_round
+        if vr < 0 or not s.votes.prevotes(vr).has_two_thirds_for(block.hash):
+            return False  # vr < round_p holds for every decoded proposal
+        # 29: if valid(v) and (lockedRound_p <= vr or lockedValue_p = v)
+        ok = (s.locked_round <= vr or s.locked_hash == block.hash) and self._valid(block)
+        self._prevote(block.hash if ok else None)  # 30, 32
+        return True
+
+    # 34: upon 2f+1 <PREVOTE, h_p, round_p, *> while step_p = prevote for the first time
+    def _start_prevote_timeout(self) -> None:
+        s = self._s
+        if (
+            s.step is Step.PREVOTE
+            and s.votes.prevotes(s.round).has_two_thirds_any()
+            and self._first_time(34)
+        ):
+            self._schedule(TimeoutKind.PREVOTE)  # 35
+
+    # 36: upon <PROPOSAL, h_p, round_p, v, *> from proposer(h_p, round_p)
+    #     AND 2f+1 <PREVOTE, h_p, round_p, id(v)>
+    #     while valid(v) and step_p >= prevote for the first time
+    def _lock_on_polka(self) -> bool:
+        """The block may have come with any proposal of this height: its hash names it."""
+        s = self._s
+        if s.step is Step.PROPOSE or (s.round, 36) in s.fired:
+            return False
+        prevotes = s.votes.prevotes(s.round)
+        polka = prevotes.two_thirds_majority()
+        block = s.blocks.get(polka) if polka is not None else None
+        if block is None or not self._valid(block):
+            return False
+        s.fired.add((s.round, 36))
+        if s.step is Step.PREVOTE:  # 37-41
+            s.locked_round, s.locked_hash = s.round, block.hash
+            self._lock_and_precommit(block, prevotes.votes_for(block.hash))
+            s.step = Step.PRECOMMIT
+        s.valid_round, s.valid_block = s.round, block  # 42-43
+        return True
+
+    # 44: upon 2f+1 <PREVOTE, h_p, round_p, nil> while step_p = prevote
+    def _precommit_nil_on_nil_polka(self) -> bool:
+        s = self._s
+        if s.step is not Step.PREVOTE or not s.votes.prevotes(s.round).has_two_thirds_for(None):
+            return False
+        self._vote(VoteKind.PRECOMMIT, None)  # 45
+        s.step = Step.PRECOMMIT  # 46
+        return True
+
+    # 47: upon 2f+1 <PRECOMMIT, h_p, round_p, *> for the first time
+    def _start_precommit_timeout(self) -> None:
+        s = self._s
+        if s.votes.precommits(s.round).has_two_thirds_any() and self._first_time(47):
+            self._schedule(TimeoutKind.PRECOMMIT)  # 48
+
+    # 49: upon <PROPOSAL, h_p, r, v, *> from proposer(h_p, r)
+    #     AND 2f+1 <PRECOMMIT, h_p, r, id(v)> while decision_p[h_p] = nil
+    def _decide_on_precommit_quorum(self) -> bool:
+        """In any round. The block may have come with any proposal of this height: its
+        hash names it."""
+        s = self._s
+        for round in s.votes.precommit_quorum_rounds:
+            precommits = s.votes.precommits(round)
+            block_hash = precommits.two_thirds_majority()
             block = s.blocks.get(block_hash) if block_hash is not None else None
             if block is None:
                 s.missing_block = True  # decided without us seeing the block: sync fetches it
                 continue
-            if self._valid(block):  # line 50
+            if self._valid(block):  # 50
                 signatures = tuple(
                     (self.validators.index(v.validator), v.signature)
-                    for v in tally.votes_for(block_hash)
+                    for v in precommits.votes_for(block.hash)
                 )
-                self._decide(block, CommitCertificate(self._height, round, block_hash, signatures))
+                self._decide(block, CommitCertificate(self._height, round, block.hash, signatures))
                 return True
         return False
 
-    def _try_skip_round(self) -> bool:
-        """Line 55: f+1 validators in a higher round mean at least one honest validator is
-        there; follow it instead of waiting out our timeouts."""
+    # 55: upon f+1 <*, h_p, round, *, *> with round > round_p
+    def _skip_to_higher_round(self) -> bool:
+        """f+1 validators in a higher round mean at least one honest validator is there;
+        follow it instead of waiting out our timeouts."""
         s = self._s
-        higher = [r for r, who in s.senders.items() if r > s.round and len(who) > self.validators.f]
-        if not higher:
+        round = s.votes.highest_round_with_f_plus_one_above(s.round)
+        if round is None:
             return False
-        self._start_round(max(higher))
+        self._start_round(round)  # 56
         return True
 
-    def _try_round_rules(self) -> bool:
-        """Lines 22-47 for the current round. True if the state changed."""
-        s = self._s
-        quorum = self.validators.quorum
-        if s.step is Step.PROPOSE and self._try_prevote():
-            return True
-        prevotes = s.tallies.get((s.round, VoteKind.PREVOTE))
-        if prevotes is not None and prevotes.total >= quorum:
-            if s.step is Step.PREVOTE and self._first_time(34):  # line 34
-                self._schedule(TimeoutKind.PREVOTE)
-            polka = prevotes.quorum_hash(quorum)
-            # line 36: a polka for a block we hold, once per round, from the prevote step on
-            if polka is not None and s.step is not Step.PROPOSE and (s.round, 36) not in s.fired:
-                block = s.blocks.get(polka)
-                if block is not None and self._valid(block):
-                    s.fired.add((s.round, 36))
-                    if s.step is Step.PREVOTE:  # lines 37-41
-                        s.locked_round, s.locked_hash = s.round, polka
-                        self._lock_and_precommit(block, prevotes.votes_for(polka))
-                        s.step = Step.PRECOMMIT
-                    s.valid_round, s.valid_block = s.round, block  # lines 42-43
-                    return True
-            if s.step is Step.PREVOTE and prevotes.count(None) >= quorum:  # line 44
-                self._vote(VoteKind.PRECOMMIT, None)
-                s.step = Step.PRECOMMIT
-                return True
-        precommits = s.tallies.get((s.round, VoteKind.PRECOMMIT))
-        if precommits is not None and precommits.total >= quorum and self._first_time(47):
-            self._schedule(TimeoutKind.PRECOMMIT)  # line 47
-        return False
+    # 57: OnTimeoutPropose(h_p, round_p): if h = h_p and round = round_p and step_p = propose
+    def _on_timeout_propose(self) -> None:
+        if self._s.step is Step.PROPOSE:
+            self._prevote(None)  # 59-60
 
-    def _try_prevote(self) -> bool:
-        """Lines 22-33: prevote on the round's proposal (the first usable one, if the
-        proposer equivocated)."""
+    # 61: OnTimeoutPrevote(h_p, round_p): if h = h_p and round = round_p and step_p = prevote
+    def _on_timeout_prevote(self) -> None:
         s = self._s
-        for proposal in s.proposals.get(s.round, ()):
-            block = proposal.block
-            if proposal.pol_round == -1:  # line 22
-                acceptable = s.locked_round == -1 or s.locked_hash == block.hash  # line 23
-            else:  # line 28: a re-proposal needs the polka of its POL round
-                pol = s.tallies.get((proposal.pol_round, VoteKind.PREVOTE))
-                if pol is None or pol.count(block.hash) < self.validators.quorum:
-                    continue
-                acceptable = s.locked_round <= proposal.pol_round or s.locked_hash == block.hash
-            ok = acceptable and self._valid(block)
-            self._vote(VoteKind.PREVOTE, block.hash if ok else None)  # lines 24/26, 30/32
-            s.step = Step.PREVOTE
-            return True
-        return False
+        if s.step is Step.PREVOTE:
+            self._vote(VoteKind.PRECOMMIT, None)  # 63
+            s.step = Step.PRECOMMIT  # 64
+
+    # 65: OnTimeoutPrecommit(h_p, round_p): if h = h_p and round = round_p
+    def _on_timeout_precommit(self) -> None:
+        s = self._s
+        if s.step is not Step.COMMIT:
+            self._start_round(s.round + 1)  # 67
 
     def _pol_votes(self, proposal: Proposal) -> list[Vote]:
         """The prevotes that justify a re-proposal (its proof of lock). Peers need them for
@@ -543,10 +461,7 @@ class Engine:
         the proposer relays them with its proposal, as CometBFT's gossip does."""
         if proposal.pol_round < 0:
             return []
-        tally = self._s.tallies.get((proposal.pol_round, VoteKind.PREVOTE))
-        if tally is None:
-            return []
-        return tally.votes_for(proposal.block.hash)
+        return self._s.votes.prevotes(proposal.pol_round).votes_for(proposal.block.hash)
 
     def _first_time(self, line: int) -> bool:
         key = (self._s.round, line)
@@ -556,31 +471,29 @@ class Engine:
         return True
 
     def _valid(self, block: Block) -> bool:
-        """valid(v): the block is for this height and chain, names the right proposer for
-        the round it was built in, carries a valid certificate of its parent, and
-        re-executes. Cached per block hash for the height."""
+        """valid(v), cached per block hash for the height. Consensus's own rules: the block
+        names the proposer of the round it was built in and carries a valid certificate of
+        its parent. Everything else (chain, height, parent, time order, transactions, state
+        root) is the ledger's, asked through ``App.validate_block``."""
         s = self._s
         known = s.validity.get(block.hash)
-        if known is not None:
-            return known
-        header = block.header
-        ok = (
-            block.height == self._height
-            and header.chain_id == self.chain_id
-            and header.proposer == self.validators.proposer(self._height, header.round)
-        )
-        if ok and block.last_cert is not None:
-            try:
-                verify_certificate(block.last_cert, self.validators, self.chain_id)
-            except InvalidCertificate:
-                ok = False
-        if ok:
-            try:
-                self.app.validate_block(block)
-            except InvalidBlock:
-                ok = False
-        s.validity[block.hash] = ok
-        return ok
+        if known is None:
+            known = s.validity[block.hash] = (
+                block.header.proposer == self.validators.proposer(block.height, block.header.round)
+                and (
+                    block.last_cert is None
+                    or _certified(block.last_cert, self.validators, self.chain_id)
+                )
+                and self._app_accepts(block)
+            )
+        return known
+
+    def _app_accepts(self, block: Block) -> bool:
+        try:
+            self.app.validate_block(block)
+        except InvalidBlock:
+            return False
+        return True
 
     def _decide(self, block: Block, cert: CommitCertificate) -> None:
         """Lines 51-54, split in two: commit now, start the next height on the COMMIT
@@ -598,8 +511,11 @@ class Engine:
         assert decision is not None
         self._height += 1
         self._last_cert = decision[1]
-        self._s = _Height()  # line 53: lock and valid value reset with everything else
-        self._ahead = {i: h for i, h in self._ahead.items() if h > self._height}
+        # Line 53: the lock and the valid value are reset with everything else.
+        self._s = _Height(HeightVoteSet(self.validators))
+        # We progressed: the claims still above us are believed afresh.
+        self._ahead = {i: (h, AHEAD_TICKS) for i, (h, _) in self._ahead.items() if h > self._height}
+        self._prune_evidence()
         pending = self._pending_commits.pop(self._height, None)
         if pending is not None:
             self._on_commit_received(*pending)
@@ -614,25 +530,51 @@ class Engine:
     # --- inputs -------------------------------------------------------------------------
 
     def _on_message(self, msg: Message) -> None:
+        """Memory: a message of our height is kept only up to ``ROUND_WINDOW`` rounds
+        above ours; further ahead only the sender's highest round is (for line 55), and
+        peers resend their messages of the round they are in once we get there."""
         signer = signer_of(msg)
         if signer not in self.validators:
             return
+        index = self.validators.index(signer)
         if msg.height == self._height:
-            if self._s.step is not Step.COMMIT and msg.round <= self._s.round + MAX_ROUNDS_AHEAD:
+            if self._s.step is Step.COMMIT:
+                return
+            if msg.round > self._s.round + ROUND_WINDOW:
+                self._s.votes.note_far_round(index, msg.round)
+            else:
                 self._add_message(msg)
             return
         if msg.height < self._height:
             return
-        index = self.validators.index(signer)
-        self._ahead[index] = max(self._ahead.get(index, 0), msg.height)
+        claimed, ticks = self._ahead.get(index, (0, AHEAD_TICKS))
+        self._ahead[index] = (max(claimed, msg.height), ticks)
         if msg.height == self._height + 1:
-            key = _message_key(msg)
-            if key not in self._future and len(self._future) < MAX_FUTURE_MESSAGES:
-                self._future[key] = msg
+            self._buffer_next_height(msg)
         elif self._sync_asked_at != self._height:
             # Two heights ahead cannot be pipelining: we missed a decision.
             self._sync_asked_at = self._height
             self._actions.append(RequestSync(self._height))
+
+    def _buffer_next_height(self, msg: Message) -> None:
+        """Keep a message for height + 1 until we get there (a peer that decided first
+        already proposes and votes there). Memory: proposals only from the proposer of
+        (height + 1, r) for r <= ROUND_WINDOW, ``MAX_PROPOSALS_PER_ROUND`` per round (at
+        most 20 blocks of up to ``MAX_MESSAGE_BYTES``); ``MAX_FUTURE_MESSAGES`` messages
+        in all (votes ~200 bytes). What does not fit is dropped; resends bring it back."""
+        key = _message_key(msg)
+        if key in self._future or msg.round > ROUND_WINDOW:
+            return
+        if isinstance(msg, Proposal):
+            if msg.proposer != self.validators.proposer(self._height + 1, msg.round):
+                return
+            held = sum(
+                isinstance(m, Proposal) and m.round == msg.round for m in self._future.values()
+            )
+            if held >= MAX_PROPOSALS_PER_ROUND:
+                return
+        if len(self._future) < MAX_FUTURE_MESSAGES:
+            self._future[key] = msg
 
     def _add_message(self, msg: Message) -> None:
         if isinstance(msg, Proposal):
@@ -646,7 +588,7 @@ class Engine:
             return  # only the round's proposer may propose (lines 22, 28, 36, 49)
         if proposal.block.header.round > proposal.round:
             return  # a block cannot have been built in a later round than it is proposed in
-        s.senders.setdefault(proposal.round, set()).add(self.validators.index(proposal.proposer))
+        s.votes.add_sender(proposal.round, self.validators.index(proposal.proposer))
         held = s.proposals.setdefault(proposal.round, [])
         for other in held:
             if other.block.hash == proposal.block.hash and other.pol_round == proposal.pol_round:
@@ -658,32 +600,28 @@ class Engine:
             s.blocks.setdefault(proposal.block.hash, proposal.block)
 
     def _add_vote(self, vote: Vote) -> None:
-        s = self._s
-        index = self.validators.index(vote.validator)
-        tally = s.tallies.get((vote.round, vote.kind))
-        if tally is None:
-            tally = s.tallies[(vote.round, vote.kind)] = _Tally()
-        counted, prior = tally.add(index, vote, self.validators.f)
+        _, prior = self._s.votes.add(vote)
         if prior is not None and prior.block_hash != vote.block_hash:
             self._record(prior, vote)
-        if not counted:
-            return
-        s.senders.setdefault(vote.round, set()).add(index)
-        if (
-            vote.kind is VoteKind.PRECOMMIT
-            and vote.block_hash is not None
-            and tally.count(vote.block_hash) == self.validators.quorum
-        ):
-            s.precommit_quorum_rounds.append(vote.round)
 
     def _record(self, first: Message, second: Message) -> None:
+        """Keep the first proof that a validator equivocated, per validator, height and
+        message kind: one proves it faulty, more add nothing. Memory: at most 3 records
+        (~1 KB each: proposals keep only their block's header) per validator per height,
+        for the last ``EVIDENCE_HEIGHTS`` heights."""
         evidence = detect(first, second)
         if evidence is None:
             return
-        slot = (evidence.validator, evidence.height, evidence.round, evidence.kind)
+        slot = (evidence.validator, evidence.height, evidence.kind)
         if slot not in self._evidence_slots:
             self._evidence_slots.add(slot)
-            self._evidence.append(evidence)
+            self._evidence.append(evidence.without_blocks())
+
+    def _prune_evidence(self) -> None:
+        oldest = self._height - EVIDENCE_HEIGHTS
+        if self._evidence and self._evidence[0].height < oldest:
+            self._evidence = [e for e in self._evidence if e.height >= oldest]
+            self._evidence_slots = {s for s in self._evidence_slots if s[1] >= oldest}
 
     def _on_timeout(self, event: TimeoutFired) -> None:
         s = self._s
@@ -700,14 +638,12 @@ class Engine:
             return
         if event.round != s.round:
             return
-        if event.kind is TimeoutKind.PROPOSE and s.step is Step.PROPOSE:  # lines 57-60
-            self._vote(VoteKind.PREVOTE, None)
-            s.step = Step.PREVOTE
-        elif event.kind is TimeoutKind.PREVOTE and s.step is Step.PREVOTE:  # lines 61-64
-            self._vote(VoteKind.PRECOMMIT, None)
-            s.step = Step.PRECOMMIT
-        elif event.kind is TimeoutKind.PRECOMMIT and s.step is not Step.COMMIT:  # lines 65-67
-            self._start_round(s.round + 1)
+        if event.kind is TimeoutKind.PROPOSE:
+            self._on_timeout_propose()
+        elif event.kind is TimeoutKind.PREVOTE:
+            self._on_timeout_prevote()
+        elif event.kind is TimeoutKind.PRECOMMIT:
+            self._on_timeout_precommit()
 
     def _on_commit_received(self, block: Block, cert: CommitCertificate) -> None:
         if cert.height != block.height or cert.block_hash != block.hash:
@@ -738,13 +674,31 @@ class Engine:
                     self._actions.extend(Broadcast(v) for v in self._pol_votes(msg))
         if self._last_precommit is not None:
             self._actions.append(Broadcast(self._last_precommit))
-        # One validator ahead is enough: it may be the only one that can serve the block
-        # (the rest wait for a precommit it lost in a crash); a byzantine one claiming to be
-        # ahead only costs a request that returns nothing.
-        if any(h > self._height for h in self._ahead.values()) or s.missing_block:
+        if self._behind() or s.missing_block:
             self._actions.append(RequestSync(self._height))
 
+    def _behind(self) -> bool:
+        """Whether claims of a higher height make a sync request worth it (one resend tick).
+
+        f+1 validators claiming it include an honest one. One validator alone may be the
+        only one that can serve the block (the rest wait for a precommit it lost in a
+        crash), so its claim is believed too, but only for ``AHEAD_TICKS`` ticks per
+        height we reach: a byzantine validator claiming height 2**63-1 costs that many
+        requests per height, not one per tick for ever."""
+        if len(self._ahead) > self.validators.f:
+            return True
+        believed = False
+        for index, (claimed, ticks) in self._ahead.items():
+            if ticks > 0:
+                self._ahead[index] = (claimed, ticks - 1)
+                believed = True
+        return believed
+
     # --- outputs ------------------------------------------------------------------------
+
+    def _prevote(self, block_hash: bytes | None) -> None:
+        self._vote(VoteKind.PREVOTE, block_hash)
+        self._s.step = Step.PREVOTE
 
     def _vote(self, kind: VoteKind, block_hash: bytes | None) -> None:
         """A prevote, or a precommit for nil."""
@@ -770,7 +724,7 @@ class Engine:
     def _schedule(self, kind: TimeoutKind) -> None:
         s = self._s
         delay = self.timeouts.delay(kind, s.round)
-        self._actions.append(ScheduleTimeout(kind, self._height, s.round, delay))
+        self._actions.append(ScheduleTimeout(TimeoutFired(kind, self._height, s.round), delay))
 
     def _schedule_resend(self) -> None:
         self._resend_key = (self._height, self._s.round)

@@ -9,10 +9,10 @@ lets a checker confirm a record without trusting the node that reported it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from consensus.messages import Message, Proposal, Vote, signature_ok, signer_of
-from consensus.validators import ValidatorSet
+from consensus.messages import Message, Proposal, Vote, signer_of
+from consensus.validators import ValidatorSet, signature_ok
 
 
 class InvalidEvidence(Exception):
@@ -30,6 +30,11 @@ class Equivocation:
     first: Message
     second: Message
 
+    def without_blocks(self) -> Equivocation:
+        """The same proof with each proposal's block cut to its header (a proposal signs
+        the block's hash, which is the header's): ~1 KB instead of two full blocks."""
+        return replace(self, first=_header_only(self.first), second=_header_only(self.second))
+
     def to_json(self) -> dict:
         return {
             "validator": self.validator.hex(),
@@ -39,6 +44,12 @@ class Equivocation:
             "first": _content(self.first),
             "second": _content(self.second),
         }
+
+
+def _header_only(msg: Message) -> Message:
+    if isinstance(msg, Vote):
+        return msg
+    return replace(msg, block=replace(msg.block, txs=(), last_cert=None))
 
 
 def slot_kind(msg: Message) -> str:

@@ -4,6 +4,12 @@ The node and the simulator both run the real ledger under the engine; they diffe
 where candidate transactions come from and what the clock is, which they pass in.
 Executing a block yields its ``Changes``; they are kept by block hash so that committing a
 block the engine decided writes them instead of executing the block a second time.
+
+Time is not part of validity. Whether a block is valid is a fact every honest node agrees
+on; whether it is dated too far ahead depends on the reader's clock, and a verdict that
+differs between nodes, or changes as time passes, must never stop a node from committing
+a decided block. So ``timely`` is asked only when this validator chooses its prevote, as
+in CometBFT's proposer-based timestamps.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ from collections.abc import Callable, Container, Iterable
 from chain.block import Block, CommitCertificate
 from chain.state import Changes, State, build_block, execute_block
 from chain.tx import Tx
+
+MAX_BLOCK_DRIFT_MS = 10_000  # a fresh proposal dated further ahead of our clock gets nil
 
 
 class LedgerApp:
@@ -25,6 +33,7 @@ class LedgerApp:
         clock: Callable[[], int],
         candidates: Callable[[int], Iterable[Tx]],
         verified: Container[bytes] = (),
+        max_drift_ms: int = MAX_BLOCK_DRIFT_MS,
     ) -> None:
         self.state = state
         self.proposer = proposer
@@ -32,6 +41,7 @@ class LedgerApp:
         self.clock = clock
         self.candidates = candidates  # height -> txs to try, in an order they apply in
         self.verified = verified  # tx ids whose signatures were already checked
+        self.max_drift_ms = max_drift_ms
         self.executed: dict[bytes, Changes] = {}
 
     def build_block(self, height: int, round: int, last_cert: CommitCertificate | None) -> Block:
@@ -51,6 +61,11 @@ class LedgerApp:
     def validate_block(self, block: Block) -> None:
         if block.hash not in self.executed:
             self.executed[block.hash] = execute_block(self.state, block, verified=self.verified)
+
+    def timely(self, block: Block) -> bool:
+        """Not dated more than ``max_drift_ms`` ahead of our clock now: a proposer with a
+        runaway clock cannot push block times, which must grow, out of everyone's reach."""
+        return block.header.time_ms <= self.clock() + self.max_drift_ms
 
     def take_changes(self, block: Block) -> Changes:
         """The changes of a decided block (executed now if it came by catch-up); raises

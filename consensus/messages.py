@@ -7,7 +7,8 @@ everything in the block, and evidence of a double proposal stays small.
 
 Vote sign bytes do not name the voter: the key that verifies the signature does. So every
 precommit for one (height, round, block) signs the same bytes, and a commit certificate
-is checked against one message (``consensus.validators.verify_certificate``).
+is checked against one message (``consensus.validators.verify_certificate``, next to
+``verify_message``, which checks who signed a message).
 
 ``decode_message`` is fed raw bytes from the network: anything that is not exactly a
 well-formed message raises ``BadMessage``, never another exception.
@@ -17,19 +18,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
-from functools import lru_cache
-from typing import TYPE_CHECKING
 
 import msgpack
-from nacl.bindings import crypto_sign_open
-from nacl.exceptions import BadSignatureError
 
 from chain.block import HASH_SIZE, Block
 from chain.errors import InvalidBlock
 from chain.tx import KEY_SIZE, SIGNATURE_SIZE
-
-if TYPE_CHECKING:
-    from consensus.validators import ValidatorSet
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # a full block of 10,000 txs fits with room to spare
 MAX_ROUND = 2**31 - 1
@@ -151,7 +145,8 @@ def encode_message(msg: Message) -> bytes:
 def decode_message(data: bytes) -> Message:
     """Parse wire bytes into a Proposal or Vote, checking every field's type and range.
 
-    Signatures are not checked here (see ``verify_message``). Raises BadMessage only.
+    Signatures are not checked here (``consensus.validators.verify_message`` does).
+    Raises BadMessage only.
     """
     if not isinstance(data, bytes | bytearray) or len(data) > MAX_MESSAGE_BYTES:
         raise BadMessage(f"a message is bytes of at most {MAX_MESSAGE_BYTES}")
@@ -210,30 +205,6 @@ def _check_key_and_signature(key: object, signature: object) -> None:
         raise BadMessage("signer key must be 32 bytes")
     if type(signature) is not bytes or len(signature) != SIGNATURE_SIZE:
         raise BadMessage("signature must be 64 bytes")
-
-
-def verify_message(msg: Message, validators: ValidatorSet, chain_id: str) -> None:
-    """Check that a genesis validator signed ``msg`` for this chain. Raises BadMessage.
-
-    Whether the signer was the right proposer for the round is the engine's concern.
-    """
-    signer = signer_of(msg)
-    if signer not in validators:
-        raise BadMessage(f"{signer.hex()[:16]}… is not a validator")
-    if not signature_ok(signer, msg.sign_bytes(chain_id), msg.signature):
-        raise BadMessage("bad signature")
-
-
-@lru_cache(maxsize=16_384)
-def signature_ok(pubkey: bytes, message: bytes, signature: bytes) -> bool:
-    """Ed25519 verification, memoised: a precommit is checked when it arrives and again
-    inside the certificate the next block carries, and verification (~40 us) dominates
-    the engine's cost. The result is a pure function of the arguments."""
-    try:
-        crypto_sign_open(signature + message, pubkey)
-    except (BadSignatureError, ValueError):
-        return False
-    return True
 
 
 _pack = msgpack.Packer(use_bin_type=True).pack

@@ -154,10 +154,13 @@ class Lock:
     @classmethod
     def from_list(cls, fields: list) -> Lock:
         height, round_, raw_block, raw_votes = fields
-        polka = tuple(decode_message(raw) for raw in raw_votes)
-        if not all(isinstance(v, Vote) and v.kind is VoteKind.PREVOTE for v in polka):
-            raise BadMessage("a lock's polka holds prevotes only")
-        return cls(height, round_, Block.decode(raw_block), polka)  # type: ignore[arg-type]
+        polka: list[Vote] = []
+        for raw in raw_votes:
+            vote = decode_message(raw)
+            if not isinstance(vote, Vote) or vote.kind is not VoteKind.PREVOTE:
+                raise BadMessage("a lock's polka holds prevotes only")
+            polka.append(vote)
+        return cls(height, round_, Block.decode(raw_block), tuple(polka))
 
 
 class Signer:

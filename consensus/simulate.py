@@ -14,7 +14,8 @@ crashes, and a list of committed blocks that stands for its store.
 
 Faults: message drop, a delay distribution (with extra hold-back for reordering),
 duplication, partitions that heal at a given time, crash and restart (the engine is
-rebuilt from the signer storage and the committed blocks), and byzantine validators, made
+rebuilt from the signer storage and the committed blocks), clocks skewed by a given
+amount (every node's clock is off by a few ms anyway), and byzantine validators, made
 only from honest engines with shared keys or rewritten outbound messages
 (``Simulation._equivocate`` and ``Simulation._invalidate``), never from a hand-written
 evil engine:
@@ -50,12 +51,12 @@ from chain.errors import InvalidBlock
 from chain.genesis import Genesis, parse_genesis
 from chain.state import State, execute_block
 from chain.tx import Tx, TxKind, sign_tx
-from consensus.engine import (
+from consensus.engine import Engine
+from consensus.events import (
     Action,
     Broadcast,
     Commit,
     CommitReceived,
-    Engine,
     Event,
     MessageReceived,
     RequestSync,
@@ -65,16 +66,14 @@ from consensus.engine import (
 )
 from consensus.evidence import Equivocation, InvalidEvidence, verify_equivocation
 from consensus.ledger_app import LedgerApp
-from consensus.messages import (
-    BadMessage,
-    Message,
-    Proposal,
-    decode_message,
-    encode_message,
+from consensus.messages import BadMessage, Message, Proposal, decode_message, encode_message
+from consensus.signer import MemorySignerStorage, Signer
+from consensus.validators import (
+    InvalidCertificate,
+    ValidatorSet,
+    verify_certificate,
     verify_message,
 )
-from consensus.signer import MemorySignerStorage, Signer
-from consensus.validators import InvalidCertificate, ValidatorSet, verify_certificate
 
 CHAIN_ID = "depnet-sim"
 GENESIS_TIME_MS = 1_764_000_000_000
@@ -125,6 +124,16 @@ class Partition:
         groups = "|".join(",".join(str(n) for n in group) for group in self.groups)
         return f"{groups}@{self.start_ms}-{self.end_ms}"
 
+    @classmethod
+    def parse(cls, spec: str) -> Partition:
+        """The inverse of ``spec()``, e.g. ``0,1|2,3@1000-5000``; ValueError says why not."""
+        groups, start, end = _window(spec, "0,1|2,3")
+        try:
+            parsed = tuple(tuple(int(n) for n in g.split(",")) for g in groups.split("|"))
+        except ValueError:
+            raise ValueError(f"{spec!r}: groups are node ids like 0,1|2,3") from None
+        return cls(parsed, start, end)
+
 
 @dataclass(frozen=True, slots=True)
 class Crash:
@@ -137,6 +146,50 @@ class Crash:
 
     def spec(self) -> str:
         return f"{self.node}@{self.at_ms}-{self.restart_ms}"
+
+    @classmethod
+    def parse(cls, spec: str) -> Crash:
+        """The inverse of ``spec()``, e.g. ``2@1000-3000``; ValueError says why not."""
+        node, start, end = _window(spec, "NODE")
+        try:
+            return cls(int(node), start, end)
+        except ValueError:
+            raise ValueError(f"{spec!r}: NODE is a validator index") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Skew:
+    """Node ``node``'s clock runs ``ms`` ahead (negative: behind) of simulated time. It
+    dates the blocks it proposes by that clock and judges others' blocks timely by it."""
+
+    node: int
+    ms: int
+
+    def spec(self) -> str:
+        return f"{self.node}={self.ms}"
+
+    @classmethod
+    def parse(cls, spec: str) -> Skew:
+        """The inverse of ``spec()``, e.g. ``2=-30000``; ValueError says why not."""
+        node, sep, ms = spec.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            return cls(int(node), int(ms))
+        except ValueError:
+            raise ValueError(f"{spec!r}: expected NODE=MS, e.g. 2=-30000") from None
+
+
+def _window(spec: str, what: str) -> tuple[str, int, int]:
+    """``WHAT@START-END`` -> (WHAT, START, END)."""
+    head, sep, window = spec.rpartition("@")
+    start, dash, end = window.partition("-")
+    try:
+        if not (sep and dash and head):
+            raise ValueError
+        return head, int(start), int(end)
+    except ValueError:
+        raise ValueError(f"{spec!r}: expected {what}@START-END (ms)") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +209,7 @@ class SimConfig:
     byzantine_mode: ByzantineMode = ByzantineMode.MIXED
     partitions: tuple[Partition, ...] = ()
     crashes: tuple[Crash, ...] = ()
+    skew: tuple[Skew, ...] = ()
     deadline_ms: int | None = None  # after the faults heal; default from ``heights``
 
     def __post_init__(self) -> None:
@@ -178,6 +232,11 @@ class SimConfig:
         for crash in self.crashes:
             if not 0 <= crash.node < self.nodes or not 0 <= crash.at_ms <= crash.restart_ms:
                 raise ValueError(f"crash {crash.spec()}: unknown node or restart before crash")
+        for skew in self.skew:
+            if not 0 <= skew.node < self.nodes:
+                raise ValueError(f"skew {skew.spec()}: no such node")
+        if len({skew.node for skew in self.skew}) != len(self.skew):
+            raise ValueError("one clock skew per node")
 
     @property
     def heal_ms(self) -> int:
@@ -212,6 +271,7 @@ class SimConfig:
             parts.append(f"--byzantine {self.byzantine} --byzantine-mode {self.byzantine_mode}")
         parts += [f"--partition '{p.spec()}'" for p in self.partitions]
         parts += [f"--crash {c.spec()}" for c in self.crashes]
+        parts += [f"--skew {s.spec()}" for s in self.skew]
         if self.deadline_ms is not None:
             parts.append(f"--deadline {self.deadline_ms}")
         return " ".join(parts)
@@ -234,6 +294,7 @@ class SimResult:
     byzantine: dict[int, ByzantineMode]  # validator index -> mode
     sim_time_ms: int
     events: int
+    decided_at_ms: dict[int, int]  # height -> when the first honest node committed it
 
     @property
     def exit_code(self) -> int:
@@ -388,8 +449,47 @@ class _Node:
     rewritten: dict[bytes, bytes] = field(default_factory=dict)  # invalid-block: A -> C
 
 
-# event kinds in the queue
-_DELIVER, _TIMER, _SYNC, _CRASH, _RESTART = range(5)
+# --- what the event queue holds ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Deliver:
+    """Wire bytes reach a node."""
+
+    node: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _Timer:
+    """A timeout the engine scheduled; void if the node crashed since (another epoch)."""
+
+    node: int
+    epoch: int
+    timeout: TimeoutFired
+
+
+@dataclass(frozen=True, slots=True)
+class _SyncReply:
+    """``peer`` answers the sync request ``node`` sent in ``epoch``."""
+
+    node: int
+    epoch: int
+    peer: int
+    from_height: int
+
+
+@dataclass(frozen=True, slots=True)
+class _CrashAt:
+    node: int
+
+
+@dataclass(frozen=True, slots=True)
+class _RestartAt:
+    node: int
+
+
+_SimEvent = _Deliver | _Timer | _SyncReply | _CrashAt | _RestartAt
 
 
 class Simulation:
@@ -400,7 +500,7 @@ class Simulation:
         self.rng = random.Random(config.seed)
         self.world = world(config.nodes)
         self.now = 0
-        self.queue: list[tuple[int, int, int, object]] = []
+        self.queue: list[tuple[int, int, _SimEvent]] = []  # (time, sequence, event)
         self.seq = 0
         self.events = 0
         self.sent = self.delivered = self.dropped = self.duplicated = self.sync_requests = 0
@@ -409,6 +509,7 @@ class Simulation:
         self.reference = State(self.world.genesis)
         self.decided: dict[int, tuple[bytes, bytes]] = {}  # height -> (block hash, state root)
         self.decided_rounds: dict[int, int] = {}
+        self.decided_at: dict[int, int] = {}
         self.evidence: dict[tuple[bytes, int, int, str], Equivocation] = {}
         self.byzantine = self._choose_byzantine()
         self.nodes = self._make_nodes()
@@ -422,8 +523,9 @@ class Simulation:
 
     def _make_nodes(self) -> list[_Node]:
         keys = self.world.keys
+        skew = {s.node: s.ms for s in self.config.skew}
         nodes = [
-            _Node(v, keys[v], self.byzantine.get(v), self.rng.randrange(50))
+            _Node(v, keys[v], self.byzantine.get(v), skew.get(v, self.rng.randrange(50)))
             for v in range(self.config.nodes)
         ]
         for v, mode in self.byzantine.items():
@@ -437,69 +539,65 @@ class Simulation:
         for node in self.nodes:
             self._boot(node)
         for crash in self.config.crashes:
-            self._push(crash.at_ms, _CRASH, crash.node)
-            self._push(crash.restart_ms, _RESTART, crash.node)
+            self._push(crash.at_ms, _CrashAt(crash.node))
+            self._push(crash.restart_ms, _RestartAt(crash.node))
         deadline = self.config.effective_deadline_ms
         target = self.config.heights
         while self.queue and not self.violations:
-            time, _, kind, payload = heapq.heappop(self.queue)
+            time, _, event = heapq.heappop(self.queue)
             if time > deadline or self.events >= MAX_EVENTS:
                 break
             self.now = time
             self.events += 1
-            self._dispatch(kind, payload)
+            self._dispatch(event)
             if all(len(n.committed) >= target for n in self.honest):
                 break
         return self._result()
 
-    def _push(self, time: int, kind: int, payload: object) -> None:
-        self.seq += 1
-        heapq.heappush(self.queue, (time, self.seq, kind, payload))
+    def _push(self, time: int, event: _SimEvent) -> None:
+        self.seq += 1  # ties run in the order pushed; events themselves are never compared
+        heapq.heappush(self.queue, (time, self.seq, event))
 
-    def _dispatch(self, kind: int, payload: object) -> None:
-        if kind == _DELIVER:
-            node_id, data = payload  # type: ignore[misc]
-            node = self.nodes[node_id]
-            msg = self._decode(data)
-            if node.engine is not None and msg is not None:
-                self.delivered += 1
-                self._handle(node, MessageReceived(msg))
-        elif kind == _TIMER:
-            node_id, epoch, event = payload  # type: ignore[misc]
-            node = self.nodes[node_id]
-            if node.engine is not None and node.epoch == epoch:
-                self._handle(node, event)
-        elif kind == _SYNC:
-            self._serve_sync(*payload)  # type: ignore[misc]
-        elif kind == _CRASH:
-            node = self.nodes[payload]  # type: ignore[index]
-            if self.rng.random() < 0.5:
-                node.crash_next = True  # die half-way through the next batch of actions
-            else:
-                self._crash(node)
-        else:
-            node = self.nodes[payload]  # type: ignore[index]
-            if node.engine is not None:
-                self._crash(node)
-            self._boot(node)
+    def _dispatch(self, event: _SimEvent) -> None:
+        node = self.nodes[event.node]
+        match event:
+            case _Deliver(data=data):
+                msg = self._decode(data)
+                if node.engine is not None and msg is not None:
+                    self.delivered += 1
+                    self._handle(node, MessageReceived(msg))
+            case _Timer(epoch=epoch, timeout=timeout):
+                if node.engine is not None and node.epoch == epoch:
+                    self._handle(node, timeout)
+            case _SyncReply():
+                self._serve_sync(event)
+            case _CrashAt():
+                if self.rng.random() < 0.5:
+                    node.crash_next = True  # die half-way through the next batch of actions
+                else:
+                    self._crash(node)
+            case _RestartAt():
+                if node.engine is not None:
+                    self._crash(node)
+                self._boot(node)
 
     def _decode(self, data: bytes) -> Message | None:
         """Decode and verify as the node does; the result is the same for every receiver
         of the same bytes, so each distinct message is checked once per run."""
         if data not in self.decoded:
             try:
-                msg: Message | None = decode_message(data)
-                verify_message(msg, self.world.validators, CHAIN_ID)  # type: ignore[arg-type]
+                msg = decode_message(data)
+                verify_message(msg, self.world.validators, CHAIN_ID)
+                self.decoded[data] = msg
             except BadMessage:
-                msg = None
-            self.decoded[data] = msg
+                self.decoded[data] = None
         return self.decoded[data]
 
     # --- nodes ------------------------------------------------------------------------------
 
     def _boot(self, node: _Node) -> None:
         """Start (or restart) a node from what survives a crash: signer state and blocks."""
-        node.app = sim_app(self.world, bytes(node.key.verify_key), lambda: self.now + node.skew_ms)
+        node.app = sim_app(self.world, bytes(node.key.verify_key), lambda: self._clock(node))
         for block, _ in node.committed:
             apply_decided(node.app, block)
         last_cert = node.committed[-1][1] if node.committed else None
@@ -513,6 +611,10 @@ class Simulation:
             timeouts=SIM_TIMEOUTS,
         )
         self._carry_out(node, node.engine.start())
+
+    def _clock(self, node: _Node) -> int:
+        """The node's wall clock: simulated time from genesis, off by the node's skew."""
+        return GENESIS_TIME_MS + self.now + node.skew_ms
 
     def _crash(self, node: _Node) -> None:
         self._collect_evidence(node)
@@ -531,8 +633,8 @@ class Simulation:
             if isinstance(action, Broadcast):
                 self._broadcast(node, action.message)
             elif isinstance(action, ScheduleTimeout):
-                event = TimeoutFired(action.kind, action.height, action.round)
-                self._push(self.now + action.delay_ms, _TIMER, (node.id, node.epoch, event))
+                timer = _Timer(node.id, node.epoch, action.timeout)
+                self._push(self.now + action.delay_ms, timer)
             elif isinstance(action, Commit):
                 self._commit(node, action.block, action.cert)
             elif isinstance(action, RequestSync):
@@ -572,6 +674,7 @@ class Simulation:
             self.reference.commit(changes, block.header)
             self.decided[height] = (block.hash, self.reference.state_root)
             self.decided_rounds[height] = cert.round
+            self.decided_at[height] = self.now
             return
         decided_hash, root = self.decided[height]
         if block.hash != decided_hash:
@@ -650,10 +753,10 @@ class Simulation:
         if not self._reachable(node.id, peer.id) or self.rng.random() < self.config.drop:
             self.dropped += 1
             return
-        self._push(self.now + self._delay(), _DELIVER, (peer.id, data))
+        self._push(self.now + self._delay(), _Deliver(peer.id, data))
         if self.config.duplicate and self.rng.random() < self.config.duplicate:
             self.duplicated += 1
-            self._push(self.now + self._delay(), _DELIVER, (peer.id, data))
+            self._push(self.now + self._delay(), _Deliver(peer.id, data))
 
     def _request_sync(self, node: _Node, from_height: int) -> None:
         """Ask one random reachable peer for decided blocks; request and reply can be lost."""
@@ -670,13 +773,14 @@ class Simulation:
         if lost or not self._reachable(node.id, peer.id):
             return
         when = self.now + self._delay() + self._delay()
-        self._push(when, _SYNC, (node.id, node.epoch, peer.id, from_height))
+        self._push(when, _SyncReply(node.id, node.epoch, peer.id, from_height))
 
-    def _serve_sync(self, node_id: int, epoch: int, peer_id: int, from_height: int) -> None:
-        node, peer = self.nodes[node_id], self.nodes[peer_id]
-        if node.engine is None or node.epoch != epoch or peer.engine is None:
+    def _serve_sync(self, reply: _SyncReply) -> None:
+        node, peer = self.nodes[reply.node], self.nodes[reply.peer]
+        if node.engine is None or node.epoch != reply.epoch or peer.engine is None:
             return
-        for block, cert in peer.committed[from_height - 1 : from_height - 1 + SYNC_BATCH]:
+        start = reply.from_height - 1
+        for block, cert in peer.committed[start : start + SYNC_BATCH]:
             if node.engine is None:  # crashed half-way through
                 return
             self._handle(node, CommitReceived(block, cert))
@@ -741,6 +845,7 @@ class Simulation:
             byzantine=self.byzantine,
             sim_time_ms=self.now,
             events=self.events,
+            decided_at_ms=self.decided_at,
         )
 
 

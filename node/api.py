@@ -1,17 +1,18 @@
 """The node's HTTP JSON API (FastAPI on hypercorn, in the node's trio process) and /metrics.
 
 The API is an edge: it parses and checks requests, hands bytes to the node through the
-small :class:`NodeService` protocol (which the runner implements), and renders results as
-JSON. It never decodes transactions or touches state itself, so a bad request cannot reach
-the node: every malformed body, path or method is answered with a 4xx and the body
+small :class:`NodeService` protocol (node/service.py), and renders answers as JSON. It
+never decodes transactions or touches state itself, so a bad request cannot reach the
+node: every malformed body, path or method is answered with a 4xx and the body
 ``{"error": {"code": "<machine code>", "message": "<one sentence>"}}`` before the node is
 called.
 
-Measured on this stack (notes/trio-libp2p-asgi.md): each request costs ~0.5 ms of server
-CPU whatever its size, so transactions are submitted in batches; ``async def`` endpoints
-avoid a worker thread per request; and the hot POST /txs parses its JSON itself instead of
-through a pydantic body model (~20 % cheaper). The pydantic models below only document the
-JSON shapes in the OpenAPI document (the tests check responses against them).
+Each request costs ~0.5 ms of server CPU on this stack whatever its size, so transactions
+are submitted in batches; ``async def`` endpoints avoid a worker thread per request; the
+hot POST /txs parses its JSON itself instead of through a pydantic body model (~20 %
+cheaper); and answers are serialized straight from their dataclasses, never validated
+again. Each answer has one shape (a dataclass with ``Hex`` fields for bytes): it both
+renders the JSON and documents it in the OpenAPI document.
 """
 
 from __future__ import annotations
@@ -19,26 +20,37 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from hashlib import sha256
-from typing import Annotated, Any, Literal, Protocol
+from dataclasses import asdict, dataclass
+from functools import cache
+from typing import Annotated, Any, Literal, TypeVar
 
 import trio
 from fastapi import FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from hypercorn.config import Config
 from hypercorn.trio import serve
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from pydantic import BaseModel, ConfigDict
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, TypeAdapter
 from pydantic import Field as PydanticField
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
-from chain.block import Block, CommitCertificate, Header
-from chain.errors import TxRejected
+from chain.block import CommitCertificate, Header
 from chain.tx import MAX_TX_BYTES, Tx
 from consensus.messages import MAX_HEIGHT
-from node.mempool import MempoolError, TxStatus
+from node.mempool import TxStatus
+from node.service import (
+    AccountInfo,
+    AccountTx,
+    AccountTxs,
+    CommittedBlock,
+    Head,
+    Hex,
+    NodeService,
+    NodeStatus,
+    SubmitResult,
+)
 
 MAX_BATCH = 1_000
 # 1,000 txs of the largest size in hex, with quotes and commas, plus room for the envelope.
@@ -48,138 +60,30 @@ DEFAULT_HISTORY_PAGE = 50
 HEX32 = "^[0-9a-fA-F]{64}$"
 
 log = logging.getLogger("depnet.api")
+T = TypeVar("T")
+TxIdParam = Annotated[str, Path(pattern=HEX32, description="tx id (sha256 of its bytes)")]
+AccountParam = Annotated[str, Path(pattern=HEX32, description="account public key")]
 
 
-# --- What the runner gives the API ------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class SubmitResult:
-    """Outcome of one submitted tx, in the order submitted. ``ok`` means the tx is now in
-    this node's mempool; otherwise ``code`` says why not (``duplicate`` when it already
-    was, so a client that resubmits after a timeout can tell that apart)."""
-
-    tx_id: bytes  # sha256 of the submitted bytes, even when they do not decode
-    ok: bool
-    code: str | None = None  # a chain.errors.Reason value or a MempoolError code
-    message: str | None = None
-
-    @classmethod
-    def accepted(cls, tx_id: bytes) -> SubmitResult:
-        return cls(tx_id, True)
-
-    @classmethod
-    def rejected(cls, raw: bytes, exc: TxRejected | MempoolError) -> SubmitResult:
-        if isinstance(exc, TxRejected):
-            return cls(sha256(raw).digest(), False, exc.reason.value, exc.detail or str(exc))
-        return cls(sha256(raw).digest(), False, exc.code, str(exc))
+# --- JSON shapes ------------------------------------------------------------------------
+# The service's answers (node/service.py) are rendered as they are; these are the shapes of
+# the answers that the API builds from chain objects.
 
 
 @dataclass(frozen=True, slots=True)
-class AccountInfo:
-    account: bytes
-    bank: str
-    nonce: int  # committed: the number of txs this account has had applied
-    next_nonce: int  # counting its txs in the mempool: the nonce its next tx should carry
-    balances: Mapping[str, int]  # token symbol -> amount in minor units; zero balances left out
+class ErrorDetail:
+    code: str  # machine-readable, e.g. "malformed_json" or a chain.errors.Reason value
+    message: str  # one sentence for a person
 
 
 @dataclass(frozen=True, slots=True)
-class AccountTx:
-    """A committed tx that an account sent or received, where and when it was committed."""
-
-    height: int
-    position: int  # in its block
-    time_ms: int  # its block's time
-    tx: Tx
-
-
-@dataclass(frozen=True, slots=True)
-class AccountTxs:
-    """One page of an account's history, newest first. ``next_before`` is the
-    ``before_height`` that reads the next (older) page, None when this one is the last.
-    A page never splits a block, so it may end before ``limit``, or (when one block alone
-    holds more than ``limit`` of the account's txs) be that whole block."""
-
-    txs: Sequence[AccountTx]
-    next_before: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class CommittedBlock:
-    """A committed block and the certificate that committed it, when the node has it."""
-
-    block: Block
-    cert: CommitCertificate | None
-
-
-@dataclass(frozen=True, slots=True)
-class Head:
-    """The committed tip. Before the first block: height 0, a zero hash, the genesis root."""
-
-    chain_id: str
-    height: int
-    block_hash: bytes
-    state_root: bytes
-    time_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class NodeStatus:
-    bank: str
-    chain_id: str
-    height: int
-    round: int
-    step: str
-    peers: int
-    mempool_size: int
-    evidence: int
-    extra: Mapping[str, Any] = field(default_factory=dict)  # JSON-ready; shown alongside
-
-
-class NodeService(Protocol):
-    """What the API needs from the node. Only ``submit`` may change anything."""
-
-    @property
-    def registry(self) -> CollectorRegistry:
-        """Rendered at /metrics (node.metrics.Metrics.registry)."""
-        ...
-
-    async def submit(self, raws: list[bytes]) -> list[SubmitResult]:
-        """Decode and admit each tx; one result per input, in order."""
-        ...
-
-    def tx_status(self, tx_id: bytes) -> TxStatus: ...
-
-    def account(self, account: bytes) -> AccountInfo | None: ...
-
-    def account_txs(
-        self, account: bytes, before_height: int | None, limit: int
-    ) -> AccountTxs | None:
-        """A page of the account's committed txs below ``before_height`` (all if None),
-        newest first; None if the account is not registered."""
-        ...
-
-    def block(self, height: int) -> CommittedBlock | None: ...
-
-    def head(self) -> Head: ...
-
-    def status(self) -> NodeStatus: ...
-
-
-# --- JSON shapes, for the OpenAPI document ---------------------------------------------
-
-
-class ErrorDetail(BaseModel):
-    code: str = PydanticField(examples=["malformed_json"])
-    message: str
-
-
-class ErrorOut(BaseModel):
+class ErrorOut:
     error: ErrorDetail
 
 
 class SubmitIn(BaseModel):
+    """The body of POST /txs; documents it only (the route parses it itself)."""
+
     txs: list[str] = PydanticField(
         min_length=1,
         max_length=MAX_BATCH,
@@ -187,135 +91,186 @@ class SubmitIn(BaseModel):
     )
 
 
-class SubmitResultOut(BaseModel):
-    tx_id: str
-    accepted: bool
-    code: str | None
-    message: str | None
-
-
-class SubmitOut(BaseModel):
+@dataclass(frozen=True, slots=True)
+class SubmitOut:
     accepted: int
     rejected: int
-    results: list[SubmitResultOut]
+    results: Sequence[SubmitResult]
+
+    @classmethod
+    def of(cls, results: Sequence[SubmitResult]) -> SubmitOut:
+        accepted = sum(1 for r in results if r.accepted)
+        return cls(accepted, len(results) - accepted, results)
 
 
-class TxStatusOut(BaseModel):
-    tx_id: str
-    status: Literal["pending", "queued", "committed", "rejected"]
-    height: int | None
-    position: int | None
-    code: str | None
-    message: str | None
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TxStatusOut(TxStatus):
+    """A tx's status and the id asked about (the API answers 404 for ``unknown``)."""
+
+    tx_id: Hex
 
 
-class AccountOut(BaseModel):
-    account: str
-    bank: str
-    nonce: int
-    next_nonce: int
-    balances: dict[str, int]
-
-
-class TxOut(BaseModel):
-    tx_id: str
+@dataclass(frozen=True, slots=True)
+class TxOut:
+    tx_id: Hex
     kind: Literal["register", "mint", "burn", "transfer"]
     chain_id: str
-    sender: str
+    sender: Hex
     nonce: int
-    to: str
+    to: Hex
     token: str
     amount: int
     memo: str
-    signature: str
+    signature: Hex
+
+    @staticmethod
+    def fields(tx: Tx) -> dict[str, Any]:
+        return {
+            "tx_id": tx.tx_id,
+            "kind": tx.kind.name.lower(),
+            "chain_id": tx.chain_id,
+            "sender": tx.sender,
+            "nonce": tx.nonce,
+            "to": tx.to,
+            "token": tx.token,
+            "amount": tx.amount,
+            "memo": tx.memo,
+            "signature": tx.signature,
+        }
+
+    @classmethod
+    def of(cls, tx: Tx) -> TxOut:
+        return cls(**cls.fields(tx))
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AccountTxOut(TxOut):
     height: int
     position: int
-    time_ms: int = PydanticField(description="The time of the tx's block.")
+    time_ms: Annotated[int, PydanticField(description="The time of the tx's block.")]
+
+    @classmethod
+    def of_entry(cls, entry: AccountTx) -> AccountTxOut:
+        return cls(
+            **TxOut.fields(entry.tx),
+            height=entry.height,
+            position=entry.position,
+            time_ms=entry.time_ms,
+        )
 
 
-class AccountTxsOut(BaseModel):
-    account: str
-    txs: list[AccountTxOut] = PydanticField(description="Newest first.")
-    next_before: int | None = PydanticField(
-        description="Pass as `before` to read the next (older) page; null on the last page. "
-        "A page never splits a block: it may hold fewer than `limit` txs, or more when one "
-        "block alone holds more of the account's txs."
-    )
+@dataclass(frozen=True, slots=True)
+class AccountTxsOut:
+    account: Hex
+    txs: Annotated[Sequence[AccountTxOut], PydanticField(description="Newest first.")]
+    next_before: Annotated[
+        int | None,
+        PydanticField(
+            description="Pass as `before` to read the next (older) page; null on the last "
+            "page. A page never splits a block: it may hold fewer than `limit` txs, or more "
+            "when one block alone holds more of the account's txs."
+        ),
+    ]
+
+    @classmethod
+    def of(cls, account: bytes, page: AccountTxs) -> AccountTxsOut:
+        return cls(account, [AccountTxOut.of_entry(e) for e in page.txs], page.next_before)
 
 
-class HeaderOut(BaseModel):
+@dataclass(frozen=True, slots=True)
+class HeaderOut:
     chain_id: str
     height: int
     round: int
-    prev_hash: str
-    proposer: str
+    prev_hash: Hex
+    proposer: Hex
     time_ms: int
-    tx_root: str
-    state_root: str
-    last_cert_hash: str
+    tx_root: Hex
+    state_root: Hex
+    last_cert_hash: Hex
+
+    @classmethod
+    def of(cls, header: Header) -> HeaderOut:
+        return cls(*(getattr(header, name) for name in cls.__dataclass_fields__))
 
 
-class CertOut(BaseModel):
+@dataclass(frozen=True, slots=True)
+class CertOut:
     height: int
     round: int
-    block_hash: str
-    signatures: list[tuple[int, str]] = PydanticField(
-        description="(validator index in genesis order, signature hex) pairs"
-    )
+    block_hash: Hex
+    signatures: Annotated[
+        Sequence[tuple[int, Hex]],
+        PydanticField(description="(validator index in genesis order, signature hex) pairs"),
+    ]
+
+    @classmethod
+    def of(cls, cert: CommitCertificate | None) -> CertOut | None:
+        if cert is None:
+            return None
+        return cls(cert.height, cert.round, cert.block_hash, cert.signatures)
 
 
-class BlockOut(BaseModel):
+@dataclass(frozen=True, slots=True)
+class BlockOut:
+    """A block as the API shows it (also what ``depnet chain block --json`` prints)."""
+
     height: int
-    hash: str
+    hash: Hex
     header: HeaderOut
-    txs: list[TxOut]
-    last_cert: CertOut | None = PydanticField(description="The parent's commit certificate.")
-    cert: CertOut | None = PydanticField(description="This block's commit certificate.")
+    txs: Sequence[TxOut]
+    last_cert: Annotated[
+        CertOut | None, PydanticField(description="The parent's commit certificate.")
+    ]
+    cert: Annotated[CertOut | None, PydanticField(description="This block's commit certificate.")]
+
+    @classmethod
+    def of(cls, committed: CommittedBlock) -> BlockOut:
+        block = committed.block
+        return cls(
+            block.height,
+            block.hash,
+            HeaderOut.of(block.header),
+            [TxOut.of(tx) for tx in block.txs],
+            CertOut.of(block.last_cert),
+            CertOut.of(committed.cert),
+        )
 
 
-class HeadOut(BaseModel):
-    chain_id: str
-    height: int
-    hash: str
-    state_root: str
-    time_ms: int
+@cache
+def _adapter(shape: type) -> TypeAdapter[Any]:
+    return TypeAdapter(shape)
 
 
-class StatusOut(BaseModel):
-    model_config = ConfigDict(extra="allow")  # the runner may add fields
+def as_json(value: object) -> Any:
+    """``value`` (one of the shapes above or a service answer) as JSON-ready data, as the
+    API sends it."""
+    return _adapter(type(value)).dump_python(value, mode="json")
 
-    bank: str
-    chain_id: str
-    height: int
-    round: int
-    step: str
-    peers: int
-    mempool_size: int
-    evidence: int
+
+def _answer(value: object, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    body = _adapter(type(value)).dump_json(value)
+    return Response(body, status, headers, media_type="application/json")
 
 
 # --- Errors -----------------------------------------------------------------------------
 
 
 class ApiError(Exception):
-    """A request the API refuses; rendered as the error body with ``status``."""
+    """A request the API refuses: every refusal, ours or the framework's, becomes one and
+    is answered with ``ErrorOut`` and ``status``."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = headers
 
-
-def _error(
-    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
-) -> JSONResponse:
-    return JSONResponse(
-        {"error": {"code": code, "message": message}}, status_code=status, headers=headers
-    )
+    def response(self) -> Response:
+        return _answer(ErrorOut(ErrorDetail(self.code, self.message)), self.status, self.headers)
 
 
 _HTTP_CODES = {
@@ -329,7 +284,7 @@ _HTTP_CODES = {
 
 async def _api_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return _error(exc.status, exc.code, exc.message)
+    return exc.response()
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -344,7 +299,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         message = f"{request.method} is not allowed on {path}"
     else:
         message = str(exc.detail)
-    return _error(status, code, message, exc.headers)
+    return ApiError(status, code, message, exc.headers).response()
 
 
 async def _validation_error(_: Request, exc: Exception) -> Response:
@@ -352,13 +307,14 @@ async def _validation_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     first = exc.errors()[0] if exc.errors() else {}
     where = " ".join(str(part) for part in first.get("loc", ()))
-    return _error(400, "invalid_request", f"{where}: {first.get('msg', 'invalid value')}")
+    message = f"{where}: {first.get('msg', 'invalid value')}"
+    return ApiError(400, "invalid_request", message).response()
 
 
 async def _internal_error(_: Request, __: Exception) -> Response:
     """Anything else. Starlette re-raises the exception after this answer, so hypercorn
     logs its traceback to ``depnet.api``; the client gets no trace."""
-    return _error(500, "internal_error", "the node failed to answer; see its log")
+    return ApiError(500, "internal_error", "the node failed to answer; see its log").response()
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -368,6 +324,13 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 def _not_found(what: str) -> dict[int | str, dict[str, Any]]:
     return {**_ERRORS, 404: {"model": ErrorOut, "description": f"No such {what}"}}
+
+
+def _found(value: T | None, code: str, message: str) -> T:
+    """``value``, or a 404 with ``code`` when the node has no such thing."""
+    if value is None:
+        raise ApiError(404, code, message)
+    return value
 
 
 # --- The app ----------------------------------------------------------------------------
@@ -403,76 +366,34 @@ def create_app(node: NodeService) -> FastAPI:
         results = await node.submit(raws)
         if len(results) != len(raws):
             raise RuntimeError(f"node answered {len(results)} results for {len(raws)} txs")
-        accepted = sum(1 for r in results if r.ok)
-        return JSONResponse(
-            {
-                "accepted": accepted,
-                "rejected": len(results) - accepted,
-                "results": [
-                    {
-                        "tx_id": r.tx_id.hex(),
-                        "accepted": r.ok,
-                        "code": r.code,
-                        "message": r.message,
-                    }
-                    for r in results
-                ],
-            }
-        )
+        return _answer(SubmitOut.of(results))
 
-    @app.get(
-        "/txs/{tx_id}",
-        response_model=TxStatusOut,
-        responses=_not_found("transaction"),
-        summary="Status of a transaction",
-    )
-    async def tx_status(
-        tx_id: Annotated[str, Path(pattern=HEX32, description="tx id (sha256 of its bytes)")],
-    ) -> Response:
-        status = node.tx_status(bytes.fromhex(tx_id))
+    def get(path: str, shape: type, summary: str, missing: str | None = None) -> Any:
+        """The decorator of a read route answering ``shape`` (404 if ``missing`` is named)."""
+        responses = _not_found(missing) if missing else None
+        return app.get(path, response_model=shape, responses=responses, summary=summary)
+
+    @get("/txs/{tx_id}", TxStatusOut, "Status of a transaction", missing="transaction")
+    async def tx_status(tx_id: TxIdParam) -> Response:
+        key = bytes.fromhex(tx_id)
+        status = node.tx_status(key)
         if status.status == "unknown":
-            raise ApiError(404, "tx_not_found", f"no tx {tx_id.lower()} is known to this node")
-        return JSONResponse(
-            {
-                "tx_id": tx_id.lower(),
-                "status": status.status,
-                "height": status.height,
-                "position": status.position,
-                "code": status.code,
-                "message": status.message,
-            }
-        )
+            raise ApiError(404, "tx_not_found", f"no tx {key.hex()} is known to this node")
+        return _answer(TxStatusOut(tx_id=key, **asdict(status)))
 
-    @app.get(
-        "/accounts/{account}",
-        response_model=AccountOut,
-        responses=_not_found("account"),
-        summary="Balances and nonce of an account",
-    )
-    async def account(
-        account: Annotated[str, Path(pattern=HEX32, description="account public key")],
-    ) -> Response:
-        info = node.account(bytes.fromhex(account))
-        if info is None:
-            raise ApiError(404, "account_not_found", f"account {account.lower()} is not registered")
-        return JSONResponse(
-            {
-                "account": info.account.hex(),
-                "bank": info.bank,
-                "nonce": info.nonce,
-                "next_nonce": info.next_nonce,
-                "balances": dict(info.balances),
-            }
-        )
+    @get("/accounts/{account}", AccountInfo, "Balances and nonce of an account", "account")
+    async def account(account: AccountParam) -> Response:
+        key = bytes.fromhex(account)
+        return _answer(_found(node.account(key), *_unregistered(key)))
 
-    @app.get(
+    @get(
         "/accounts/{account}/txs",
-        response_model=AccountTxsOut,
-        responses=_not_found("account"),
-        summary="Committed transactions to or from an account, newest first",
+        AccountTxsOut,
+        "Committed transactions to or from an account, newest first",
+        missing="account",
     )
     async def account_txs(
-        account: Annotated[str, Path(pattern=HEX32, description="account public key")],
+        account: AccountParam,
         limit: Annotated[
             int, Query(ge=1, le=MAX_HISTORY_PAGE, description="Txs per page; see next_before.")
         ] = DEFAULT_HISTORY_PAGE,
@@ -481,58 +402,22 @@ def create_app(node: NodeService) -> FastAPI:
             Query(ge=1, le=MAX_HEIGHT, description="Only txs in blocks below this height."),
         ] = None,
     ) -> Response:
-        page = node.account_txs(bytes.fromhex(account), before, limit)
-        if page is None:
-            raise ApiError(404, "account_not_found", f"account {account.lower()} is not registered")
-        return JSONResponse(
-            {
-                "account": account.lower(),
-                "txs": [account_tx_json(entry) for entry in page.txs],
-                "next_before": page.next_before,
-            }
-        )
+        key = bytes.fromhex(account)
+        page = _found(node.account_txs(key, before, limit), *_unregistered(key))
+        return _answer(AccountTxsOut.of(key, page))
 
-    @app.get(
-        "/blocks/{height}",
-        response_model=BlockOut,
-        responses=_not_found("block"),
-        summary="A committed block",
-    )
+    @get("/blocks/{height}", BlockOut, "A committed block", missing="block")
     async def block(height: Annotated[int, Path(ge=1, le=MAX_HEIGHT)]) -> Response:
-        committed = node.block(height)
-        if committed is None:
-            raise ApiError(404, "block_not_found", f"no block at height {height}")
-        return JSONResponse(block_json(committed))
+        committed = _found(node.block(height), "block_not_found", f"no block at height {height}")
+        return _answer(BlockOut.of(committed))
 
-    @app.get("/head", response_model=HeadOut, summary="The committed tip")
+    @get("/head", Head, "The committed tip")
     async def head() -> Response:
-        tip = node.head()
-        return JSONResponse(
-            {
-                "chain_id": tip.chain_id,
-                "height": tip.height,
-                "hash": tip.block_hash.hex(),
-                "state_root": tip.state_root.hex(),
-                "time_ms": tip.time_ms,
-            }
-        )
+        return _answer(node.head())
 
-    @app.get("/status", response_model=StatusOut, summary="Consensus and node status")
+    @get("/status", NodeStatus, "Consensus and node status")
     async def status() -> Response:
-        s = node.status()
-        return JSONResponse(
-            {
-                **s.extra,
-                "bank": s.bank,
-                "chain_id": s.chain_id,
-                "height": s.height,
-                "round": s.round,
-                "step": s.step,
-                "peers": s.peers,
-                "mempool_size": s.mempool_size,
-                "evidence": s.evidence,
-            }
-        )
+        return _answer(node.status())
 
     @app.get(
         "/metrics",
@@ -561,21 +446,34 @@ def create_app(node: NodeService) -> FastAPI:
 
 async def _read_json(request: Request) -> object:
     """The request body as JSON, read at most MAX_BODY_BYTES (a client cannot make us buffer
-    more); otherwise what ``await request.json()`` does."""
+    more); otherwise what ``await request.json()`` does. A client that leaves mid-body gets
+    a 400 it will never read."""
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > MAX_BODY_BYTES:
         raise ApiError(413, "body_too_large", f"request body is over {MAX_BODY_BYTES} bytes")
     chunks = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise ApiError(413, "body_too_large", f"request body is over {MAX_BODY_BYTES} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise ApiError(
+                    413, "body_too_large", f"request body is over {MAX_BODY_BYTES} bytes"
+                )
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # Nobody is left to answer, and a traceback per abandoned request would let any
+        # client flood the log: one debug line, and an answer that goes nowhere.
+        log.debug("client closed its connection mid-body (%d of %s bytes)", size, length or "?")
+        raise ApiError(400, "incomplete_body", "the client closed the connection") from None
     try:
         return json.loads(b"".join(chunks))
     except (ValueError, RecursionError):  # JSONDecodeError, bad UTF-8, huge ints, deep nesting
         raise ApiError(400, "malformed_json", "request body is not valid JSON") from None
+
+
+def _unregistered(account: bytes) -> tuple[str, str]:
+    return "account_not_found", f"account {account.hex()} is not registered"
 
 
 def _parse_submit(doc: object) -> list[bytes]:
@@ -598,71 +496,6 @@ def _parse_submit(doc: object) -> list[bytes]:
         except ValueError:
             raise ApiError(400, "bad_hex", f"txs[{index}] is not valid hex") from None
     return raws
-
-
-# --- Rendering --------------------------------------------------------------------------
-
-
-def tx_json(tx: Tx) -> dict[str, Any]:
-    return {
-        "tx_id": tx.tx_id.hex(),
-        "kind": tx.kind.name.lower(),
-        "chain_id": tx.chain_id,
-        "sender": tx.sender.hex(),
-        "nonce": tx.nonce,
-        "to": tx.to.hex(),
-        "token": tx.token,
-        "amount": tx.amount,
-        "memo": tx.memo,
-        "signature": tx.signature.hex(),
-    }
-
-
-def account_tx_json(entry: AccountTx) -> dict[str, Any]:
-    return {
-        **tx_json(entry.tx),
-        "height": entry.height,
-        "position": entry.position,
-        "time_ms": entry.time_ms,
-    }
-
-
-def header_json(header: Header) -> dict[str, Any]:
-    return {
-        "chain_id": header.chain_id,
-        "height": header.height,
-        "round": header.round,
-        "prev_hash": header.prev_hash.hex(),
-        "proposer": header.proposer.hex(),
-        "time_ms": header.time_ms,
-        "tx_root": header.tx_root.hex(),
-        "state_root": header.state_root.hex(),
-        "last_cert_hash": header.last_cert_hash.hex(),
-    }
-
-
-def cert_json(cert: CommitCertificate | None) -> dict[str, Any] | None:
-    if cert is None:
-        return None
-    return {
-        "height": cert.height,
-        "round": cert.round,
-        "block_hash": cert.block_hash.hex(),
-        "signatures": [[index, signature.hex()] for index, signature in cert.signatures],
-    }
-
-
-def block_json(committed: CommittedBlock) -> dict[str, Any]:
-    """The JSON form of a block (also what ``depnet chain block --json`` prints)."""
-    block = committed.block
-    return {
-        "height": block.height,
-        "hash": block.hash.hex(),
-        "header": header_json(block.header),
-        "txs": [tx_json(tx) for tx in block.txs],
-        "last_cert": cert_json(block.last_cert),
-        "cert": cert_json(committed.cert),
-    }
 
 
 # --- Serving ----------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from multiaddr import Multiaddr
 from chain.errors import GenesisError
 from chain.genesis import Genesis, parse_genesis
 from chain.tx import KEY_SIZE
-from consensus.engine import Timeouts
+from consensus.events import Timeouts
 
 CONFIG_FILE = "config.json"
 KEY_FILE = "validator.key"

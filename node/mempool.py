@@ -19,7 +19,7 @@ or already held by another pending/queued tx, is ``BAD_NONCE``: there is no repl
 
 A signature is verified once per node: verified tx ids are kept in a bounded set that the
 runner passes to ``build_block`` / ``execute_block`` as ``verified=`` (Ed25519 verify is
-the most expensive per-tx step, notes/machine-limits.md). Cheap checks run before it, so a
+the most expensive per-tx step a node runs). Cheap checks run before it, so a
 stale or re-gossiped tx costs a few dict lookups, not a verification.
 """
 
@@ -38,15 +38,20 @@ from chain.tx import ORDER_SENSITIVE_KINDS, Tx, verify_signature
 
 
 class MempoolError(Exception):
-    """A tx this pool cannot take for a reason of its own, not a ledger rule."""
+    """A tx this pool cannot take for a reason of its own, not a ledger rule. ``reason``
+    comes from the ledger's vocabulary, so callers report both kinds of refusal alike."""
 
-    code = "mempool_error"
+    reason: Reason
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+        super().__init__(detail)
 
 
 class MempoolFull(MempoolError):
     """The pool holds ``max_size`` txs; the tx was not checked. Transient: retry later."""
 
-    code = "mempool_full"
+    reason = Reason.MEMPOOL_FULL
 
 
 @dataclass(frozen=True, slots=True)

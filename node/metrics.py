@@ -1,14 +1,15 @@
 """The node's Prometheus metrics, on a registry of its own.
 
 Each node owns a ``CollectorRegistry`` instead of the process-global default, so tests and
-in-process simulations can run several nodes side by side without name clashes. The
-runner calls the methods below as things happen; ``/metrics`` renders the registry.
+in-process simulations can run several nodes side by side without name clashes. Gauges
+read their sources when ``/metrics`` is rendered, so they are right without anyone polling;
+the runner calls the ``on_*`` methods as events happen.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
@@ -38,15 +39,35 @@ class Metrics:
     """Height, round, committed txs, mempool size, peers, evidence, block interval and
     submit-to-commit latency. Time values are the runner's (``trio.current_time()`` or any
     monotonic clock in seconds), so this class never reads a clock itself.
+
+    Each gauge calls its source (keyword arguments) when the registry is rendered; the
+    /metrics handler is async, so sources run in the node's trio thread, between events.
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        *,
+        height: Callable[[], float],
+        round: Callable[[], float],
+        peers: Callable[[], float],
+        mempool_size: Callable[[], float],
+        evidence: Callable[[], float],
+        dropped_frames: Callable[[], float],
+    ) -> None:
         self.registry = CollectorRegistry()
         # Process RSS, CPU seconds and open fds: the acceptance runs report RSS per node.
         ProcessCollector(registry=self.registry)
         r = self.registry
-        self.height = Gauge("depnet_height", "Height of the last committed block.", registry=r)
-        self.round = Gauge("depnet_round", "Consensus round at the current height.", registry=r)
+        for name, doc, source in (
+            ("depnet_height", "Height of the last committed block.", height),
+            ("depnet_round", "Consensus round at the current height.", round),
+            ("depnet_mempool_size", "Transactions in the mempool.", mempool_size),
+            ("depnet_peers", "Validator peers currently connected.", peers),
+            ("depnet_evidence", "Equivocation proofs held.", evidence),
+            ("depnet_dropped_frames", "Frames dropped so far from full peer send queues.",
+             dropped_frames),
+        ):  # fmt: skip
+            Gauge(name, doc, registry=r).set_function(source)
         self.committed_txs = Counter(
             "depnet_committed_txs", "Transactions committed in blocks.", registry=r
         )
@@ -58,12 +79,6 @@ class Metrics:
             "Transactions this node refused, by error code.",
             ["code"],
             registry=r,
-        )
-        self.mempool_size = Gauge("depnet_mempool_size", "Transactions in the mempool.", registry=r)
-        self.peers = Gauge("depnet_peers", "Validator peers currently connected.", registry=r)
-        self.evidence = Gauge("depnet_evidence", "Equivocation proofs held.", registry=r)
-        self.dropped_frames = Gauge(
-            "depnet_dropped_frames", "Frames dropped so far from full peer send queues.", registry=r
         )
         self.block_interval = Histogram(
             "depnet_block_interval_seconds",
@@ -96,7 +111,7 @@ class Metrics:
             submitted.popitem(last=False)
 
     def on_reject(self, code: str) -> None:
-        """A tx refused with ``code`` (a ``chain.errors.Reason`` value or ``mempool_full``)."""
+        """A tx refused with ``code``, a ``chain.errors.Reason`` value."""
         self.rejected_txs.labels(code).inc()
 
     def on_commit(self, block: Block, now: float) -> None:
@@ -110,31 +125,9 @@ class Metrics:
         if self._last_block is not None and self._last_block[0] == header.height - 1:
             self.block_interval.observe((header.time_ms - self._last_block[1]) / 1000)
         self._last_block = (header.height, header.time_ms)
-        self.height.set(header.height)
         self.committed_txs.inc(len(block.txs))
         submitted = self._submitted_at
         for tx in block.txs:
             at = submitted.pop(tx.tx_id, None)
             if at is not None:
                 self.commit_latency.observe(now - at)
-
-    def update(
-        self,
-        *,
-        round: int | None = None,
-        peers: int | None = None,
-        mempool_size: int | None = None,
-        evidence: int | None = None,
-        dropped_frames: int | None = None,
-    ) -> None:
-        """Set the gauges the runner tracks; arguments left out keep their value."""
-        if round is not None:
-            self.round.set(round)
-        if peers is not None:
-            self.peers.set(peers)
-        if mempool_size is not None:
-            self.mempool_size.set(mempool_size)
-        if evidence is not None:
-            self.evidence.set(evidence)
-        if dropped_frames is not None:
-            self.dropped_frames.set(dropped_frames)

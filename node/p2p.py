@@ -1,6 +1,6 @@
 """Network layer of a validator node: a permissioned py-libp2p host and direct streams.
 
-Why it looks like this (measured on py-libp2p 0.8.1, see notes/trio-libp2p-asgi.md):
+Why it looks like this (measured on py-libp2p 0.8.1, 4 processes on one machine):
 
 - Every ``write()`` costs ~190 us of CPU, so each peer stream has ONE writer task that packs
   all queued frames into one write. Nothing else ever writes to that stream (yamux interleaves
@@ -26,9 +26,10 @@ from __future__ import annotations
 import logging
 import struct
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Protocol
 
 import libp2p.network.swarm
 import trio
@@ -51,7 +52,8 @@ SYNC_PROTOCOL = TProtocol("/depnet/sync/1.0.0")
 MAX_FRAME_SIZE = 16 * 1024 * 1024  # payload bytes; a larger length prefix resets the stream
 MAX_QUEUED_FRAMES = 100_000  # per peer and stream; the OLDEST frames are dropped beyond this
 MAX_QUEUED_BYTES = 64 * 1024 * 1024  # idem, in bytes
-INBOUND_CAPACITY = 10_000
+MAX_INBOUND_BYTES = 32 * 1024 * 1024  # per peer: its frames waiting for the application
+FRAME_COST = 128  # bytes a queued frame counts for beyond its payload (the objects holding it)
 READ_SIZE = 256 * 1024
 WRITE_BATCH_BYTES = 64 * 1024
 WRITE_TIMEOUT = 8.0  # a CPU-starved peer stalls writes for seconds; a frozen one for longer
@@ -87,7 +89,7 @@ _STREAM_PROTOCOLS = (CONSENSUS_PROTOCOL, TXS_PROTOCOL)
 
 
 @dataclass(frozen=True, slots=True)
-class Message:
+class Frame:
     """A frame delivered to the application. ``sender`` is the peer's Ed25519 public key,
     authenticated by the libp2p handshake. Requests (from ``request``) carry ``reply_to``;
     answer them with ``P2PNetwork.respond``."""
@@ -96,6 +98,103 @@ class Message:
     kind: Kind
     payload: bytes
     reply_to: trio.MemorySendChannel[bytes] | None = field(default=None, repr=False, compare=False)
+
+
+class Network(Protocol):
+    """What a node uses of its network. ``P2PNetwork`` is the real one; tests wire nodes
+    together in memory through the same calls."""
+
+    inbound: AsyncIterable[Frame]
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None: ...
+
+    def connected_peers(self) -> set[bytes]: ...
+
+    def dropped_frames(self) -> int: ...
+
+    def broadcast(self, kind: Kind, payload: bytes) -> None: ...
+
+    async def request(self, pubkey: bytes, kind: Kind, payload: bytes, timeout: float) -> bytes: ...
+
+    def respond(self, request: Frame, payload: bytes) -> None: ...
+
+
+class InboundQueue:
+    """Frames from peers waiting for the application, in arrival order; read it with
+    ``async for`` (or ``receive``), which ends once the network stopped and it is drained.
+
+    Bounded per peer by bytes: each frame counts its payload plus FRAME_COST, and a peer
+    whose waiting frames reach MAX_INBOUND_BYTES is not read from until the application
+    takes some of them, so back-pressure falls on that peer's streams alone. A peer with
+    nothing waiting is always let in one frame, and a frame (at most MAX_FRAME_SIZE) is
+    below the bound: so the queue holds at most MAX_INBOUND_BYTES per validator or
+    observer, and nothing is ever dropped."""
+
+    def __init__(self, max_bytes_per_peer: int = MAX_INBOUND_BYTES) -> None:
+        self.max_bytes_per_peer = max_bytes_per_peer
+        self._frames: deque[Frame] = deque()
+        self._bytes: dict[bytes, int] = {}  # sender -> bytes it has waiting
+        self._readers = trio.lowlevel.ParkingLot()
+        self._writers = trio.lowlevel.ParkingLot()
+        self._closed = False
+
+    def queued_bytes(self, sender: bytes) -> int:
+        return self._bytes.get(sender, 0)
+
+    async def put(self, frame: Frame) -> None:
+        """Queue a frame, first waiting while its sender is at its bound.
+
+        Raises trio.ClosedResourceError once the queue is closed."""
+        cost = len(frame.payload) + FRAME_COST
+        while True:
+            if self._closed:
+                raise trio.ClosedResourceError("the network stopped")
+            held = self._bytes.get(frame.sender, 0)
+            if not held or held + cost <= self.max_bytes_per_peer:
+                break
+            await self._writers.park()
+        self._frames.append(frame)
+        self._bytes[frame.sender] = held + cost
+        self._readers.unpark()
+
+    def receive_nowait(self) -> Frame:
+        """The oldest frame; raises trio.WouldBlock if none waits, trio.EndOfChannel if
+        none ever will."""
+        if not self._frames:
+            raise trio.EndOfChannel if self._closed else trio.WouldBlock
+        frame = self._frames.popleft()
+        held = self._bytes[frame.sender] - len(frame.payload) - FRAME_COST
+        if held:
+            self._bytes[frame.sender] = held
+        else:
+            del self._bytes[frame.sender]
+        self._writers.unpark_all()
+        return frame
+
+    async def receive(self) -> Frame:
+        await trio.lowlevel.checkpoint()
+        while True:
+            try:
+                return self.receive_nowait()
+            except trio.WouldBlock:
+                await self._readers.park()
+
+    def close(self) -> None:
+        """No more frames come in; waiting writers fail, readers drain what is left."""
+        self._closed = True
+        self._readers.unpark_all()
+        self._writers.unpark_all()
+
+    def __aiter__(self) -> InboundQueue:
+        return self
+
+    async def __anext__(self) -> Frame:
+        try:
+            return await self.receive()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
 
 
 class RequestFailed(Exception):
@@ -273,7 +372,7 @@ class P2PNetwork:
             self._host.set_stream_handler(protocol, self._handle_stream)
         self._host.set_stream_handler(SYNC_PROTOCOL, self._handle_request)
 
-        self._inbound_send, self.inbound = trio.open_memory_channel[Message](INBOUND_CAPACITY)
+        self.inbound = InboundQueue()
 
     @property
     def peer_id(self) -> ID:
@@ -332,7 +431,7 @@ class P2PNetwork:
             raise RequestFailed(f"unexpected answer kind {answer_kind!r}")
         return answer
 
-    def respond(self, request: Message, payload: bytes) -> None:
+    def respond(self, request: Frame, payload: bytes) -> None:
         """Answer a request; a no-op if the requester gave up or it was already answered."""
         if request.reply_to is None:
             raise ValueError("message is not a request")
@@ -345,16 +444,19 @@ class P2PNetwork:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Listen, dial every validator and keep the links up until cancelled.
 
-        Reports started once listening. On exit the ``inbound`` channel is closed."""
-        async with self._inbound_send, self._host.run(listen_addrs=[self._listen_addr]):
-            for peer in self._peers.values():
-                self._host.get_peerstore().add_addrs(peer.peer_id, [peer.addr], 0)  # 0: keep
-            async with trio.open_nursery() as nursery:
+        Reports started once listening. On exit the ``inbound`` queue is closed."""
+        try:
+            async with self._host.run(listen_addrs=[self._listen_addr]):
                 for peer in self._peers.values():
-                    nursery.start_soon(self._peer_loop, peer)
-                log.info("p2p listening on %s as %s", self._listen_addr, self.peer_id)
-                task_status.started()
-                await trio.sleep_forever()  # until cancelled, even with no peer to dial
+                    self._host.get_peerstore().add_addrs(peer.peer_id, [peer.addr], 0)  # keep
+                async with trio.open_nursery() as nursery:
+                    for peer in self._peers.values():
+                        nursery.start_soon(self._peer_loop, peer)
+                    log.info("p2p listening on %s as %s", self._listen_addr, self.peer_id)
+                    task_status.started()
+                    await trio.sleep_forever()  # until cancelled, even with no peer to dial
+        finally:
+            self.inbound.close()
 
     @staticmethod
     def _protocol_of(kind: Kind) -> TProtocol:
@@ -362,13 +464,10 @@ class P2PNetwork:
             raise ValueError(f"kind {kind!r} cannot be sent on a direct stream; use request()")
         return _STREAM_OF_KIND[kind]
 
-    async def _deliver(self, msg: Message) -> None:
-        """Queue for the application; blocks (back-pressure on the stream) only when full.
-        ``send_nowait`` first: awaiting ``send`` per frame costs a task switch each."""
-        try:
-            self._inbound_send.send_nowait(msg)
-        except trio.WouldBlock:
-            await self._inbound_send.send(msg)
+    async def _deliver(self, frame: Frame) -> None:
+        """Queue for the application; blocks (back-pressure on the sender's stream) only
+        while the sender is at its bound in ``inbound``."""
+        await self.inbound.put(frame)
 
     async def _peer_loop(self, peer: _Peer) -> None:
         """Keep our outbound streams to one validator open, redialing with back-off."""
@@ -447,7 +546,7 @@ class P2PNetwork:
                     if kind not in _STREAM_OF_KIND:
                         raise _BadFrame(f"kind {kind!r} on a direct stream")
                     if kind is not Kind.HEARTBEAT:
-                        await self._deliver(Message(peer.pubkey, kind, payload))
+                        await self._deliver(Frame(peer.pubkey, kind, payload))
         except _BadFrame as exc:
             log.warning("bad frame from %s, stream reset: %s", stream.muxed_conn.peer_id, exc)
         except Exception as exc:
@@ -473,7 +572,7 @@ class P2PNetwork:
                     raise _BadFrame("a sync stream carries exactly one SYNC_REQUEST")
                 reply_send, reply_recv = trio.open_memory_channel[bytes](1)
                 async with reply_recv:
-                    await self._deliver(Message(sender, kind, payload, reply_send))
+                    await self._deliver(Frame(sender, kind, payload, reply_send))
                     answer = await reply_recv.receive()
                 await stream.write(encode_frame(Kind.SYNC_RESPONSE, answer))
             await stream.close()  # not reset: that could discard the answer in flight

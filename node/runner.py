@@ -1,10 +1,12 @@
 """A validator node: wires the consensus engine to the network, the store, timers and the API.
 
-Everything that decides lives in ``chain/`` and ``consensus/``; this module only moves
-events in and carries actions out. One task owns the engine (``_consensus_loop``): every
-input — a peer's message, a timer, a block fetched by catch-up — becomes an event on one
-channel, so the engine sees one event at a time and its actions run in order (a Commit is
-stored before the next event is handled, as the engine requires).
+Everything that decides lives in ``chain/`` and ``consensus/``; the query side is
+``node/service.py``, catch-up ``node/blocksync.py`` and tx gossip ``node/txgossip.py``.
+This module only moves events in and carries actions out. One task owns the engine
+(``_consensus_loop``): every input — a peer's message, a timer, a block fetched by
+catch-up — becomes an event on one channel, so the engine sees one event at a time and its
+actions run in order (a Commit is stored before the next event is handled, as the engine
+requires).
 """
 
 from __future__ import annotations
@@ -14,86 +16,65 @@ import logging
 import signal
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from hashlib import sha256
 from pathlib import Path
 
-import msgpack
 import trio
 from nacl.signing import SigningKey
-from prometheus_client import CollectorRegistry
 
 from chain.block import Block, CommitCertificate
-from chain.errors import InvalidBlock, TxRejected
 from chain.store import Store
-from chain.tx import decode_tx
-from consensus.engine import (
+from consensus.engine import Engine
+from consensus.events import (
     Broadcast,
     Commit,
-    CommitReceived,
-    Engine,
     MessageReceived,
     RequestSync,
     ScheduleTimeout,
-    TimeoutFired,
 )
 from consensus.ledger_app import LedgerApp
-from consensus.messages import BadMessage, decode_message, encode_message, verify_message
 from consensus.messages import Message as ConsensusMessage
+from consensus.messages import decode_message, encode_message
 from consensus.signer import FileSignerStorage, Signer
-from consensus.validators import InvalidCertificate, ValidatorSet, verify_certificate
-from node.api import (
-    AccountInfo,
-    AccountTx,
-    AccountTxs,
-    CommittedBlock,
-    Head,
-    NodeService,
-    NodeStatus,
-    SubmitResult,
-    TxStatus,
-    create_app,
-    serve_api,
-)
+from consensus.validators import ValidatorSet, verify_message
+from node.api import create_app, serve_api
+from node.blocksync import BlockSync
 from node.config import ConfigError, NodeConfig, NodeHome
 from node.logs import log_event, setup_logging
-from node.mempool import Mempool, MempoolError
+from node.mempool import Mempool
 from node.metrics import Metrics
-from node.p2p import Kind, Message, P2PNetwork, RequestFailed
+from node.p2p import Frame, Kind, Network, P2PNetwork
+from node.service import LocalService
+from node.txgossip import TxGossip
 
 log = logging.getLogger("depnet.node")
 
-MAX_BLOCK_DRIFT_MS = 10_000  # a proposal dated further in the future is refused
-GOSSIP_INTERVAL = 0.005  # accepted txs are gossiped in a batch every few ms
-REGOSSIP_INTERVAL = 3.0  # txs pending this long are sent to peers again
-REGOSSIP_MAX_TXS = 5_000
-GOSSIP_BATCH_TXS = 2_000
-GOSSIP_YIELD_EVERY = 200  # txs of a gossip batch admitted between checkpoints
 DECODED_CACHE_SIZE = 64  # consensus frames remembered decoded (resends repeat them verbatim)
-SYNC_BATCH = 64  # blocks per catch-up request
-SYNC_TIMEOUT = 5.0
 
 
 def now_ms() -> int:
+    """The wall clock that dates the blocks this node proposes; the node reads no other."""
     return time.time_ns() // 1_000_000
 
 
-class NodeApp(LedgerApp):
-    """The ledger App plus the one check that needs a real clock: a proposal dated far in
-    the future is refused, so a proposer with a runaway clock cannot push block times
-    (which must grow) out of reach of everyone after it."""
+class Node:
+    """One bank's validator process.
 
-    def validate_block(self, block: Block) -> None:
-        if block.hash not in self.executed and block.header.time_ms > (
-            self.clock() + MAX_BLOCK_DRIFT_MS
-        ):
-            raise InvalidBlock("block time is too far in the future")
-        super().validate_block(block)
+    Intervals and timers run on trio's clock (``trio.current_time()``, ``trio.sleep``), and
+    block times come from ``wall_clock`` (ms since the epoch), so a test can run a node on
+    ``trio.testing.MockClock`` with a wall clock of its own, and with ``net`` a network
+    in memory instead of libp2p.
+    """
 
-
-class Node(NodeService):
-    """One bank's validator process."""
-
-    def __init__(self, home: NodeHome, config: NodeConfig) -> None:
+    def __init__(
+        self,
+        home: NodeHome,
+        config: NodeConfig,
+        *,
+        wall_clock: Callable[[], int] = now_ms,
+        net: Network | None = None,
+    ) -> None:
         self.home = home
         self.config = config
         self.genesis = home.load_genesis(config)
@@ -106,11 +87,11 @@ class Node(NodeService):
         self.bank = self.genesis.banks[self.validators.index(self.pubkey)].name
         self.store = Store.open(home.data_dir, self.genesis)
         self.mempool = Mempool(self.store.state, max_size=config.mempool_max_txs)
-        self.app = NodeApp(
+        self.app = LedgerApp(
             self.store.state,
             proposer=self.pubkey,
             max_txs=config.block_max_txs,
-            clock=now_ms,
+            clock=wall_clock,
             candidates=lambda _height: self.mempool.candidates(config.block_max_txs),
             verified=self.mempool.verified,
         )
@@ -124,30 +105,49 @@ class Node(NodeService):
             last_cert=self.store.certificate(self.store.state.height),
             timeouts=config.timeouts,
         )
-        peers = {bytes.fromhex(p.validator): p.address for p in config.peers}
-        self.net = P2PNetwork(seed, config.p2p_listen, peers, observers=config.observers)
-        self.metrics = Metrics()
+        if net is None:
+            peers = {bytes.fromhex(p.validator): p.address for p in config.peers}
+            net = P2PNetwork(seed, config.p2p_listen, peers, observers=config.observers)
+        self.net = net
+        self.metrics = Metrics(
+            height=lambda: self.store.state.height,
+            round=lambda: self.engine.round,
+            peers=lambda: len(self.net.connected_peers()),
+            mempool_size=lambda: len(self.mempool),
+            evidence=lambda: len(self.engine.evidence),
+            dropped_frames=self.net.dropped_frames,
+        )
         self.events_send, self.events_recv = trio.open_memory_channel[object](10_000)
-        self.outgoing_txs: list[bytes] = []
+        self.gossip = TxGossip(self.mempool, self.net)
+        self.sync = BlockSync(
+            self.store, self.net, self.validators, self.genesis.chain_id, self.events_send.send
+        )
+        self.service = LocalService(
+            bank=self.bank,
+            store=self.store,
+            mempool=self.mempool,
+            engine=self.engine,
+            metrics=self.metrics,
+            gossip=self.gossip,
+            peers=self.net.connected_peers,
+            since_commit=lambda: trio.current_time() - self.last_commit_time,
+        )
         self.decoded: OrderedDict[bytes, ConsensusMessage] = OrderedDict()  # sha256 -> message
-        self.syncing = False
-        self.last_commit_time = time.monotonic()
+        self.last_commit_time = 0.0  # trio.current_time() of the last commit, or of the start
         self.shutdown = trio.Event()
 
     # --- the process ---------------------------------------------------------------------
 
     async def run(self) -> None:
+        """The whole node, API included, until SIGTERM or SIGINT; then close the store."""
         log_event(log, "node starting", height=self.store.state.height, bank=self.bank)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._watch_signals)
-            await nursery.start(self.net.run)
-            nursery.start_soon(self._network_loop, nursery)
-            nursery.start_soon(self._gossip_loop)
-            nursery.start_soon(self._consensus_loop, nursery)
+            await nursery.start(self.run_reactor)
             try:
                 await nursery.start(
                     serve_api,
-                    create_app(self),
+                    create_app(self.service),
                     self.config.api_host,
                     self.config.api_port,
                     self.shutdown.wait,
@@ -165,6 +165,19 @@ class Node(NodeService):
         self.store.close()
         log_event(log, "node stopped", height=self.store.state.height)
 
+    async def run_reactor(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """The node without its API: network, gossip and consensus, until cancelled.
+        Reports started once the network listens."""
+        self.last_commit_time = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.net.run)
+            nursery.start_soon(self._network_loop)
+            nursery.start_soon(self.gossip.run)
+            nursery.start_soon(self._consensus_loop, nursery)
+            task_status.started()
+
     async def _watch_signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for _ in signals:
@@ -174,6 +187,8 @@ class Node(NodeService):
     # --- consensus -----------------------------------------------------------------------
 
     async def _consensus_loop(self, nursery: trio.Nursery) -> None:
+        """The one task that owns the engine: every input is an event on one channel, so
+        the engine sees one event at a time and a Commit is stored before the next."""
         self._carry_out(self.engine.start(), nursery)
         async for event in self.events_recv:
             self._carry_out(self.engine.handle(event), nursery)
@@ -187,17 +202,17 @@ class Node(NodeService):
             elif isinstance(action, Commit):
                 self._commit(action.block, action.cert)
             elif isinstance(action, RequestSync):
-                self._start_sync(action.from_height, nursery)
+                self.sync.start(action.from_height, nursery)
 
     async def _timer(self, action: ScheduleTimeout) -> None:
         await trio.sleep(action.delay_ms / 1000)
-        await self.events_send.send(TimeoutFired(action.kind, action.height, action.round))
+        await self.events_send.send(action.timeout)
 
     def _commit(self, block: Block, cert: CommitCertificate) -> None:
         changes = self.app.take_changes(block)
         self.store.commit_block(block, cert, changes)
         self.mempool.on_commit(block)
-        self.last_commit_time = time.monotonic()
+        self.last_commit_time = trio.current_time()
         self.metrics.on_commit(block, self.last_commit_time)
         log_event(
             log,
@@ -210,30 +225,30 @@ class Node(NodeService):
 
     # --- network -------------------------------------------------------------------------
 
-    async def _network_loop(self, nursery: trio.Nursery) -> None:
+    async def _network_loop(self) -> None:
         """Drain the network's inbound channel; nothing here may block on a peer."""
-        async for message in self.net.inbound:
+        async for frame in self.net.inbound:
             try:
-                await self._on_message(message, nursery)
+                await self._on_frame(frame)
             except Exception as exc:  # a peer's bytes must never stop the node
-                if message.reply_to is not None:
-                    message.reply_to.close()  # the asker gets a reset now, not a 30 s wait
+                if frame.reply_to is not None:
+                    frame.reply_to.close()  # the asker gets a reset now, not a 30 s wait
                 log_event(
                     log,
                     "bad message from peer",
                     logging.WARNING,
-                    peer=message.sender.hex()[:16],
-                    kind=message.kind.name,
+                    peer=frame.sender.hex()[:16],
+                    kind=frame.kind.name,
                     error=repr(exc),
                 )
 
-    async def _on_message(self, message: Message, nursery: trio.Nursery) -> None:
-        if message.kind is Kind.CONSENSUS:
-            await self.events_send.send(MessageReceived(self._decode_consensus(message.payload)))
-        elif message.kind is Kind.TXS:
-            await self._admit_gossip(message.payload)
-        elif message.kind is Kind.SYNC_REQUEST:
-            self.net.respond(message, self._serve_sync(message.payload))
+    async def _on_frame(self, frame: Frame) -> None:
+        if frame.kind is Kind.CONSENSUS:
+            await self.events_send.send(MessageReceived(self._decode_consensus(frame.payload)))
+        elif frame.kind is Kind.TXS:
+            await self.gossip.admit(frame.payload)
+        elif frame.kind is Kind.SYNC_REQUEST:
+            self.net.respond(frame, self.sync.serve(frame.payload))
 
     def _decode_consensus(self, payload: bytes) -> ConsensusMessage:
         """Decode and verify a consensus frame, once per distinct frame.
@@ -253,224 +268,6 @@ class Node(NodeService):
         if len(self.decoded) > DECODED_CACHE_SIZE:
             self.decoded.popitem(last=False)
         return msg
-
-    async def _admit_gossip(self, payload: bytes) -> None:
-        raws = msgpack.unpackb(payload, raw=False)
-        if not isinstance(raws, list):
-            raise BadMessage("tx batch must be a list")
-        for index, raw in enumerate(raws):
-            if index % GOSSIP_YIELD_EVERY == GOSSIP_YIELD_EVERY - 1:
-                # A batch of 2,000 new txs is ~0.3 s of signature checks: let votes,
-                # heartbeats and the API run in between.
-                await trio.lowlevel.checkpoint()
-            if type(raw) is bytes and sha256(raw).digest() in self.mempool:
-                # Pending txs are re-gossiped every few seconds; a tx id is the hash of its
-                # bytes, so one already held needs no decoding (decoding was most of a
-                # node's CPU under load).
-                continue
-            try:
-                self.mempool.add(decode_tx(raw))
-            except (TxRejected, MempoolError):
-                continue  # already known, or no longer valid here: nothing to report to a peer
-
-    async def _gossip_loop(self) -> None:
-        """Send accepted txs to every validator in batches; re-send those still pending.
-
-        Direct streams deliver what they accept, but a peer that restarts or is cut off
-        loses what was in flight. A tx is sent again only if it was already pending at the
-        previous re-gossip tick, so under load fresh txs are not sent twice.
-        """
-        pending_before: set[bytes] = set()
-        next_regossip = time.monotonic() + REGOSSIP_INTERVAL
-        while True:
-            await trio.sleep(GOSSIP_INTERVAL)
-            if time.monotonic() >= next_regossip:
-                pending = self.mempool.candidates(REGOSSIP_MAX_TXS)
-                self.outgoing_txs.extend(tx.raw for tx in pending if tx.tx_id in pending_before)
-                pending_before = {tx.tx_id for tx in pending}
-                next_regossip = time.monotonic() + REGOSSIP_INTERVAL
-            while self.outgoing_txs:
-                batch = self.outgoing_txs[:GOSSIP_BATCH_TXS]
-                self.outgoing_txs = self.outgoing_txs[GOSSIP_BATCH_TXS:]
-                self.net.broadcast(Kind.TXS, msgpack.packb(batch, use_bin_type=True))
-
-    # --- catch-up ------------------------------------------------------------------------
-
-    def _serve_sync(self, payload: bytes) -> bytes:
-        start, count = msgpack.unpackb(payload)
-        if not (type(start) is int and type(count) is int and start >= 1):
-            raise BadMessage("sync request is [from_height, count]")
-        last = min(start + min(count, SYNC_BATCH) - 1, self.store.state.height)
-        entries = [
-            [block.encode(), cert.encode()] for block, cert in self.store.blocks(start, last)
-        ]
-        return msgpack.packb(entries, use_bin_type=True)
-
-    def _start_sync(self, from_height: int, nursery: trio.Nursery) -> None:
-        if not self.syncing:
-            self.syncing = True
-            nursery.start_soon(self._sync_task, from_height)
-
-    async def _sync_task(self, from_height: int) -> None:
-        """Fetch decided blocks with certificates from peers until none has more.
-
-        Certificates are checked here so a byzantine peer cannot make the engine work on
-        junk; the engine checks them again and re-executes before committing.
-        """
-        try:
-            height = from_height
-            while True:
-                got = 0
-                for peer in sorted(self.net.connected_peers()):
-                    try:
-                        reply = await self.net.request(
-                            peer,
-                            Kind.SYNC_REQUEST,
-                            msgpack.packb([height, SYNC_BATCH]),
-                            SYNC_TIMEOUT,
-                        )
-                        entries = msgpack.unpackb(reply, raw=False)
-                        for raw_block, raw_cert in entries:
-                            block, cert = (
-                                Block.decode(raw_block),
-                                CommitCertificate.decode(raw_cert),
-                            )
-                            if block.height != height or cert.block_hash != block.hash:
-                                raise BadMessage("sync reply out of order")
-                            verify_certificate(cert, self.validators, self.genesis.chain_id)
-                            await self.events_send.send(CommitReceived(block, cert))
-                            height += 1
-                            got += 1
-                    except (
-                        RequestFailed,
-                        BadMessage,
-                        InvalidBlock,
-                        InvalidCertificate,
-                        ValueError,
-                        TypeError,
-                    ) as exc:
-                        log_event(
-                            log,
-                            "sync from peer failed",
-                            logging.WARNING,
-                            peer=peer.hex()[:16],
-                            error=repr(exc),
-                        )
-                        continue
-                    if got:
-                        break
-                if not got:
-                    return
-        finally:
-            self.syncing = False
-
-    # --- NodeService (the HTTP API) -------------------------------------------------------
-
-    @property
-    def registry(self) -> CollectorRegistry:
-        return self.metrics.registry
-
-    async def submit(self, raws: list[bytes]) -> list[SubmitResult]:
-        results = []
-        accepted = []
-        for raw in raws:
-            try:
-                tx = decode_tx(raw)
-                self.mempool.add(tx)
-            except (TxRejected, MempoolError) as exc:
-                results.append(SubmitResult.rejected(raw, exc))
-                self.metrics.on_reject(
-                    exc.reason.value if isinstance(exc, TxRejected) else exc.code
-                )
-                continue
-            self.outgoing_txs.append(tx.raw)
-            accepted.append(tx.tx_id)
-            results.append(SubmitResult.accepted(tx.tx_id))
-        self.metrics.on_submit(accepted, time.monotonic())
-        return results
-
-    def tx_status(self, tx_id: bytes) -> TxStatus:
-        location = self.store.tx_location(tx_id)
-        if location is not None:
-            return TxStatus.committed(*location)
-        return self.mempool.status(tx_id)
-
-    def account(self, account: bytes) -> AccountInfo | None:
-        state = self.store.state
-        bank = state.accounts.get(account)
-        if bank is None:
-            return None
-        return AccountInfo(
-            account=account,
-            bank=bank,
-            nonce=state.nonces.get(account, 0),
-            next_nonce=self.mempool.next_nonce(account),
-            balances={
-                symbol: units
-                for symbol in state.tokens
-                if (units := state.balances.get((account, symbol), 0))
-            },
-        )
-
-    def account_txs(
-        self, account: bytes, before_height: int | None, limit: int
-    ) -> AccountTxs | None:
-        if account not in self.store.state.accounts:
-            return None
-        entries, next_before = self.store.account_page(
-            account, before_height=before_height, limit=limit
-        )
-        located = self.store.txs_at([(height, position) for height, position, _ in entries])
-        return AccountTxs(
-            [
-                AccountTx(height, position, time_ms, tx)
-                for (height, position, _), (tx, time_ms) in zip(entries, located, strict=True)
-            ],
-            next_before,
-        )
-
-    def block(self, height: int) -> CommittedBlock | None:
-        if not 1 <= height <= self.store.state.height:
-            return None
-        return CommittedBlock(self.store.block(height), self.store.certificate(height))
-
-    def head(self) -> Head:
-        state = self.store.state
-        return Head(
-            chain_id=state.chain_id,
-            height=state.height,
-            block_hash=state.last_hash,
-            state_root=state.state_root,
-            time_ms=state.last_time_ms,
-        )
-
-    def status(self) -> NodeStatus:
-        engine = self.engine
-        peers = self.net.connected_peers()
-        self.metrics.update(
-            round=engine.round,
-            peers=len(peers),
-            mempool_size=len(self.mempool),
-            evidence=len(engine.evidence),
-            dropped_frames=self.net.dropped_frames(),
-        )
-        return NodeStatus(
-            bank=self.bank,
-            chain_id=self.genesis.chain_id,
-            height=self.store.state.height,
-            round=engine.round,
-            step=engine.step.name.lower(),
-            peers=len(peers),
-            mempool_size=len(self.mempool),
-            evidence=len(engine.evidence),
-            extra={
-                "head_hash": self.store.state.last_hash.hex(),
-                "state_root": self.store.state.state_root.hex(),
-                "peer_ids": sorted(p.hex() for p in peers),
-                "seconds_since_commit": round(time.monotonic() - self.last_commit_time, 3),
-                "consensus": engine.status(),
-            },
-        )
 
 
 def run_node(home: Path) -> None:

@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 from chain.errors import TxRejected
 from chain.state import Changes, State, check_tx
 from chain.tx import decode_tx
-from node.api import tx_json
+from node.api import TxOut, as_json
 from node.layout import NetworkHome
 
 
@@ -37,7 +37,7 @@ class FakeNetwork:
         self.history_page = 500  # most txs a history page holds (a real node: up to limit)
 
     def transport(self, method: str, url: str, body: bytes | None) -> tuple[int, bytes]:
-        """What cli.common.NodeClient calls instead of the network."""
+        """What cli.devnet.client.NodeClient calls instead of the network."""
         parts = urlsplit(url)
         bank = self.bank_by_port[parts.port]
         if bank in self.down:
@@ -143,7 +143,12 @@ class FakeNetwork:
             {
                 "account": account,
                 "txs": [
-                    {**tx_json(tx), "height": h, "position": p, "time_ms": time_ms + 1000 * h}
+                    {
+                        **as_json(TxOut.of(tx)),
+                        "height": h,
+                        "position": p,
+                        "time_ms": time_ms + 1000 * h,
+                    }
                     for h, p, tx in page
                 ],
                 "next_before": page[-1][0] if len(found) > len(page) else None,
@@ -172,7 +177,7 @@ class FakeNetwork:
                 "state_root": "00" * 32,
                 "last_cert_hash": "00" * 32,
             },
-            "txs": [tx_json(tx) for tx in txs],
+            "txs": [as_json(TxOut.of(tx)) for tx in txs],
             "last_cert": None,
             "cert": {
                 "height": height,

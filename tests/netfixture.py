@@ -5,7 +5,7 @@
 bank, and waits (polling /status) until all of them see each other and commit. Whatever
 happens in the test, teardown stops every process the fixture started (by pid, SIGKILL
 after a short grace period, frozen ones included) and checks that none is left running.
-The process code is cli/localnet.py, shared with `depnet bench network`.
+The process code is cli/devnet/, shared with `depnet up` and `depnet bench network`.
 
 Import the fixture into a test module with ``from tests.netfixture import localnet_fixture``
 (it registers as ``localnet``).
@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from cli.localnet import LocalNet, funded_template
+from cli.devnet.load import funded_template
+from cli.devnet.localnet import LocalNet
 
 ACCOUNTS_PER_BANK = 50
 START_TIMEOUT = 90.0  # the machine is shared: four processes importing libp2p take a while

@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 from collections.abc import AsyncIterator
+from dataclasses import asdict
+from functools import partial
 from hashlib import sha256
+from typing import TypeVar
 
 import httpx
 import pytest
 import trio
 from nacl.signing import SigningKey
+from pydantic import TypeAdapter
 
 from chain.block import Block, CommitCertificate
 from chain.errors import Reason, TxRejected
@@ -23,26 +28,25 @@ from node.api import (
     MAX_BATCH,
     MAX_BODY_BYTES,
     MAX_HISTORY_PAGE,
-    AccountInfo,
-    AccountOut,
-    AccountTx,
-    AccountTxs,
     AccountTxsOut,
     BlockOut,
-    CommittedBlock,
     ErrorOut,
-    Head,
-    HeadOut,
-    NodeStatus,
-    StatusOut,
     SubmitOut,
-    SubmitResult,
     TxStatusOut,
     create_app,
     serve_api,
 )
 from node.mempool import MempoolFull, TxStatus
 from node.metrics import Metrics
+from node.service import (
+    AccountInfo,
+    AccountTx,
+    AccountTxs,
+    CommittedBlock,
+    Head,
+    NodeStatus,
+    SubmitResult,
+)
 
 CHAIN = "depnet-test"
 BANK = SigningKey(b"\x01" * 32)
@@ -86,13 +90,25 @@ def _block() -> Block:
 BLOCK = _block()
 CERT = CommitCertificate(1, 1, BLOCK.hash, ((0, b"\x09" * 64),))
 GOOD_TX = BLOCK.txs[0]
+T = TypeVar("T")
+
+
+def parse(shape: type[T], response: httpx.Response) -> T:
+    """The body read back into the shape the route documents (fails if it does not fit)."""
+    return TypeAdapter(shape).validate_python(response.json())
+
+
+def fixed_metrics(**values: float) -> Metrics:
+    """Metrics whose gauges read the given values (0 for those left out)."""
+    names = ("height", "round", "peers", "mempool_size", "evidence", "dropped_frames")
+    return Metrics(**{name: partial(values.get, name, 0) for name in names})
 
 
 class FakeNode:
     """A NodeService that records every call that could change a real node."""
 
     def __init__(self) -> None:
-        self.metrics = Metrics()
+        self.metrics = fixed_metrics(height=1, round=2, peers=3, mempool_size=17, evidence=1)
         self.submitted: list[list[bytes]] = []
         self.accounts = {
             bytes(ALICE.verify_key): AccountInfo(
@@ -123,7 +139,7 @@ class FakeNode:
             if tx.memo == "full":
                 results.append(SubmitResult.rejected(raw, MempoolFull("mempool is full")))
             else:
-                results.append(SubmitResult.accepted(tx.tx_id))
+                results.append(SubmitResult.admitted(tx.tx_id))
         return results
 
     def tx_status(self, tx_id: bytes) -> TxStatus:
@@ -152,8 +168,9 @@ class FakeNode:
         if self.fail_status:
             raise RuntimeError("engine exploded")
         return NodeStatus(
-            "JPM", CHAIN, 1, 2, "prevote", 3, 17, 0, extra={"head_hash": BLOCK.hash.hex()}
-        )
+            "JPM", CHAIN, 1, 2, "prevote", 3, 17, 0, BLOCK.hash, BLOCK.header.state_root,
+            ["ab" * 32], 1.5, {"quorum": 3},
+        )  # fmt: skip
 
     def snapshot(self) -> tuple:
         return (copy.deepcopy(self.submitted), dict(self.accounts), dict(self.statuses))
@@ -173,7 +190,7 @@ async def client(fake: FakeNode) -> AsyncIterator[httpx.AsyncClient]:
 
 def assert_error(response: httpx.Response, status: int, code: str) -> None:
     assert response.status_code == status, response.text
-    body = ErrorOut.model_validate(response.json())
+    body = parse(ErrorOut, response)
     assert body.error.code == code
     assert body.error.message and "Traceback" not in body.error.message
 
@@ -187,13 +204,14 @@ async def test_submit_batch_reports_each_tx(client: httpx.AsyncClient, fake: Fak
     raws = [GOOD_TX.raw, b"\x00garbage", full.raw]
     response = await client.post("/txs", json={"txs": [raw.hex() for raw in raws]})
     assert response.status_code == 200
-    body = SubmitOut.model_validate(response.json())
+    body = parse(SubmitOut, response)
     assert (body.accepted, body.rejected) == (1, 2)
     assert [(r.tx_id, r.accepted, r.code) for r in body.results] == [
-        (GOOD_TX.tx_id.hex(), True, None),
-        (sha256(b"\x00garbage").hexdigest(), False, Reason.MALFORMED.value),
-        (full.tx_id.hex(), False, "mempool_full"),
+        (GOOD_TX.tx_id, True, None),
+        (sha256(b"\x00garbage").digest(), False, Reason.MALFORMED.value),
+        (full.tx_id, False, Reason.MEMPOOL_FULL.value),
     ]
+    assert response.json()["results"][0]["tx_id"] == GOOD_TX.tx_id.hex()
     assert body.results[1].message and body.results[2].message == "mempool is full"
     assert fake.submitted == [raws]
 
@@ -215,8 +233,8 @@ async def test_submit_takes_a_full_batch(client: httpx.AsyncClient, fake: FakeNo
 async def test_tx_status(client: httpx.AsyncClient, tx_id: bytes, expected: dict) -> None:
     response = await client.get(f"/txs/{tx_id.hex().upper()}")  # hex in any case
     assert response.status_code == 200
-    body = TxStatusOut.model_validate(response.json()).model_dump()
-    assert body["tx_id"] == tx_id.hex()
+    body = asdict(parse(TxStatusOut, response))
+    assert body["tx_id"] == tx_id and response.json()["tx_id"] == tx_id.hex()
     assert {key: body[key] for key in expected} == expected
 
 
@@ -224,11 +242,12 @@ async def test_unknown_tx_is_404(client: httpx.AsyncClient) -> None:
     assert_error(await client.get(f"/txs/{'ab' * 32}"), 404, "tx_not_found")
 
 
-async def test_account(client: httpx.AsyncClient) -> None:
+async def test_account(client: httpx.AsyncClient, fake: FakeNode) -> None:
     alice = bytes(ALICE.verify_key).hex()
     response = await client.get(f"/accounts/{alice}")
     assert response.status_code == 200
-    assert AccountOut.model_validate(response.json()).model_dump() == {
+    assert parse(AccountInfo, response) == fake.accounts[bytes(ALICE.verify_key)]
+    assert response.json() == {
         "account": alice,
         "bank": "JPM",
         "nonce": 1,
@@ -242,10 +261,10 @@ async def test_account_txs_page(client: httpx.AsyncClient, fake: FakeNode) -> No
     alice = bytes(ALICE.verify_key)
     response = await client.get(f"/accounts/{alice.hex().upper()}/txs")
     assert response.status_code == 200
-    body = AccountTxsOut.model_validate(response.json())
-    assert body.account == alice.hex() and body.next_before == 1
+    body = parse(AccountTxsOut, response)
+    assert body.account == alice and body.next_before == 1
     assert len(body.txs) == 1
-    first = body.txs[0].model_dump()
+    first = response.json()["txs"][0]
     assert first == {
         "tx_id": GOOD_TX.tx_id.hex(),
         "kind": "transfer",
@@ -281,25 +300,36 @@ async def test_account_txs_of_an_unregistered_account_is_404(client: httpx.Async
 async def test_block(client: httpx.AsyncClient) -> None:
     response = await client.get("/blocks/1")
     assert response.status_code == 200
-    body = BlockOut.model_validate(response.json())
-    assert body.hash == BLOCK.hash.hex() and body.height == 1
-    assert body.header.state_root == BLOCK.header.state_root.hex()
-    assert [tx.tx_id for tx in body.txs] == [tx.tx_id.hex() for tx in BLOCK.txs]
+    body = parse(BlockOut, response)
+    assert body.hash == BLOCK.hash and body.height == 1
+    assert response.json()["hash"] == BLOCK.hash.hex()
+    assert body.header.state_root == BLOCK.header.state_root
+    assert [tx.tx_id for tx in body.txs] == [tx.tx_id for tx in BLOCK.txs]
     first = body.txs[0]
     assert (first.kind, first.amount, first.memo, first.nonce) == ("transfer", 25, "INV-1", 0)
     assert body.txs[1].kind == "mint"
     assert body.last_cert is None
-    assert body.cert is not None and body.cert.signatures == [(0, "09" * 64)]
+    assert body.cert is not None and body.cert.signatures == [(0, b"\x09" * 64)]
+    assert response.json()["cert"]["signatures"] == [[0, "09" * 64]]
     assert_error(await client.get("/blocks/2"), 404, "block_not_found")
 
 
 async def test_head_and_status(client: httpx.AsyncClient) -> None:
-    head = HeadOut.model_validate((await client.get("/head")).json())
-    assert (head.height, head.hash, head.chain_id) == (1, BLOCK.hash.hex(), CHAIN)
+    response = await client.get("/head")
+    assert parse(Head, response) == Head(
+        CHAIN, 1, BLOCK.hash, BLOCK.header.state_root, BLOCK.header.time_ms
+    )
+    assert response.json() == {
+        "chain_id": CHAIN,
+        "height": 1,
+        "hash": BLOCK.hash.hex(),
+        "state_root": BLOCK.header.state_root.hex(),
+        "time_ms": BLOCK.header.time_ms,
+    }
     response = await client.get("/status")
     assert response.status_code == 200
-    status = StatusOut.model_validate(response.json()).model_dump()
-    assert status == {
+    assert parse(NodeStatus, response).consensus == {"quorum": 3}
+    assert response.json() == {
         "bank": "JPM",
         "chain_id": CHAIN,
         "height": 1,
@@ -309,13 +339,16 @@ async def test_head_and_status(client: httpx.AsyncClient) -> None:
         "mempool_size": 17,
         "evidence": 0,
         "head_hash": BLOCK.hash.hex(),
+        "state_root": BLOCK.header.state_root.hex(),
+        "peer_ids": ["ab" * 32],
+        "seconds_since_commit": 1.5,
+        "consensus": {"quorum": 3},
     }
 
 
 async def test_metrics_render_the_node_registry(client: httpx.AsyncClient, fake: FakeNode) -> None:
     fake.metrics.on_submit([GOOD_TX.tx_id], now=10.0)
     fake.metrics.on_commit(BLOCK, now=10.25)
-    fake.metrics.update(round=2, peers=3, mempool_size=17, evidence=1)
     fake.metrics.on_reject("bad_nonce")
     fake.metrics.on_reject("bad_nonce")
     response = await client.get("/metrics")
@@ -339,7 +372,7 @@ async def test_metrics_render_the_node_registry(client: httpx.AsyncClient, fake:
 
 
 def test_block_interval_comes_from_header_times() -> None:
-    metrics = Metrics()
+    metrics = fixed_metrics()
     metrics.on_commit(BLOCK, now=0.0)
     second = Block(
         BLOCK.header.__class__(**{**_header_fields(), "height": 2, "time_ms": 3_500}),
@@ -348,7 +381,23 @@ def test_block_interval_comes_from_header_times() -> None:
     )
     metrics.on_commit(second, now=0.0)
     assert metrics.registry.get_sample_value("depnet_block_interval_seconds_sum") == 1.5
-    assert metrics.registry.get_sample_value("depnet_height") == 2
+    assert metrics.registry.get_sample_value("depnet_committed_txs_total") == 2
+
+
+def test_gauges_read_their_sources_when_rendered() -> None:
+    height = [4]
+    metrics = Metrics(
+        height=lambda: height[0],
+        round=lambda: 1,
+        peers=lambda: 2,
+        mempool_size=lambda: 3,
+        evidence=lambda: 4,
+        dropped_frames=lambda: 5,
+    )
+    assert metrics.registry.get_sample_value("depnet_height") == 4
+    height[0] = 9
+    assert metrics.registry.get_sample_value("depnet_height") == 9
+    assert metrics.registry.get_sample_value("depnet_dropped_frames") == 5
 
 
 def _header_fields() -> dict:
@@ -535,3 +584,30 @@ async def test_serve_api_listens_on_loopback_and_stops_on_trigger(fake: FakeNode
             assert (await http.get("/head")).json()["height"] == 1
             assert_error(await http.post("/txs", content=b"nope"), 400, "malformed_json")
         stop.set()  # serve_api returns, so the nursery can close
+
+
+async def test_a_client_that_abandons_its_body_costs_one_debug_line(
+    fake: FakeNode, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Content-Length 100, 6 bytes sent, connection closed: no traceback in the log."""
+    caplog.set_level(logging.DEBUG, logger="depnet.api")
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        (url,) = await nursery.start(serve_api, create_app(fake), "127.0.0.1", 0, stop.wait)
+        with trio.socket.socket() as sock:
+            await sock.connect(("127.0.0.1", int(url.rsplit(":", 1)[1])))
+            await sock.send(
+                b"POST /txs HTTP/1.1\r\nHost: node\r\nContent-Type: application/json\r\n"
+                b'Content-Length: 100\r\n\r\n{"txs"'
+            )
+        with trio.fail_after(10):
+            while not any("mid-body" in r.getMessage() for r in caplog.records):
+                await trio.sleep(0.01)
+        async with httpx.AsyncClient(base_url=url) as http:
+            assert (await http.get("/head")).status_code == 200
+        stop.set()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    mid_body = [r for r in caplog.records if "mid-body" in r.getMessage()]
+    assert len(mid_body) == 1 and mid_body[0].levelno == logging.DEBUG
+    assert "6 of 100 bytes" in mid_body[0].getMessage() and mid_body[0].exc_info is None
+    assert fake.submitted == []

@@ -7,7 +7,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from cli.bench import bench
+from cli.commands.bench import bench
 
 
 def test_bench_ledger_json_reports_consistent_figures() -> None:
@@ -37,12 +37,12 @@ def test_bench_is_a_depnet_command() -> None:
 
 
 def test_bench_errors_are_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    import cli.bench
+    import cli.devnet.bench
 
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("no ports left")
 
-    monkeypatch.setattr(cli.bench, "run_ledger_bench", broken)
+    monkeypatch.setattr(cli.devnet.bench, "run_ledger_bench", broken)
     monkeypatch.delenv("DEPNET_DEBUG", raising=False)
     result = CliRunner().invoke(bench, ["ledger", "--txs", "5"])
     assert result.exit_code == 1 and result.exc_info[0] is SystemExit

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -18,8 +19,9 @@ from click.testing import CliRunner, Result
 
 from chain.genesis import Token
 from chain.tx import TxKind
-from cli import processes
-from cli.common import CliError, NodeClient, format_amount, parse_amount
+from cli.commands.common import CliError, format_amount, parse_amount
+from cli.devnet import start
+from cli.devnet.client import NodeClient
 from cli.main import main
 from node.config import load_template
 from node.layout import NetworkHome, NodeHome, create_network, new_wallet
@@ -396,8 +398,8 @@ class _Pages:
 
 
 def test_history_never_splits_a_block_across_pages() -> None:
-    from cli.common import Party
-    from cli.wallet import _read_history
+    from cli.commands.common import Party
+    from cli.commands.wallet import _read_history
 
     party = Party("acme", b"\x01" * 32, "JPM")
     # The second page is one block holding more txs than are left to show: it is left
@@ -513,6 +515,19 @@ def test_down_stops_running_nodes_and_removes_pid_files(home: Path) -> None:
             process.wait()
 
 
+def test_a_paused_process_stops_on_sigterm_without_sigkill() -> None:
+    from cli.devnet.stop import stop_pids
+
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        sleeper.send_signal(signal.SIGSTOP)
+        assert stop_pids({"sleeper": sleeper.pid}, timeout=5.0) == {"sleeper": False}
+        assert sleeper.wait(timeout=5.0) == -signal.SIGTERM
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
 def test_a_stale_pid_file_is_not_a_running_node(home: Path) -> None:
     (home / "nodes" / "JPM" / "node.pid").write_text("999999\n")
     assert "no node was running" in ok(run(home, "down"))
@@ -523,7 +538,7 @@ def test_up_names_a_node_that_dies_at_start(home: Path, monkeypatch: pytest.Monk
         code = "import sys; print('boom: bad config'); sys.exit(3)"
         return [sys.executable, "-c", code, str(node_home.path.resolve())]
 
-    monkeypatch.setattr(processes, "node_command", failing)
+    monkeypatch.setattr(start, "node_command", failing)
     result = run(home, "up", "--timeout", "20")
     lines = result.stderr.strip().splitlines()
     assert "JPM | boom: bad config" in lines[0]  # the tail of its output, then one error line
@@ -547,7 +562,7 @@ def test_up_times_out_with_the_nodes_still_waiting(
     def silent(node_home):  # type: ignore[no-untyped-def]
         return [sys.executable, "-c", "import time; time.sleep(60)", str(node_home.path.resolve())]
 
-    monkeypatch.setattr(processes, "node_command", silent)
+    monkeypatch.setattr(start, "node_command", silent)
     started = time.monotonic()
     try:
         fails(run(home, "up", "--timeout", "1"), "no committed block after 1 s",
@@ -585,7 +600,7 @@ def test_the_node_receives_a_signed_tx_and_never_the_key(home: Path, fake: FakeN
 def test_demo_story_settles_each_step_and_prints_balances_that_match(
     home: Path, fake: FakeNetwork, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from cli import demo
+    from cli.commands import demo
 
     monkeypatch.setattr(demo, "bring_up", lambda net, timeout, as_json: None)  # fake is "up"
     out = ok(run(home, "demo"))
@@ -651,7 +666,7 @@ def test_node_run_on_a_port_in_use_is_one_line(node_home: NodeHome) -> None:
 
 
 def test_node_stop_message_finds_the_known_error_in_trio_groups() -> None:
-    from cli.node import stop_message
+    from cli.commands.node import stop_message
     from consensus.signer import SignerStateError
 
     nested = ExceptionGroup(

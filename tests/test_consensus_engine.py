@@ -1,21 +1,17 @@
-"""Targeted tests of the Tendermint engine: one engine under test, the test plays the other
-three validators with their real keys, and blocks are real (built and executed on a real
-State). Each test names the case that breaks naive implementations."""
+"""Targeted tests of the Tendermint engine, one rule of Algorithm 1 at a time: one engine
+under test, the test plays the other three validators (``tests/consensus_helpers.py``).
+Each test names the case that breaks naive implementations."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-import pytest
-
 from chain.block import Block, CommitCertificate
-from consensus.engine import (
-    Action,
+from consensus.engine import AHEAD_TICKS, MAX_PROPOSALS_PER_ROUND, ROUND_WINDOW
+from consensus.events import (
     Broadcast,
     Commit,
     CommitReceived,
-    Engine,
-    MessageReceived,
     RequestSync,
     ScheduleTimeout,
     TimeoutFired,
@@ -23,100 +19,23 @@ from consensus.engine import (
     Timeouts,
 )
 from consensus.evidence import verify_equivocation
-from consensus.messages import Proposal, Step, Vote, VoteKind, proposal_sign_bytes, vote_sign_bytes
-from consensus.signer import DoubleSignRefused, MemorySignerStorage, Signer
-from consensus.simulate import (
-    CHAIN_ID,
-    GENESIS_TIME_MS,
-    SimConfig,
-    Simulation,
-    apply_decided,
-    sim_app,
-    world,
-)
+from consensus.messages import Proposal, Step, Vote, VoteKind, proposal_sign_bytes
+from consensus.simulate import CHAIN_ID, apply_decided
 from consensus.validators import verify_certificate
-
-W = world(4)
-KEYS = W.keys
-PUB = [bytes(k.verify_key) for k in KEYS]
-ME = 0  # proposer of height 1 is validator (1 + round) % 4: 1, 2, 3, then us in round 3
-
-
-class Harness:
-    """Drives one engine; ``storage`` survives a simulated crash (``restart``)."""
-
-    def __init__(self, storage: MemorySignerStorage | None = None, clock_ms: int = 1_000) -> None:
-        self.storage = storage or MemorySignerStorage()
-        self.app = sim_app(W, PUB[ME], lambda: GENESIS_TIME_MS + clock_ms)
-        self.engine = Engine(
-            CHAIN_ID,
-            W.validators,
-            Signer(KEYS[ME], self.storage, CHAIN_ID),
-            self.app,
-            height=1,
-            last_cert=None,
-            timeouts=Timeouts(),
-        )
-        self.started = self.engine.start()
-
-    def restart(self) -> Harness:
-        return Harness(self.storage)
-
-    def feed(self, *msgs: Proposal | Vote) -> list[Action]:
-        actions: list[Action] = []
-        for msg in msgs:
-            actions += self.engine.handle(MessageReceived(msg))
-        return actions
-
-    def fire(self, kind: TimeoutKind, round: int, height: int = 1) -> list[Action]:
-        return self.engine.handle(TimeoutFired(kind, height, round))
-
-
-def block(proposer: int, round: int = 0, time_offset: int = 0) -> Block:
-    """A valid height-1 block built by ``proposer``; ``time_offset`` makes a different one."""
-    app = sim_app(W, PUB[proposer], lambda: GENESIS_TIME_MS + 1_000 + time_offset)
-    return app.build_block(1, round, None)
-
-
-def propose(b: Block, round: int, pol_round: int = -1, height: int = 1) -> Proposal:
-    proposer = W.validators.index(W.validators.proposer(height, round))
-    sig = KEYS[proposer].sign(proposal_sign_bytes(CHAIN_ID, height, round, b.hash, pol_round))
-    return Proposal(height, round, b, pol_round, PUB[proposer], sig.signature)
-
-
-def vote(who: int, kind: VoteKind, round: int, block_hash: bytes | None, height: int = 1) -> Vote:
-    sig = KEYS[who].sign(vote_sign_bytes(CHAIN_ID, kind, height, round, block_hash)).signature
-    return Vote(kind, height, round, block_hash, PUB[who], sig)
-
-
-def prevotes(who: list[int], round: int, block_hash: bytes | None) -> list[Vote]:
-    return [vote(w, VoteKind.PREVOTE, round, block_hash) for w in who]
-
-
-def precommits(who: list[int], round: int, block_hash: bytes | None) -> list[Vote]:
-    return [vote(w, VoteKind.PRECOMMIT, round, block_hash) for w in who]
-
-
-def sent_votes(actions: list[Action], kind: VoteKind) -> list[bytes | None]:
-    return [
-        a.message.block_hash
-        for a in actions
-        if isinstance(a, Broadcast)
-        and isinstance(a.message, Vote)
-        and a.message.kind is kind
-        and a.message.validator == PUB[ME]
-    ]
-
-
-def commits(actions: list[Action]) -> list[Commit]:
-    return [a for a in actions if isinstance(a, Commit)]
-
-
-def decided_chain(heights: int) -> list[tuple[Block, CommitCertificate]]:
-    """Blocks 1..heights with certificates, decided by a fault-free simulation."""
-    sim = Simulation(SimConfig(nodes=4, heights=heights, seed=1))
-    assert sim.run().verdict == "ok"
-    return sim.nodes[1].committed
+from tests.consensus_helpers import (
+    KEYS,
+    PUB,
+    Harness,
+    W,
+    block,
+    commits,
+    decided_chain,
+    precommits,
+    prevotes,
+    propose,
+    sent_votes,
+    vote,
+)
 
 
 def test_commits_with_a_certificate_anyone_can_verify() -> None:
@@ -129,7 +48,7 @@ def test_commits_with_a_certificate_anyone_can_verify() -> None:
     assert commit.block == a and commit.cert.block_hash == a.hash
     verify_certificate(commit.cert, W.validators, CHAIN_ID)
     assert [i for i, _ in commit.cert.signatures] == [0, 1, 2]
-    assert ScheduleTimeout(TimeoutKind.COMMIT, 1, 0, 0) in actions
+    assert ScheduleTimeout(TimeoutFired(TimeoutKind.COMMIT, 1, 0), 0) in actions
     assert h.engine.step is Step.COMMIT
 
 
@@ -232,62 +151,6 @@ def test_prevotes_before_the_proposal_lead_to_a_precommit_when_it_arrives() -> N
     assert sent_votes(actions, VoteKind.PRECOMMIT) == [a.hash]
 
 
-def test_restart_after_signing_a_precommit_never_signs_a_different_one() -> None:
-    h = Harness()
-    a = block(1)
-    h.feed(propose(a, 0))
-    lost = h.feed(*prevotes([1, 2], 0, a.hash))  # signed, then the node dies before sending
-    assert sent_votes(lost, VoteKind.PRECOMMIT) == [a.hash]
-    [precommit] = [x.message for x in lost if isinstance(x, Broadcast)]
-
-    again = h.restart()
-    assert again.engine.round == 0 and again.engine.step is Step.PRECOMMIT
-    assert again.engine.locked_round == 0
-    resent = [a.message for a in again.started if isinstance(a, Broadcast)]
-    assert precommit in resent  # the same signature: nothing new was signed
-    # Everything that would make a fresh node precommit nil in round 0:
-    actions = again.feed(*prevotes([1, 2, 3], 0, None))
-    actions += again.fire(TimeoutKind.PREVOTE, 0)
-    actions += again.fire(TimeoutKind.PROPOSE, 0)
-    assert sent_votes(actions, VoteKind.PRECOMMIT) == []
-    with pytest.raises(DoubleSignRefused):
-        again.engine.signer.sign_vote(VoteKind.PRECOMMIT, 1, 0, None)
-
-
-def test_restart_between_prevote_and_precommit_keeps_the_prevote() -> None:
-    h = Harness()
-    a, a2 = block(1), block(1, time_offset=1)
-    assert sent_votes(h.feed(propose(a, 0)), VoteKind.PREVOTE) == [a.hash]
-
-    again = h.restart()
-    assert again.engine.step is Step.PREVOTE
-    assert sent_votes(again.started, VoteKind.PREVOTE) == [a.hash]  # re-sent, not re-decided
-    # The proposer equivocates towards the restarted node: no second prevote.
-    assert sent_votes(again.feed(propose(a2, 0)), VoteKind.PREVOTE) == []
-    assert sent_votes(again.feed(propose(a, 0)), VoteKind.PREVOTE) == []  # A, re-sent
-    # A polka for A still lets it precommit A: it had not precommitted anything.
-    assert sent_votes(again.feed(*prevotes([1, 2], 0, a.hash)), VoteKind.PRECOMMIT) == [a.hash]
-    [commit] = commits(again.feed(*precommits([1, 2], 0, a.hash)))
-    assert commit.block == a
-
-
-def test_restarted_proposer_resends_its_proposal_or_none_at_all() -> None:
-    storage = MemorySignerStorage()
-    mine = sim_app(W, PUB[ME], lambda: GENESIS_TIME_MS + 1_000).build_block(1, 3, None)
-    proposal = Signer(KEYS[ME], storage, CHAIN_ID).sign_proposal(1, 3, mine, -1)  # then: crash
-    before = storage.data
-    # Restarted with the same clock, the app builds the same block: the same signature.
-    same = Harness(storage)
-    assert (same.engine.round, Broadcast(proposal) in same.started) == (3, True)
-    # With a later clock the block differs, and the signer will not sign a second one.
-    other_storage = MemorySignerStorage()
-    other_storage.data = before
-    other = Harness(other_storage, clock_ms=5_000)
-    assert not any(isinstance(a, Broadcast) for a in other.started)
-    assert (other.engine.round, other.engine.step) == (3, Step.PROPOSE)
-    assert ScheduleTimeout(TimeoutKind.PROPOSE, 1, 3, 1000 + 500 * 3) in other.started
-
-
 def test_invalid_block_gets_a_nil_prevote() -> None:
     h = Harness()
     a = block(1)
@@ -312,11 +175,11 @@ def test_f_plus_one_messages_of_a_higher_round_skip_to_it() -> None:
 
 def test_timeouts_grow_with_the_round() -> None:
     h = Harness()
-    assert ScheduleTimeout(TimeoutKind.PROPOSE, 1, 0, 1000) in h.started
+    assert ScheduleTimeout(TimeoutFired(TimeoutKind.PROPOSE, 1, 0), 1000) in h.started
     actions = h.feed(*prevotes([1, 2], 2, None))  # skip to round 2
-    assert ScheduleTimeout(TimeoutKind.PROPOSE, 1, 2, 1000 + 500 * 2) in actions
+    assert ScheduleTimeout(TimeoutFired(TimeoutKind.PROPOSE, 1, 2), 1000 + 500 * 2) in actions
     actions = h.fire(TimeoutKind.PROPOSE, 2)  # our prevote is the third one of round 2
-    assert ScheduleTimeout(TimeoutKind.PREVOTE, 1, 2, 500 + 250 * 2) in actions
+    assert ScheduleTimeout(TimeoutFired(TimeoutKind.PREVOTE, 1, 2), 500 + 250 * 2) in actions
     assert Timeouts().delay(TimeoutKind.PRECOMMIT, 4) == 500 + 250 * 4
 
 
@@ -326,7 +189,7 @@ def test_resend_timer_rebroadcasts_own_votes_and_reschedules() -> None:
     [prevote] = [x.message for x in h.feed(propose(a, 0)) if isinstance(x, Broadcast)]
     actions = h.fire(TimeoutKind.RESEND, 0)
     assert [x.message for x in actions if isinstance(x, Broadcast)] == [prevote]
-    assert ScheduleTimeout(TimeoutKind.RESEND, 1, 0, 500) in actions
+    assert ScheduleTimeout(TimeoutFired(TimeoutKind.RESEND, 1, 0), 500) in actions
 
 
 def test_messages_two_heights_ahead_request_sync() -> None:
@@ -376,3 +239,104 @@ def test_next_height_is_not_touched_before_the_commit_is_applied() -> None:
         if isinstance(x, Broadcast) and isinstance(x.message, Vote) and x.message.height == 2
     ]
     assert prevoted == [b2.hash]
+
+
+def test_a_block_once_judged_untimely_is_still_committed_when_decided() -> None:
+    """Time is a prevote condition only (line 23, as proposer-based timestamps make it),
+    never part of valid(v): a node whose clock runs behind, or which judged a block too
+    far ahead once, must still commit it on 2f+1 precommits (line 49) or with a valid
+    certificate from sync. Caching the time verdict with valid(v) left such a node stuck
+    at that height for good."""
+    early = block(1, time_offset=10_500)  # 10.5 s ahead of the harness clock
+    h = Harness()
+    assert sent_votes(h.feed(propose(early, 0)), VoteKind.PREVOTE) == [None]
+    [commit] = commits(h.feed(*precommits([1, 2, 3], 0, early.hash)))
+    assert commit.block == early
+    verify_certificate(commit.cert, W.validators, CHAIN_ID)
+
+    synced = Harness()
+    assert sent_votes(synced.feed(propose(early, 0)), VoteKind.PREVOTE) == [None]
+    assert commits(synced.engine.handle(CommitReceived(early, commit.cert))) == [commit]
+
+
+def test_a_polka_for_a_block_judged_untimely_still_gets_our_precommit() -> None:
+    """Line 36 asks valid(v), not timely(v): 2f+1 prevotes mean f+1 honest validators
+    found the block timely, and locking on it keeps the round able to decide."""
+    early = block(1, time_offset=10_500)
+    h = Harness()
+    h.feed(propose(early, 0))
+    actions = h.feed(*prevotes([1, 2, 3], 0, early.hash))
+    assert sent_votes(actions, VoteKind.PRECOMMIT) == [early.hash]
+    assert h.engine.locked_round == 0
+
+
+def signed_proposal(who: int, b: Block, round: int, height: int) -> Proposal:
+    """A proposal signed by ``who``, whether or not it is the round's proposer."""
+    sig = KEYS[who].sign(proposal_sign_bytes(CHAIN_ID, height, round, b.hash, -1)).signature
+    return Proposal(height, round, b, -1, PUB[who], sig)
+
+
+def variants(b: Block, count: int) -> list[Block]:
+    """``count`` distinct blocks (of no validity) shaped like ``b``."""
+    return [
+        replace(b, header=replace(b.header, time_ms=b.header.time_ms + i)) for i in range(count)
+    ]
+
+
+def test_only_the_next_heights_proposer_gets_a_few_proposals_buffered() -> None:
+    """A byzantine validator used to fill the next-height buffer with full blocks of any
+    proposer (2,000 of them, ~5 GB). Only the proposer of (h+1, r), for the first rounds,
+    may have proposals buffered, MAX_PROPOSALS_PER_ROUND per round."""
+    [(b1, c1), (b2, _)] = decided_chain(2)
+    h = Harness()
+    h.engine.handle(CommitReceived(b1, c1))  # the others are at height 2 already
+    assert W.validators.proposer(2, 0) == PUB[2]
+    h.feed(*[signed_proposal(3, b, 0, height=2) for b in variants(b2, 50)])  # not its turn
+    h.feed(*[signed_proposal(2, b, 0, height=2) for b in variants(b2, 50)])  # equivocating
+    h.feed(*[signed_proposal(2, b, 1_000, height=2) for b in variants(b2, 5)])  # far round
+    assert h.engine.held_blocks == MAX_PROPOSALS_PER_ROUND
+
+
+def test_messages_far_ahead_in_rounds_keep_one_integer_per_validator() -> None:
+    """Up to 4 blocks per round for every round up to 1,000 ahead used to be kept. Beyond
+    ROUND_WINDOW only each sender's highest round is, and that still lets f+1 validators
+    far ahead pull us there (line 55)."""
+    h = Harness()
+    a = block(1)
+    far = [r for r in range(ROUND_WINDOW + 1, 400) if W.validators.proposer(1, r) == PUB[3]]
+    h.feed(*[signed_proposal(3, b, r, height=1) for r in far for b in variants(a, 4)])
+    assert h.engine.held_blocks == 0 and h.engine.round == 0  # f = 1 could be lying
+    h.feed(vote(2, VoteKind.PREVOTE, 700, None))
+    assert h.engine.round == max(far)  # f+1 validators (2 and 3) are there or later
+
+
+def test_evidence_is_one_record_per_validator_height_and_kind_without_blocks() -> None:
+    """An equivocator used to leave a record per round and kind (1,000 per height seen),
+    each proposal record with two full blocks."""
+    h = Harness()
+    a, a2 = block(1), block(1, time_offset=1)
+    h.feed(propose(a, 0), propose(a2, 0))
+    for r in range(ROUND_WINDOW + 1):
+        for kind in (VoteKind.PREVOTE, VoteKind.PRECOMMIT):
+            h.feed(vote(2, kind, r, a.hash), vote(2, kind, r, None))
+    kinds = sorted((W.validators.index(e.validator), e.kind) for e in h.engine.evidence)
+    assert kinds == [(1, "proposal"), (2, "precommit"), (2, "prevote")]
+    [proposal_ev] = [e for e in h.engine.evidence if e.kind == "proposal"]
+    assert proposal_ev.first.block.txs == () and proposal_ev.second.block.txs == ()
+    for ev in h.engine.evidence:
+        verify_equivocation(ev, W.validators, CHAIN_ID)
+
+
+def test_a_lone_claim_of_a_far_height_stops_costing_sync_requests() -> None:
+    """One vote at height 2**63-1 made every node ask for sync on every resend tick for
+    ever. A claim of one validator is believed for AHEAD_TICKS ticks per height; claims
+    of f+1 validators (one of them honest) for as long as they hold."""
+    h = Harness()
+    actions = h.feed(vote(3, VoteKind.PREVOTE, 0, None, height=2**63 - 1))
+    for _ in range(AHEAD_TICKS + 10):
+        actions += h.fire(TimeoutKind.RESEND, 0)
+    assert actions.count(RequestSync(1)) == 1 + AHEAD_TICKS
+
+    h.feed(vote(2, VoteKind.PREVOTE, 0, None, height=3))  # now f+1 validators claim more
+    asked = [RequestSync(1) in h.fire(TimeoutKind.RESEND, 0) for _ in range(AHEAD_TICKS + 10)]
+    assert all(asked)

@@ -15,26 +15,21 @@ from consensus.evidence import InvalidEvidence, detect, verify_equivocation
 from consensus.messages import (
     BadMessage,
     Proposal,
-    Vote,
     VoteKind,
     decode_message,
     encode_message,
     proposal_sign_bytes,
-    verify_message,
-    vote_sign_bytes,
 )
 from consensus.simulate import CHAIN_ID, GENESIS_TIME_MS, sim_app, world
-from consensus.validators import InvalidCertificate, ValidatorSet, verify_certificate
+from consensus.validators import (
+    InvalidCertificate,
+    ValidatorSet,
+    verify_certificate,
+    verify_message,
+)
+from tests.consensus_helpers import KEYS, PUB, W, vote
 
-W = world(4)
-KEYS = W.keys
-PUB = [bytes(k.verify_key) for k in KEYS]
 BLOCK = sim_app(W, PUB[1], lambda: GENESIS_TIME_MS + 1).build_block(1, 0, None)
-
-
-def vote(who: int, kind: VoteKind, block_hash: bytes | None, round: int = 0) -> Vote:
-    sig = KEYS[who].sign(vote_sign_bytes(CHAIN_ID, kind, 1, round, block_hash)).signature
-    return Vote(kind, 1, round, block_hash, PUB[who], sig)
 
 
 def proposal(block=BLOCK, pol_round: int = -1, round: int = 1) -> Proposal:
@@ -43,15 +38,15 @@ def proposal(block=BLOCK, pol_round: int = -1, round: int = 1) -> Proposal:
 
 
 def cert(signers: list[int], block_hash: bytes = BLOCK.hash) -> CommitCertificate:
-    sigs = tuple((i, vote(i, VoteKind.PRECOMMIT, block_hash).signature) for i in signers)
+    sigs = tuple((i, vote(i, VoteKind.PRECOMMIT, 0, block_hash).signature) for i in signers)
     return CommitCertificate(1, 0, block_hash, sigs)
 
 
 def test_messages_round_trip_through_wire_bytes() -> None:
-    for msg in (proposal(), proposal(pol_round=0), vote(2, VoteKind.PREVOTE, None)):
+    for msg in (proposal(), proposal(pol_round=0), vote(2, VoteKind.PREVOTE, 0, None)):
         assert decode_message(encode_message(msg)) == msg
         verify_message(msg, W.validators, CHAIN_ID)
-    assert decode_message(encode_message(vote(3, VoteKind.PRECOMMIT, BLOCK.hash))).block_hash
+    assert decode_message(encode_message(vote(3, VoteKind.PRECOMMIT, 0, BLOCK.hash))).block_hash
 
 
 @settings(max_examples=300, deadline=None)
@@ -64,7 +59,7 @@ def test_garbage_bytes_raise_bad_message_only(data: bytes) -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.data())
 def test_mutated_messages_raise_bad_message_or_fail_verification(data: st.DataObject) -> None:
-    original = data.draw(st.sampled_from([proposal(), vote(2, VoteKind.PREVOTE, BLOCK.hash)]))
+    original = data.draw(st.sampled_from([proposal(), vote(2, VoteKind.PREVOTE, 0, BLOCK.hash)]))
     raw = bytearray(encode_message(original))
     for _ in range(data.draw(st.integers(1, 4))):
         raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
@@ -97,7 +92,7 @@ def test_malformed_fields_are_rejected(fields: list) -> None:
 
 
 def test_verification_binds_chain_signer_and_content() -> None:
-    good = vote(2, VoteKind.PREVOTE, BLOCK.hash)
+    good = vote(2, VoteKind.PREVOTE, 0, BLOCK.hash)
     with pytest.raises(BadMessage, match="signature"):
         verify_message(good, W.validators, "another-chain")
     with pytest.raises(BadMessage, match="signature"):
@@ -145,19 +140,19 @@ def test_bad_certificates_are_rejected(bad: CommitCertificate, reason: str) -> N
 
 
 def test_prevote_signatures_do_not_make_a_certificate() -> None:
-    sigs = tuple((i, vote(i, VoteKind.PREVOTE, BLOCK.hash).signature) for i in (0, 1, 2))
+    sigs = tuple((i, vote(i, VoteKind.PREVOTE, 0, BLOCK.hash).signature) for i in (0, 1, 2))
     with pytest.raises(InvalidCertificate):
         verify_certificate(CommitCertificate(1, 0, BLOCK.hash, sigs), W.validators, CHAIN_ID)
 
 
 def test_equivocation_evidence_proves_a_double_vote_and_nothing_else() -> None:
-    first, second = vote(2, VoteKind.PREVOTE, BLOCK.hash), vote(2, VoteKind.PREVOTE, None)
+    first, second = vote(2, VoteKind.PREVOTE, 0, BLOCK.hash), vote(2, VoteKind.PREVOTE, 0, None)
     ev = detect(first, second)
     assert ev is not None and ev.kind == "prevote" and ev.validator == PUB[2]
     verify_equivocation(ev, W.validators, CHAIN_ID)
     assert detect(first, first) is None  # a duplicate is no evidence
-    assert detect(first, vote(2, VoteKind.PRECOMMIT, None)) is None  # another slot
-    assert detect(first, vote(3, VoteKind.PREVOTE, None)) is None  # another validator
+    assert detect(first, vote(2, VoteKind.PRECOMMIT, 0, None)) is None  # another slot
+    assert detect(first, vote(3, VoteKind.PREVOTE, 0, None)) is None  # another validator
     forged = replace(ev, second=replace(second, signature=first.signature))
     with pytest.raises(InvalidEvidence):
         verify_equivocation(forged, W.validators, CHAIN_ID)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from consensus.messages import Step, VoteKind, signature_ok
+from consensus.messages import Step, VoteKind
 from consensus.signer import (
     DoubleSignRefused,
     FileSignerStorage,
@@ -15,6 +15,7 @@ from consensus.signer import (
     SignerStateError,
 )
 from consensus.simulate import CHAIN_ID, GENESIS_TIME_MS, sim_app, world
+from consensus.validators import signature_ok
 
 W = world(4)
 KEY = W.keys[0]

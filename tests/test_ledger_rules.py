@@ -18,8 +18,8 @@ from tests.test_ledger_payments import REFUSALS as PAYMENT_REFUSALS
 GENESIS = make_genesis()
 REGISTER, MINT, BURN, TRANSFER = TxKind.REGISTER, TxKind.MINT, TxKind.BURN, TxKind.TRANSFER
 
-# Every reason the chain raises; DUPLICATE belongs to the mempool (node/mempool.py).
-CHAIN_REASONS = set(Reason) - {Reason.DUPLICATE}
+# Every reason the chain raises; DUPLICATE and MEMPOOL_FULL belong to the mempool.
+CHAIN_REASONS = set(Reason) - {Reason.DUPLICATE, Reason.MEMPOOL_FULL}
 
 
 def tx(signer: str, kind: TxKind, nonce: int = 0, chain_id: str = CHAIN_ID, **fields) -> Tx:

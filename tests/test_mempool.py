@@ -224,7 +224,7 @@ def test_full_pool_refuses_before_checking_anything(monkeypatch: pytest.MonkeyPa
     pool.add(pay(ALICE, 5, 1))  # queued txs count too
     with pytest.raises(MempoolFull) as caught:
         pool.add(pay(ALICE, 1, 1))
-    assert caught.value.code == "mempool_full"
+    assert caught.value.reason is Reason.MEMPOOL_FULL
     assert len(calls) == 2 and len(pool) == 2
 
 

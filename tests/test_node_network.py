@@ -30,16 +30,9 @@ from multiaddr import Multiaddr
 from nacl.signing import SigningKey
 
 from chain.tx import Tx
-from cli.localnet import (
-    ChainScan,
-    LocalNet,
-    Payer,
-    expected_balances,
-    free_ports,
-    interleave,
-    load_payers,
-    sign_transfers,
-)
+from cli.devnet.load import Payer, expected_balances, interleave, load_payers, sign_transfers
+from cli.devnet.localnet import ChainScan, LocalNet
+from cli.devnet.start import free_ports
 from consensus.messages import Vote, VoteKind, encode_message, vote_sign_bytes
 from node.p2p import (
     CONSENSUS_PROTOCOL,
@@ -590,7 +583,7 @@ def test_garbage_on_every_protocol_and_route_leaves_nodes_running_and_unchanged(
 def test_bench_network_reports_figures_that_add_up_and_stops_its_nodes(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from cli.bench import bench
+    from cli.commands.bench import bench
 
     home = tmp_path / "bench"
     args = ["network", "--duration", "3", "--rate", "400", "--batch", "100"]

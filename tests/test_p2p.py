@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 from libp2p import new_host
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.custom_types import TProtocol
@@ -20,10 +21,14 @@ from multiaddr import Multiaddr
 
 from node.p2p import (
     CONSENSUS_PROTOCOL,
+    FRAME_COST,
+    MAX_FRAME_SIZE,
+    MAX_INBOUND_BYTES,
     SYNC_PROTOCOL,
     TXS_PROTOCOL,
+    Frame,
+    InboundQueue,
     Kind,
-    Message,
     P2PNetwork,
     RequestFailed,
     encode_frame,
@@ -71,12 +76,12 @@ async def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> No
             await trio.sleep(0.01)
 
 
-async def receive(net: P2PNetwork, timeout: float = 10.0) -> Message:
+async def receive(net: P2PNetwork, timeout: float = 10.0) -> Frame:
     with trio.fail_after(timeout):
         return await net.inbound.receive()
 
 
-async def receive_until(net: P2PNetwork, wanted: Callable[[Message], bool]) -> Message:
+async def receive_until(net: P2PNetwork, wanted: Callable[[Frame], bool]) -> Frame:
     """Skip messages (e.g. frames queued before a reconnect) until one matches."""
     while not wanted(msg := await receive(net)):
         pass
@@ -351,3 +356,44 @@ async def test_frozen_peer_is_dropped_without_blocking_others(
     net_a.send(frozen.pub, Kind.CONSENSUS, b"again")
     await receive_until(net_a, lambda m: m.payload == b"again")
     print(f"frames flow again {trio.current_time() - resumed:.2f} s after SIGCONT")
+
+
+# --- the inbound queue (no libp2p) ------------------------------------------------------
+
+
+async def test_inbound_queue_bounds_each_peer_by_bytes_and_holds_back_only_that_peer() -> None:
+    assert MAX_FRAME_SIZE + 1 + FRAME_COST <= MAX_INBOUND_BYTES  # one frame always fits
+    queue = InboundQueue(max_bytes_per_peer=3 * (1_000 + FRAME_COST))
+    flooder, honest = b"F" * 32, b"H" * 32
+    sent: list[int] = []
+
+    async def flood() -> None:
+        for seq in range(10):
+            await queue.put(Frame(flooder, Kind.TXS, bytes(1_000)))
+            sent.append(seq)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(flood)
+        await trio.testing.wait_all_tasks_blocked()
+        assert sent == [0, 1, 2]  # at its bound: the flooder's reader waits
+        assert queue.queued_bytes(flooder) == 3 * (1_000 + FRAME_COST)
+        await queue.put(Frame(honest, Kind.CONSENSUS, b"vote"))  # another peer gets in at once
+        assert queue.queued_bytes(honest) == 4 + FRAME_COST
+        assert (queue.receive_nowait().sender, len(sent)) == (flooder, 3)
+        await trio.testing.wait_all_tasks_blocked()
+        assert sent == [0, 1, 2, 3]  # room for one more
+        received = [queue.receive_nowait() for _ in range(3)]
+        assert [f.sender for f in received] == [flooder, flooder, honest]
+        nursery.cancel_scope.cancel()
+
+
+async def test_inbound_queue_lets_in_one_frame_over_the_bound_and_ends_when_closed() -> None:
+    queue = InboundQueue(max_bytes_per_peer=10)
+    with pytest.raises(trio.WouldBlock):
+        queue.receive_nowait()
+    big = Frame(b"P" * 32, Kind.TXS, bytes(1_000))
+    await queue.put(big)  # alone it is over the bound, but nothing of this peer waits
+    queue.close()
+    assert [frame async for frame in queue] == [big]
+    with pytest.raises(trio.ClosedResourceError):
+        await queue.put(big)

@@ -19,6 +19,7 @@ from consensus.simulate import (
     Partition,
     SimConfig,
     Simulation,
+    Skew,
     Verdict,
     simulate,
     world,
@@ -220,6 +221,9 @@ def test_cli_json_reports_the_measures() -> None:
         "--delay 9-1",
         "--drop 1.5",
         "--crash 9@1-2",
+        "--skew 2",
+        "--skew 9=100",
+        "--skew 1=5 --skew 1=6",
     ],
 )
 def test_cli_rejects_malformed_fault_specs(bad: str) -> None:
@@ -241,3 +245,85 @@ def test_cli_reports_a_simulator_crash_in_one_line_with_its_reproducer(
     reproduce, error = result.stderr.strip().splitlines()
     assert reproduce.startswith("reproduce: depnet sim --nodes 4 --heights 3 --seed 9")
     assert error == "error: simulation failed with RuntimeError: boom"
+
+
+def test_cli_faults_line_names_byzantine_validators_not_a_count() -> None:
+    """`byzantine 2 (double-vote)` read like a count of two; it is validator index 2."""
+    args = ["sim", "--nodes", "7", "--heights", "1", "--seed", "3", "--byzantine", "2"]
+    out = CliRunner().invoke(main, args).output
+    [faults] = [line for line in out.splitlines() if line.startswith("faults: ")]
+    chosen = sorted(
+        Simulation(SimConfig(nodes=7, heights=1, seed=3, byzantine=2)).byzantine.items()
+    )
+    for index, mode in chosen:
+        assert f"byzantine: validator {index} ({mode})" in faults
+    assert CliRunner().invoke(main, args).output == out  # still deterministic
+
+
+def test_a_run_without_honest_nodes_is_refused_not_vacuously_ok() -> None:
+    """Safety and liveness are checked on honest nodes only: with every validator
+    byzantine nothing was checked, the verdict was OK (exit 0), and the text output
+    crashed on ``min()`` of no heights."""
+    with pytest.raises(ValueError, match="honest"):
+        SimConfig(nodes=4, heights=3, byzantine=4)
+    result = CliRunner().invoke(main, ["sim", "--nodes", "4", "--heights", "3", "--byzantine", "4"])
+    assert result.exit_code == 2 and "honest" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def proposers(sim: Simulation, node: int) -> set[int]:
+    """Validator indexes whose blocks ``node`` committed."""
+    index = sim.world.validators.index
+    return {index(block.header.proposer) for block, _ in sim.nodes[node].committed}
+
+
+def test_a_proposer_dating_its_blocks_too_far_ahead_is_refused_and_the_chain_goes_on() -> None:
+    """Node 1's clock runs 10.5 s ahead: every honest node prevotes nil on its fresh
+    proposals (more than 10 s ahead of their clocks), so none is ever decided, and the
+    heights it should have proposed are decided in the next round."""
+    for seed in range(3):
+        sim = Simulation(SimConfig(nodes=4, heights=12, seed=seed, skew=(Skew(1, 10_500),)))
+        result = sim.run()
+        assert result.verdict is Verdict.OK, (result.violations, sim.config.command())
+        assert 1 not in proposers(sim, 0) and proposers(sim, 0) == {0, 2, 3}
+        assert result.late_heights >= 2  # heights 1, 5, 9 had node 1 as round-0 proposer
+
+
+def test_honest_nodes_keep_committing_when_an_early_proposer_splits_them_and_goes_silent() -> None:
+    """Issue 9's halt: node 1 dates its block so that one honest node (3, whose clock is
+    0.5 s behind) finds it too far ahead and the two others accept it; with node 1's own
+    votes that decides it, then node 1 goes silent. The three honest nodes can only go on
+    together: node 3 must commit the block it refused (line 49 asks valid(v), not
+    timely(v)). Caching the time verdict with valid(v) left node 3 stuck for good and the
+    others without a quorum."""
+    config = SimConfig(
+        nodes=4,
+        heights=40,
+        seed=1,
+        skew=(Skew(1, 10_000), Skew(3, -500)),
+        crashes=(Crash(1, 2_000, 12_000),),
+    )
+    sim = Simulation(config)
+    result = sim.run()
+    assert result.verdict is Verdict.OK, (result.violations, config.command())
+    assert 1 in proposers(sim, 3)  # node 3 committed blocks it had prevoted nil on
+    silent = [h for h, t in result.decided_at_ms.items() if 2_000 < t < 12_000]
+    assert len(silent) >= 5, "no progress while the early proposer was silent"
+
+
+def test_a_node_whose_clock_runs_30_s_behind_follows_every_height() -> None:
+    """Every block looks 30 s early to node 2, so it prevotes nil on every other
+    proposer's block; the three others decide, and node 2 commits each decided block
+    all the same (and its own blocks, dated after their parent, are timely to all)."""
+    for seed in range(3):
+        sim = Simulation(SimConfig(nodes=4, heights=15, seed=seed, skew=(Skew(2, -30_000),)))
+        result = sim.run()
+        assert result.verdict is Verdict.OK, (result.violations, sim.config.command())
+        assert result.committed[2] >= 15 and proposers(sim, 2) == {0, 1, 2, 3}
+
+
+def test_cli_runs_a_skewed_clock_and_prints_it_in_the_reproducer() -> None:
+    config = SimConfig(nodes=4, heights=5, seed=2, skew=(Skew(2, -30_000),))
+    assert "--skew 2=-30000" in config.command()
+    code, out = run_cli(config.command())
+    assert code == 0 and "clock of node 2 -30000 ms" in out and "verdict: OK" in out

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from cli.common import CliError, SafeGroup
+from cli.commands.common import CliError, SafeGroup
 
 
 @click.group(cls=SafeGroup)

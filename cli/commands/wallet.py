@@ -20,19 +20,16 @@ import click
 
 from chain.genesis import Genesis, Token
 from chain.tx import TxKind, sign_tx
-from cli.common import (
-    ApiError,
+from cli.commands.common import (
     CliError,
-    F,
-    NodeClient,
     Party,
     SafeGroup,
     Settled,
-    connect,
     echo_json,
     find_token,
     find_wallet,
     format_amount,
+    gathered,
     holdings,
     home_option,
     json_option,
@@ -49,6 +46,8 @@ from cli.common import (
     submit_tx,
     wait_committed,
 )
+from cli.devnet.client import NodeClient, connect
+from cli.devnet.errors import ApiError
 from node.layout import NetworkHome, Wallet, new_wallet
 
 HISTORY_LIMIT = 50
@@ -61,18 +60,53 @@ def wallet() -> None:
     """Wallets: create, list, check balances, pay, mint, redeem, register, history."""
 
 
-def send_options(f: F) -> F:
-    """Options of every command that submits a tx."""
-    f = json_option(f)
-    f = node_option(f)
-    f = click.option("--no-wait", is_flag=True, help="Return once the node accepts the tx.")(f)
-    return home_option(f)
+@dataclass(frozen=True)
+class Sending:
+    """How a command that submits a tx was asked to send it (--home, --no-wait, --node,
+    --json)."""
+
+    home: Path
+    no_wait: bool
+    node: str | None
+    as_json: bool
+
+    def send(
+        self, net: NetworkHome, payment: Payment, on_accepted: Callable[[], None] | None = None
+    ) -> Settled | None:
+        return send(
+            net,
+            payment,
+            node=self.node,
+            wait=not self.no_wait,
+            as_json=self.as_json,
+            on_accepted=on_accepted,
+        )
 
 
-def amount_options(f: F) -> F:
-    f = click.option("--memo", default="", help="Reference carried on the ledger (invoice id).")(f)
-    f = click.option("--token", required=True, help="Token symbol, e.g. USD.JPM.")(f)
-    return click.option("--amount", required=True, help="Decimal amount, e.g. 1250.00.")(f)
+@dataclass(frozen=True)
+class Money:
+    """--amount, --token and --memo as typed; read against the network's tokens."""
+
+    amount: str
+    token: str
+    memo: str
+
+
+send_options = gathered(
+    "sending",
+    Sending,
+    home_option,
+    click.option("--no-wait", is_flag=True, help="Return once the node accepts the tx."),
+    node_option,
+    json_option,
+)
+amount_options = gathered(
+    "money",
+    Money,
+    click.option("--amount", required=True, help="Decimal amount, e.g. 1250.00."),
+    click.option("--token", required=True, help="Token symbol, e.g. USD.JPM."),
+    click.option("--memo", default="", help="Reference carried on the ledger (invoice id)."),
+)
 
 
 # --- sending ---------------------------------------------------------------------------
@@ -205,29 +239,9 @@ def _account_info(client: NodeClient, account: bytes, label: str) -> dict:
 @click.option("--to", "recipient", required=True, metavar="NAME|ACCOUNT", help="Payee.")
 @amount_options
 @send_options
-def transfer(
-    sender: str,
-    recipient: str,
-    amount: str,
-    token: str,
-    memo: str,
-    home: Path,
-    no_wait: bool,
-    node: str | None,
-    as_json: bool,
-) -> None:
+def transfer(sender: str, recipient: str, money: Money, sending: Sending) -> None:
     """Pay a registered account in any bank's token; waits for the commit by default."""
-    net = open_network(home)
-    found = find_token(net.genesis(), token)
-    payment = Payment(
-        TxKind.TRANSFER,
-        signing_wallet(net, sender),
-        resolve_party(net, recipient),
-        found,
-        parse_amount(amount, found),
-        memo,
-    )
-    send(net, payment, node=node, wait=not no_wait, as_json=as_json)
+    _send_money(TxKind.TRANSFER, lambda net: signing_wallet(net, sender), recipient, money, sending)
 
 
 @wallet.command()
@@ -235,67 +249,54 @@ def transfer(
 @click.option("--to", "recipient", required=True, metavar="NAME|ACCOUNT", help="Depositor.")
 @amount_options
 @send_options
-def mint(
-    bank: str,
-    recipient: str,
-    amount: str,
-    token: str,
-    memo: str,
-    home: Path,
-    no_wait: bool,
-    node: str | None,
-    as_json: bool,
-) -> None:
+def mint(bank: str, recipient: str, money: Money, sending: Sending) -> None:
     """A deposit comes in: the issuing bank credits a registered account with its token."""
-    net = open_network(home)
-    genesis = net.genesis()
-    found = find_token(genesis, token)
-    payment = Payment(
-        TxKind.MINT,
-        _issuer_wallet(net, genesis, bank),
-        resolve_party(net, recipient),
-        found,
-        parse_amount(amount, found),
-        memo,
-    )
-    send(net, payment, node=node, wait=not no_wait, as_json=as_json)
+    _send_money(TxKind.MINT, lambda net: _issuer_wallet(net, bank), recipient, money, sending)
 
 
 @wallet.command()
 @click.option("--from", "holder", required=True, metavar="NAME", help="The redeeming holder.")
 @amount_options
 @send_options
-def burn(
-    holder: str,
-    amount: str,
-    token: str,
-    memo: str,
-    home: Path,
-    no_wait: bool,
-    node: str | None,
-    as_json: bool,
-) -> None:
+def burn(holder: str, money: Money, sending: Sending) -> None:
     """Redeem tokens for an ordinary deposit at the issuing bank (the holder signs)."""
-    net = open_network(home)
-    found = find_token(net.genesis(), token)
+    _send_money(TxKind.BURN, lambda net: signing_wallet(net, holder), None, money, sending)
+
+
+def _send_money(
+    kind: TxKind,
+    signer: Callable[[NetworkHome], Wallet],
+    recipient: str | None,
+    money: Money,
+    sending: Sending,
+) -> None:
+    """Check the token, the signer (``signer(net)``), the recipient and the amount, in
+    that order (the first that is wrong is the error shown), then send the payment."""
+    net = open_network(sending.home)
+    token = find_token(net.genesis(), money.token)
     payment = Payment(
-        TxKind.BURN, signing_wallet(net, holder), None, found, parse_amount(amount, found), memo
+        kind,
+        signer(net),
+        resolve_party(net, recipient) if recipient is not None else None,
+        token,
+        parse_amount(money.amount, token),
+        money.memo,
     )
-    send(net, payment, node=node, wait=not no_wait, as_json=as_json)
+    sending.send(net, payment)
 
 
 @wallet.command()
 @click.argument("name")
 @click.option("--bank", required=True, help="The bank that admits (KYCs) the new account.")
 @send_options
-def new(name: str, bank: str, home: Path, no_wait: bool, node: str | None, as_json: bool) -> None:
+def new(name: str, bank: str, sending: Sending) -> None:
     """Create a key pair, register it at BANK, and save it as wallet NAME."""
-    net = open_network(home)
+    net = open_network(sending.home)
     _check_new_name(net, name)
-    issuer = _issuer_wallet(net, net.genesis(), bank)
+    issuer = _issuer_wallet(net, bank)
     created = new_wallet(name, issuer.bank)
     party = Party(name, bytes.fromhex(created.account), created.bank)
-    _register(net, issuer, party, created, node=node, wait=not no_wait, as_json=as_json)
+    _register(net, issuer, party, created, sending)
 
 
 @wallet.command()
@@ -303,34 +304,18 @@ def new(name: str, bank: str, home: Path, no_wait: bool, node: str | None, as_js
 @click.option("--bank", required=True, help="The bank that admits (KYCs) the account.")
 @click.option("--name", help="Also save it as a watch-only wallet (no key) under this name.")
 @send_options
-def register(
-    account: str,
-    bank: str,
-    name: str | None,
-    home: Path,
-    no_wait: bool,
-    node: str | None,
-    as_json: bool,
-) -> None:
+def register(account: str, bank: str, name: str | None, sending: Sending) -> None:
     """Admit an existing account (64 hex characters, its public key) to the network."""
-    net = open_network(home)
+    net = open_network(sending.home)
     key = parse_account(account)
     if key is None:
         raise CliError(f"account {account!r} is not 64 hex characters (a public key)")
     if name is not None:
         _check_new_name(net, name)
-    issuer = _issuer_wallet(net, net.genesis(), bank)
+    issuer = _issuer_wallet(net, bank)
     label = name or short_hex(key.hex())
     watch = Wallet(name, issuer.bank, key.hex(), "") if name else None
-    _register(
-        net,
-        issuer,
-        Party(label, key, issuer.bank),
-        watch,
-        node=node,
-        wait=not no_wait,
-        as_json=as_json,
-    )
+    _register(net, issuer, Party(label, key, issuer.bank), watch, sending)
 
 
 def _register(
@@ -338,16 +323,13 @@ def _register(
     issuer: Wallet,
     party: Party,
     save: Wallet | None,
-    *,
-    node: str | None,
-    wait: bool,
-    as_json: bool,
+    sending: Sending,
 ) -> None:
     """Submit the register tx; the wallet file is written once the node has accepted it,
     so a refused registration leaves nothing behind and an accepted one keeps its key."""
     payment = Payment(TxKind.REGISTER, issuer, party)
     on_accepted = (lambda: net.save_wallet(save)) if save is not None else None
-    send(net, payment, node=node, wait=wait, as_json=as_json, on_accepted=on_accepted)
+    sending.send(net, payment, on_accepted)
 
 
 def _check_new_name(net: NetworkHome, name: str) -> None:
@@ -360,9 +342,9 @@ def _check_new_name(net: NetworkHome, name: str) -> None:
         raise CliError(f"a wallet named {name!r} already exists")
 
 
-def _issuer_wallet(net: NetworkHome, genesis: Genesis, bank: str) -> Wallet:
+def _issuer_wallet(net: NetworkHome, bank: str) -> Wallet:
     """The bank's issuer wallet, which signs its registrations and mints."""
-    found = genesis.bank(bank)
+    found = net.genesis().bank(bank)
     wallet = find_wallet(net, found.name)
     if wallet.account != found.issuer.hex():
         raise CliError(f"wallet {wallet.name!r} does not hold {found.name}'s issuer key")

@@ -1,6 +1,6 @@
 """`depnet init | up | down | status | logs`: a local network of bank validators.
 
-`up` starts one background process per bank (cli/processes.py) and waits until every node
+`up` starts one background process per bank (cli/devnet/start.py) and waits until every node
 answers and has committed a block; `status` asks every node and explains a stalled chain
 in the words of the algorithm: which height and round, which banks' votes are missing,
 and how many are needed.
@@ -8,7 +8,6 @@ and how many are needed.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import subprocess
 import time
@@ -19,11 +18,9 @@ from typing import Any
 
 import click
 
-from cli.common import (
+from cli.commands.common import (
     CliError,
     F,
-    NodeClient,
-    NodeUnreachable,
     SafeCommand,
     echo_json,
     home_option,
@@ -32,26 +29,17 @@ from cli.common import (
     print_table,
     short_hex,
 )
-from cli.processes import (
-    STOP_TIMEOUT,
-    console_log,
-    port_in_use,
-    running_pid,
-    start_node,
-    stop_nodes,
-    tail,
-)
-from node.config import load_template
-from node.layout import (
-    DEFAULT_BASE_PORT,
-    NetworkHome,
-    NodeEntry,
-    create_network,
-    default_ports,
-)
+from cli.devnet.client import NodeClient, try_status
+from cli.devnet.errors import DevnetError, NodeExited
+from cli.devnet.health import console_log, last_words, running_pid, tail
+from cli.devnet.start import init_network, start_network
+from cli.devnet.stop import STOP_TIMEOUT, stop_nodes
+from cli.devnet.wait import STATUS_TIMEOUT, until_committed
+from consensus.diagnose import EngineStatus
+from consensus.diagnose import explain_stall as diagnose_stall
+from node.layout import DEFAULT_BASE_PORT, NetworkHome
 
 UP_TIMEOUT = 30.0
-STATUS_TIMEOUT = 1.0
 STALL_SECONDS = 3.0  # blocks normally commit every few hundred ms
 LOG_TAIL_ON_FAILURE = 15
 
@@ -92,7 +80,7 @@ def init(
     as_json: bool,
 ) -> None:
     """Create keys, genesis, node homes and funded demo wallets for a local network."""
-    net = initialise(home, banks, banks_file, base_port, force=force)
+    net = init_network(home, banks, banks_file, base_port, force=force)
     nodes = net.nodes()
     if as_json:
         echo_json({"home": str(net.path), "nodes": [vars(n) for n in nodes]})
@@ -102,36 +90,6 @@ def init(
         click.echo(f"  {entry.bank:<6} p2p {entry.p2p_address}  api {entry.api_url}")
     click.echo(f"wallets: {', '.join(w.name for w in net.wallets())}")
     click.echo("start it with `depnet up`")
-
-
-def initialise(
-    home: Path, banks: int | None, banks_file: Path | None, base_port: int, *, force: bool
-) -> NetworkHome:
-    """Check that nothing is in the way (existing network, running nodes, busy ports), then
-    write the network with node/layout.create_network."""
-    net = NetworkHome(Path(home))
-    if net.exists():
-        if not force:
-            raise CliError(f"a network already exists at {net.path} (use --force to replace it)")
-        running = [e.bank for e in net.nodes() if running_pid(net.node_home(e.bank))]
-        if running:
-            raise CliError(f"nodes {', '.join(running)} are running; `depnet down` them first")
-    template = load_template(banks_file)
-    count = len(template["banks"][:banks])
-    for p2p, api in default_ports(count, base_port):
-        for port in (p2p, api):
-            if port_in_use(port):
-                raise CliError(
-                    f"port {port} in use on 127.0.0.1; pick other ports with --base-port"
-                )
-    return create_network(
-        net.path,
-        template,
-        banks=banks,
-        base_port=base_port,
-        genesis_time_ms=time.time_ns() // 1_000_000,
-        force=force,
-    )
 
 
 # --- up --------------------------------------------------------------------------------
@@ -163,7 +121,7 @@ def up(
     """
     net = NetworkHome(Path(home))
     if not net.exists():
-        initialise(home, banks, banks_file, base_port, force=False)
+        init_network(home, banks, banks_file, base_port, force=False)
         if not as_json:
             click.echo(f"initialised a network of {len(net.nodes())} banks at {net.path}")
     bring_up(net, timeout, as_json=as_json)
@@ -200,37 +158,14 @@ def bring_up(net: NetworkHome, timeout: float, *, as_json: bool) -> None:
     click.echo("stop it with `depnet down`; watch it with `depnet status`")
 
 
-def start_network(net: NetworkHome) -> dict[str, subprocess.Popen]:
-    """Start the nodes that are not running; return their processes by bank."""
-    to_start = [e for e in net.nodes() if running_pid(net.node_home(e.bank)) is None]
-    for entry in to_start:
-        for port in _ports(entry):
-            if port_in_use(port):
-                raise CliError(
-                    f"port {port} in use on 127.0.0.1 (needed by {entry.bank}); stop whatever "
-                    "holds it, or re-create the network with `depnet init --force --base-port`"
-                )
-    return {e.bank: start_node(net.node_home(e.bank)) for e in to_start}
-
-
-def _ports(entry: NodeEntry) -> tuple[int, int]:
-    return int(entry.p2p_address.rsplit("/", 1)[1]), int(entry.api_url.rsplit(":", 1)[1])
-
-
 def wait_until_committed(
     net: NetworkHome, processes: dict[str, subprocess.Popen], timeout: float
 ) -> dict[str, dict]:
-    """Poll every node's /status until all answer at height >= 1, showing progress.
-
-    A process that exits meanwhile fails the wait at once, with the tail of its output.
-    """
+    """Wait for a committed block on every node, showing each node's progress on a
+    terminal; a node that exits meanwhile is named with the tail of its output."""
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn
 
-    entries = net.nodes()
-    clients = {e.bank: NodeClient(e, timeout=STATUS_TIMEOUT) for e in entries}
-    statuses: dict[str, dict] = {}
-    deadline = time.monotonic() + timeout
     screen = Console(stderr=True)  # stdout stays clean for --json
     progress = Progress(
         SpinnerColumn(),
@@ -239,41 +174,29 @@ def wait_until_committed(
         transient=True,
         disable=not screen.is_terminal,
     )
-    with progress, contextlib.ExitStack() as closing:
-        for client in clients.values():
-            closing.enter_context(client)
-        tasks = {e.bank: progress.add_task(f"{e.bank:<6} starting", total=None) for e in entries}
-        while True:
-            for bank, client in clients.items():
-                process = processes.get(bank)
-                if process is not None and process.poll() is not None:
-                    progress.stop()
-                    _died(net, bank, process.returncode)
-                try:
-                    statuses[bank] = status = client.status()
-                except NodeUnreachable:
-                    continue
+    try:
+        with progress:
+            tasks = {
+                e.bank: progress.add_task(f"{e.bank:<6} starting", total=None) for e in net.nodes()
+            }
+
+            def show(bank: str, status: dict) -> None:
                 progress.update(
                     tasks[bank],
                     description=f"{bank:<6} height {status['height']}, {status['peers']} peers",
                 )
-            if len(statuses) == len(entries) and all(s["height"] >= 1 for s in statuses.values()):
-                return statuses
-            if time.monotonic() > deadline:
-                waiting = [b for b in clients if statuses.get(b, {}).get("height", 0) < 1]
-                raise CliError(
-                    f"no committed block after {timeout:.0f} s on {', '.join(waiting)}; "
-                    "see `depnet status` and `depnet logs BANK`"
-                )
-            time.sleep(0.1)
+
+            return until_committed(net, processes, timeout, show)
+    except NodeExited as exc:
+        raise _died(net, exc.bank, exc.returncode) from None
 
 
-def _died(net: NetworkHome, bank: str, returncode: int) -> None:
+def _died(net: NetworkHome, bank: str, returncode: int) -> CliError:
+    """Print the last lines of a node that exited during start; the error that names it."""
     home = net.node_home(bank)
-    lines = tail(console_log(home), LOG_TAIL_ON_FAILURE) or tail(home.log_file, LOG_TAIL_ON_FAILURE)
-    for line in lines:
+    for line in last_words(home, LOG_TAIL_ON_FAILURE):
         click.echo(f"  {bank} | {line}", err=True)
-    raise CliError(
+    return CliError(
         f"node {bank} exited during start (status {returncode}); its output is above and in "
         f"{console_log(home)}; other nodes keep running (`depnet down` stops them)"
     )
@@ -364,7 +287,7 @@ def network_status(net: NetworkHome) -> dict:
     """Ask every node at once (a frozen node costs one timeout, not one per node)."""
     entries = net.nodes()
     with ThreadPoolExecutor(len(entries)) as pool:
-        answers = list(pool.map(_node_status, entries))
+        answers = list(pool.map(lambda e: try_status(e, STATUS_TIMEOUT), entries))
     nodes = []
     for entry, answer in zip(entries, answers, strict=True):
         row: dict[str, Any] = {
@@ -394,14 +317,6 @@ def network_status(net: NetworkHome) -> dict:
     }
 
 
-def _node_status(entry: NodeEntry) -> dict | None:
-    with NodeClient(entry, timeout=STATUS_TIMEOUT) as client:
-        try:
-            return client.status()
-        except NodeUnreachable:
-            return None
-
-
 def _agreement(net: NetworkHome, live: list[dict]) -> dict:
     """Do the live nodes hold the same chain? Compared at the lowest height they all have."""
     if not live:
@@ -418,7 +333,7 @@ def _agreement(net: NetworkHome, live: list[dict]) -> dict:
         with NodeClient(net.node(n["bank"]), timeout=STATUS_TIMEOUT) as client:
             try:
                 hashes[n["bank"]] = client.block(height)["hash"] if height else "0" * 64
-            except CliError:
+            except DevnetError:
                 continue
     distinct = set(hashes.values())
     agree = len(distinct) == 1
@@ -440,58 +355,21 @@ def _agreement(net: NetworkHome, live: list[dict]) -> dict:
 
 
 def explain_stall(net: NetworkHome, nodes: list[dict]) -> dict | None:
-    """Why no block has committed for STALL_SECONDS, from the live engines' vote tallies.
-
-    Each engine reports which validators it has prevotes and precommits from in its current
-    round. The round that tells most is the lowest current round among the live nodes at
-    the highest height (nodes further ahead have already voted in it); their views are
-    merged. A vote kind short of the quorum (2f+1) names the banks that stayed silent.
-    """
+    """Why no block has committed for STALL_SECONDS, from the live engines' vote tallies
+    (``consensus.diagnose.explain_stall``), and which nodes do not answer."""
     live = [n for n in nodes if n["up"]]
     if not live or min(n["seconds_since_commit"] for n in live) < STALL_SECONDS:
         return None
     genesis = net.genesis()
-    bank_of = {b.validator.hex(): b.name for b in genesis.banks}
-    banks = [b.name for b in genesis.banks]
-    height = max(n["consensus"]["height"] for n in live)
-    at_height = [n["consensus"] for n in live if n["consensus"]["height"] == height]
-    round_ = min(c["round"] for c in at_height)
-    in_round = [c for c in at_height if c["round"] == round_]
-    quorum = in_round[0]["quorum"]
-    tallies = {
-        kind: [b for b in banks if b in {bank_of.get(v, v) for c in in_round for v in c[kind]}]
-        for kind in ("prevotes", "precommits")
-    }
-    summary = f"stalled at height {height} round {round_}: "
-    silent: list[str] = []
-    short = [kind for kind in ("prevotes", "precommits") if len(tallies[kind]) < quorum]
-    if short:
-        kind = short[0]
-        silent = [b for b in banks if b not in tallies[kind]]
-        summary += (
-            f"{kind} from {len(tallies[kind])} of {len(banks)} banks "
-            f"({', '.join(silent)} silent); {quorum} needed"
-        )
-    else:
-        summary += "a quorum has voted but the block is not committed yet"
-    proposer = bank_of.get(in_round[0]["proposer"], "?")
-    if not any(c["proposal"] for c in in_round):
-        summary += f"; no proposal from {proposer}, this round's proposer"
+    bank_of = {b.validator: b.name for b in genesis.banks}
+    statuses = [EngineStatus.from_json(n["consensus"]) for n in live]
+    stall = diagnose_stall(statuses, genesis.validators).to_json(lambda v: bank_of.get(v, "?"))
+    summary = stall.pop("summary")
     down = [n["bank"] for n in nodes if not n["up"]]
     if down:
         summary += f"; not answering: {', '.join(down)} (`depnet up` restarts stopped nodes)"
-    return {
-        "height": height,
-        "round": round_,
-        "quorum": quorum,
-        "validators": len(banks),
-        "prevotes": tallies["prevotes"],
-        "precommits": tallies["precommits"],
-        "silent": silent,
-        "proposer": proposer,
-        "seconds_since_commit": min(n["seconds_since_commit"] for n in live),
-        "summary": summary,
-    }
+    seconds = min(n["seconds_since_commit"] for n in live)
+    return stall | {"seconds_since_commit": seconds, "summary": summary}
 
 
 # --- logs ------------------------------------------------------------------------------

@@ -2,175 +2,39 @@
 
 ``LocalNet.create(home, template)`` writes a network home (node/layout.py) on free
 127.0.0.1 ports; ``start_all`` runs one ``depnet node run`` process per bank (through
-cli/processes.py, the code `depnet up` uses) and remembers every process it ever started,
-so ``close`` can kill each of them by pid, frozen ones included. Faults are signals sent to
-one bank's process (SIGKILL, SIGSTOP/SIGCONT, SIGTERM), a restart, or wiping its data
-folder. Every wait polls a condition until a deadline; nothing sleeps for a guessed time.
-
-Also here: funded-account templates and pre-signed transfer load, which the multi-process
-tests (tests/test_node_network.py) and `depnet bench network` share.
+cli/devnet/start.py, the code `depnet up` uses) and remembers every process it ever
+started, so ``close`` can stop each of them by pid, frozen ones included. Faults are
+signals sent to one bank's process (SIGKILL, SIGSTOP/SIGCONT, SIGTERM), a restart, or
+wiping its data folder. Every wait polls a condition until a deadline (cli/devnet/wait.py).
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import os
-import random
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import httpx
-
-from chain.tx import Tx, TxKind, sign_tx
-from cli.processes import console_log, start_node
+from cli.devnet.client import NodeClient
+from cli.devnet.errors import ApiError, DevnetError, LocalNetError, NodeExited, WaitTimeout
+from cli.devnet.health import log_tails, rss_kb
+from cli.devnet.start import free_ports, start_node
+from cli.devnet.stop import STOP_TIMEOUT, stop_pids
+from cli.devnet.wait import until
 from node.config import NodeHome, load_template
-from node.layout import NetworkHome, Wallet, create_network
+from node.layout import NetworkHome, create_network
 
 T = TypeVar("T")
 
 HTTP_TIMEOUT = 15.0  # the machine may be busy: a node under load answers slowly
-POLL_INTERVAL = 0.05
-STOP_TIMEOUT = 10.0
-
-
-class LocalNetError(AssertionError):
-    """A wait ran out or a node process died; the message carries the nodes' log tails."""
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct ports that were free on 127.0.0.1 a moment ago (held together while
-    choosing, so they differ; another program could still take one before a node binds)."""
-    socks = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))
-            socks.append(sock)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for sock in socks:
-            sock.close()
-
-
-def funded_template(
-    accounts_per_bank: int, balance: int = 10**12, base: dict | None = None
-) -> dict:
-    """The default 4-bank template (or ``base``) with ``accounts_per_bank`` extra accounts per
-    bank, each holding ``balance`` of its bank's first token at genesis."""
-    template = copy.deepcopy(base if base is not None else load_template())
-    accounts = list(template.get("accounts", []))
-    for bank in template["banks"]:
-        symbol = bank["tokens"][0]["symbol"]
-        for i in range(accounts_per_bank):
-            accounts.append(
-                {
-                    "name": f"load-{bank['name'].lower()}-{i}",
-                    "bank": bank["name"],
-                    "balances": {symbol: balance},
-                }
-            )
-    template["accounts"] = accounts
-    return template
-
-
-@dataclass(frozen=True)
-class Payer:
-    """A funded account that sends load: its key, and its bank's token."""
-
-    wallet: Wallet
-    token: str
-
-    @property
-    def account(self) -> bytes:
-        return bytes.fromhex(self.wallet.account)
-
-
-def load_payers(net: NetworkHome) -> list[Payer]:
-    """The ``load-*`` accounts of a ``funded_template`` network, in a stable order."""
-    genesis = net.genesis()
-    token_of = {b.name: b.tokens[0].symbol for b in genesis.banks}
-    return [Payer(w, token_of[w.bank]) for w in net.wallets() if w.name.startswith("load-")]
-
-
-def sign_transfers(
-    chain_id: str,
-    payers: Sequence[Payer],
-    per_payer: int,
-    *,
-    seed: int = 1,
-    first_nonce: dict[bytes, int] | None = None,
-    max_amount: int = 1_000,
-) -> list[list[Tx]]:
-    """``per_payer`` transfers from each payer (nonces in order) to random other payers, in
-    the payer's own token. Returns one list per payer."""
-    if len(payers) < 2:
-        raise ValueError("transfers need at least two payers (one pays the other)")
-    rng = random.Random(seed)
-    accounts = [p.account for p in payers]
-    out = []
-    for index, payer in enumerate(payers):
-        key = payer.wallet.signing_key
-        start = (first_nonce or {}).get(payer.account, 0)
-        txs = []
-        for n in range(per_payer):
-            to = accounts[(index + rng.randrange(1, len(accounts))) % len(accounts)]
-            txs.append(
-                sign_tx(
-                    key,
-                    TxKind.TRANSFER,
-                    chain_id,
-                    start + n,
-                    to=to,
-                    token=payer.token,
-                    amount=rng.randrange(1, max_amount + 1),
-                    memo=f"INV-{index}-{start + n}",
-                )
-            )
-        out.append(txs)
-    return out
-
-
-def interleave(per_payer: Iterable[Sequence[T]]) -> list[T]:
-    """Round-robin over the lists (each list's own order is kept)."""
-    lists = [list(x) for x in per_payer]
-    out: list[T] = []
-    for i in range(max((len(x) for x in lists), default=0)):
-        out.extend(x[i] for x in lists if i < len(x))
-    return out
-
-
-def expected_balances(
-    genesis_balances: dict[tuple[bytes, str], int], txs: Iterable[Tx]
-) -> dict[tuple[bytes, str], int]:
-    """Balances after applying every transfer once (a tiny model of the ledger)."""
-    balances = dict(genesis_balances)
-    for tx in txs:
-        balances[(tx.sender, tx.token)] = balances.get((tx.sender, tx.token), 0) - tx.amount
-        balances[(tx.to, tx.token)] = balances.get((tx.to, tx.token), 0) + tx.amount
-    return balances
-
-
-def rss_kb(pid: int) -> int | None:
-    """Resident set size of a live process in KiB (Linux /proc), else None."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
 
 
 class LocalNet:
-    """Validator processes of one network home; ``close()`` (or ``with``) kills them all."""
+    """Validator processes of one network home; ``close()`` (or ``with``) stops them all."""
 
     def __init__(self, net: NetworkHome) -> None:
         self.net = net
@@ -178,8 +42,8 @@ class LocalNet:
         self.banks = list(self.entries)
         self.genesis = net.genesis()
         self.processes: dict[str, subprocess.Popen] = {}  # the current process per bank
-        self.started: list[subprocess.Popen] = []  # every process ever started: all killed
-        self._clients: dict[str, httpx.Client] = {}
+        self.started: list[subprocess.Popen] = []  # every process ever started: all stopped
+        self._clients: dict[str, NodeClient] = {}
 
     @classmethod
     def create(
@@ -268,74 +132,62 @@ class LocalNet:
         return rss_kb(self.pid(bank)) if self.alive(bank) else None
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop every process this object started: SIGCONT (a frozen one cannot exit) and
-        SIGTERM, then SIGKILL whatever is still running after ``timeout``; reap them all."""
+        """Stop every process this object started (cli/devnet/stop.py) and reap them all."""
         for client in self._clients.values():
             client.close()
         self._clients.clear()
         live = [p for p in self.started if p.poll() is None]
+        stop_pids({p: p.pid for p in live}, timeout)
         for process in live:
-            for sig in (signal.SIGCONT, signal.SIGTERM):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(process.pid, sig)
-        deadline = time.monotonic() + timeout
-        for process in live:
-            try:
-                process.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(process.pid, signal.SIGKILL)
-                process.wait()
+            process.wait()
 
     def logs(self, bank: str, lines: int = 15) -> str:
         """The tail of a node's console output and JSON log, for failure messages."""
-        out = []
-        for path in (console_log(self.home(bank)), self.home(bank).log_file):
-            with contextlib.suppress(OSError):
-                text = path.read_text(errors="replace").splitlines()[-lines:]
-                out.append(f"--- {bank} {path.name} ---\n" + "\n".join(text))
-        return "\n".join(out)
+        return log_tails(self.home(bank), bank, lines)
 
     # --- HTTP ------------------------------------------------------------------------
 
     def url(self, bank: str) -> str:
         return self.entries[bank].api_url
 
-    def client(self, bank: str) -> httpx.Client:
+    def client(self, bank: str) -> NodeClient:
         if bank not in self._clients:
-            self._clients[bank] = httpx.Client(base_url=self.url(bank), timeout=HTTP_TIMEOUT)
+            self._clients[bank] = NodeClient(self.entries[bank], timeout=HTTP_TIMEOUT)
         return self._clients[bank]
 
     def get(self, bank: str, path: str) -> Any:
-        response = self.client(bank).get(path)
-        response.raise_for_status()
-        return response.json()
+        return self.client(bank).get(path)
 
     def try_get(self, bank: str, path: str) -> Any | None:
         """``get``, or None if the node does not answer (down, starting, frozen)."""
         try:
             return self.get(bank, path)
-        except httpx.HTTPError:
+        except DevnetError:
             return None
 
     def status(self, bank: str) -> dict:
-        return self.get(bank, "/status")
+        return self.client(bank).status()
 
     def heights(self, banks: Iterable[str] | None = None) -> dict[str, int]:
         return {b: self.status(b)["height"] for b in (banks or self.banks)}
 
     def submit(self, bank: str, raws: Sequence[bytes]) -> dict:
-        response = self.client(bank).post("/txs", json={"txs": [raw.hex() for raw in raws]})
-        response.raise_for_status()
-        return response.json()
+        return self.client(bank).submit(raws)
 
     def tx(self, bank: str, tx_id: bytes) -> dict | None:
         """A tx's status on one node, or None if the node does not know it (404)."""
-        response = self.client(bank).get(f"/txs/{tx_id.hex()}")
-        if response.status_code == 404:
-            return None
-        response.raise_for_status()
-        return response.json()
+        try:
+            return self.client(bank).tx(tx_id.hex())
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def block(self, bank: str, height: int) -> dict:
+        return self.client(bank).block(height)
+
+    def hash_at(self, bank: str, height: int) -> str:
+        return self.block(bank, height)["hash"]
 
     # --- waiting ---------------------------------------------------------------------
 
@@ -344,23 +196,19 @@ class LocalNet:
     ) -> T:
         """Poll ``condition`` until it returns something truthy; return that. Fails with the
         nodes' logs when ``timeout`` passes or a node process (any in ``banks``) exits."""
-        deadline = time.monotonic() + timeout
-        watched = list(banks)
-        while True:
-            for bank in watched:
-                process = self.processes.get(bank)
-                if process is not None and process.poll() is not None:
-                    raise LocalNetError(
-                        f"{bank} exited with {process.returncode} while waiting for {what}\n"
-                        + self.logs(bank)
-                    )
-            result = condition()
-            if result:
-                return result
-            if time.monotonic() > deadline:
-                tails = "\n".join(self.logs(b) for b in self.banks)
-                raise LocalNetError(f"timed out after {timeout} s waiting for {what}\n{tails}")
-            time.sleep(POLL_INTERVAL)
+        watched = {b: self.processes[b] for b in banks if b in self.processes}
+        try:
+            return until(condition, timeout, processes=watched)
+        except NodeExited as exc:
+            raise LocalNetError(
+                f"{exc.bank} exited with {exc.returncode} while waiting for {what}\n"
+                + self.logs(exc.bank)
+            ) from None
+        except WaitTimeout:
+            tails = "\n".join(self.logs(b) for b in self.banks)
+            raise LocalNetError(
+                f"timed out after {timeout} s waiting for {what}\n{tails}"
+            ) from None
 
     def wait_healthy(self, banks: Sequence[str] | None = None, timeout: float = 60.0) -> None:
         """Until every node in ``banks`` answers /status, sees all the other given nodes as
@@ -406,12 +254,6 @@ class LocalNet:
         of them has now (so they commit together, not only catch up)."""
         banks = list(banks or self.banks)
         return self.wait_height(max(self.heights(banks).values()) + blocks, banks, timeout)
-
-    def block(self, bank: str, height: int) -> dict:
-        return self.get(bank, f"/blocks/{height}")
-
-    def hash_at(self, bank: str, height: int) -> str:
-        return self.block(bank, height)["hash"]
 
 
 class ChainScan:

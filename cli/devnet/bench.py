@@ -1,11 +1,11 @@
-"""`depnet bench`: measure throughput on this machine.
+"""The benchmarks `depnet bench` runs: the ledger path in one process, and a whole network.
 
-`depnet bench network` starts a whole local network (one validator process per bank, on
-free 127.0.0.1 ports in a temporary home), offers it pre-signed transfers in batches
-through every node's HTTP API for a while, and reports committed tx/s, submit-to-commit
-latency, each node's memory and CPU, and the heights reached; then stops every process.
+`run_network_bench` starts a local network (one validator process per bank, on free
+127.0.0.1 ports in a temporary home), offers it pre-signed transfers in batches through
+every node's HTTP API for a while, and reports committed tx/s, submit-to-commit latency,
+each node's memory and CPU, and the heights reached; then stops every process.
 
-`depnet bench ledger` times what every validator does with each transaction of a block:
+`run_ledger_bench` times what every validator does with each transaction of a block:
 decode the wire bytes, verify the Ed25519 signature, apply the ledger rules, and commit
 the block through the real LevelDB store (one synced batch per block). Keys, genesis and
 signatures are prepared before the clock starts, since a node receives txs already signed.
@@ -13,47 +13,24 @@ signatures are prepared before the clock starts, since a node receives txs alrea
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import statistics
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import dataclass
 from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
-import click
-
-from cli.common import SafeGroup
-
-
-@click.group(cls=SafeGroup)
-def bench() -> None:
-    """Measure throughput on this machine."""
-
-
-@bench.command("ledger")
-@click.option("--txs", type=click.IntRange(min=1), default=50_000, show_default=True)
-@click.option(
-    "--accounts",
-    type=click.IntRange(min=2),
-    default=10_000,
-    show_default=True,
-    help="Registered accounts that send and receive the transfers.",
-)
-@click.option("--block-size", type=click.IntRange(1, 10_000), default=1_000, show_default=True)
-@click.option("--seed", type=int, default=1, show_default=True, help="Seeds keys and payments.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def ledger(txs: int, accounts: int, block_size: int, seed: int, as_json: bool) -> None:
-    """Decode, verify, apply and commit TXS transfers in blocks through a temporary store."""
-    result = run_ledger_bench(txs, accounts=accounts, block_size=block_size, seed=seed)
-    if as_json:
-        click.echo(json.dumps(result))
-    else:
-        _print_table(result)
+from cli.devnet.client import NodeClient
+from cli.devnet.errors import DevnetError
+from cli.devnet.health import cpu_seconds
+from cli.devnet.load import funded_template, load_payers, sign_transfers
+from cli.devnet.localnet import ChainScan, LocalNet
 
 
 def run_ledger_bench(txs: int, *, accounts: int, block_size: int, seed: int) -> dict[str, Any]:
@@ -134,7 +111,7 @@ def run_ledger_bench(txs: int, *, accounts: int, block_size: int, seed: int) -> 
                 verified=verified,
             )
             if built.rejected:
-                raise click.ClickException(f"bench tx rejected: {built.rejected[0][1]}")
+                raise DevnetError(f"bench tx rejected: {built.rejected[0][1]}")
             t3 = clock()
             # Stand-in for consensus: 3 of the 4 validators precommit the block, so the
             # certificate verifies as a real one would.
@@ -168,106 +145,37 @@ def run_ledger_bench(txs: int, *, accounts: int, block_size: int, seed: int) -> 
     }
 
 
-@bench.command("network")
-@click.option(
-    "--duration",
-    type=click.FloatRange(min=1),
-    default=60.0,
-    show_default=True,
-    help="Seconds of load.",
-)
-@click.option(
-    "--rate",
-    type=click.IntRange(min=0),
-    default=500,
-    show_default=True,
-    help="Offered load in tx/s, spread over the nodes; 0 sends each node's next batch as "
-    "soon as it answered the last one.",
-)
-@click.option("--batch", type=click.IntRange(1, 1_000), default=250, show_default=True)
-@click.option(
-    "--accounts",
-    type=click.IntRange(min=2),
-    default=1_000,
-    show_default=True,
-    help="Funded accounts that pay each other (spread over the banks).",
-)
-@click.option("--banks", type=click.IntRange(1, 4), default=4, show_default=True)
-@click.option("--seed", type=int, default=1, show_default=True, help="Seeds the payments.")
-@click.option(
-    "--keep",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Create the network home here and keep it (logs, stores); default: a temp dir.",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def network(
-    duration: float,
-    rate: int,
-    batch: int,
-    accounts: int,
-    banks: int,
-    seed: int,
-    keep: Path | None,
-    as_json: bool,
-) -> None:
-    """Run a local network under transfer load and report tx/s, latency and memory."""
-    folder = nullcontext(keep) if keep else tempfile.TemporaryDirectory(prefix="depnet-bench-net-")
-    with folder as path:
-        result = run_network_bench(
-            keep or Path(path) / "net",
-            duration=duration,
-            rate=rate,
-            batch=batch,
-            accounts=accounts,
-            banks=banks,
-            seed=seed,
-            progress=None if as_json else click.echo,
-        )
-    if as_json:
-        click.echo(json.dumps(result))
-    else:
-        click.echo(json.dumps(result, indent=2))
+@dataclass(frozen=True)
+class NetworkLoad:
+    """What `depnet bench network` offers a network: its options, one field each."""
 
-
-def _cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of a live process (Linux /proc), else None."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+    duration: float  # seconds of load
+    rate: int  # offered tx/s over all nodes; 0: each node's next batch as soon as it answers
+    batch: int  # txs per POST
+    accounts: int  # funded accounts that pay each other, spread over the banks
+    banks: int
+    seed: int  # seeds the payments
 
 
 def run_network_bench(
-    home: Path,
-    *,
-    duration: float,
-    rate: int,
-    batch: int,
-    accounts: int,
-    banks: int,
-    seed: int,
-    progress: Any = None,
+    load: NetworkLoad, home: Path | None = None, progress: Callable[[str], None] | None = None
 ) -> dict[str, Any]:
-    """Start ``banks`` validators, load them for ``duration`` seconds, measure, stop them.
+    """Start ``load.banks`` validators in ``home`` (default: a temporary folder, removed
+    afterwards), load them for ``load.duration`` seconds, measure, stop them."""
+    folder = nullcontext(home) if home else tempfile.TemporaryDirectory(prefix="depnet-bench-net-")
+    with folder as path:
+        return _run_network_bench(home or Path(path) / "net", load, progress)
 
-    Each account's transfers go to its own bank's node, in nonce order, one per account
+
+def _run_network_bench(
+    home: Path, load: NetworkLoad, progress: Callable[[str], None] | None
+) -> dict[str, Any]:
+    """Each account's transfers go to its own bank's node, in nonce order, one per account
     per batch. Latency runs from sending a tx's POST to the first poll of the first node's
     /head that shows the height holding it (polled every 20 ms)."""
-    import httpx
-
-    from cli.localnet import ChainScan, LocalNet, funded_template, load_payers, sign_transfers
-
+    duration, rate, batch, banks, seed = load.duration, load.rate, load.batch, load.banks, load.seed
     say = progress or (lambda _msg: None)
-    per_bank = max(1, accounts // banks)
+    per_bank = max(1, load.accounts // banks)
     offered = rate if rate else 3_000  # sign enough for an unpaced run on this machine
     per_payer = int(offered * duration * 1.05 / (per_bank * banks)) + 1
 
@@ -297,7 +205,7 @@ def run_network_bench(
         interval = (batch * len(ln.banks) / rate) if rate else 0.0
 
         def submitter(bank: str) -> None:
-            with httpx.Client(base_url=ln.url(bank), timeout=30) as client:
+            with NodeClient(ln.entries[bank], timeout=30) as client:
                 # Nodes take turns, so the offered load is even rather than in bursts.
                 start = time.monotonic() + interval * ln.banks.index(bank) / len(ln.banks)
                 for k, raws in enumerate(queues[bank]):
@@ -308,10 +216,8 @@ def run_network_bench(
                         return
                     now = time.monotonic()
                     try:
-                        response = client.post("/txs", json={"txs": [r.hex() for r in raws]})
-                        response.raise_for_status()
-                        results = response.json()["results"]
-                    except httpx.HTTPError:
+                        results = client.submit(raws)["results"]
+                    except DevnetError:
                         with lock:
                             post_errors[0] += 1
                         continue
@@ -324,11 +230,11 @@ def run_network_bench(
 
         def monitor() -> None:
             last_rss = 0.0
-            with httpx.Client(base_url=ln.url(first), timeout=30) as client:
+            with NodeClient(ln.entries[first], timeout=30) as client:
                 while not monitor_done.is_set():
                     try:
-                        height = client.get("/head").json()["height"]
-                    except httpx.HTTPError:
+                        height = client.head()["height"]
+                    except DevnetError:
                         height = 0
                     now = time.monotonic()
                     for h in range(max(seen_at, default=0) + 1, height + 1):
@@ -340,7 +246,7 @@ def run_network_bench(
                     time.sleep(0.02)
 
         monitor_done = threading.Event()
-        cpu_before = {b: _cpu_seconds(ln.pid(b)) or 0.0 for b in ln.banks}
+        cpu_before = {b: cpu_seconds(ln.pid(b)) or 0.0 for b in ln.banks}
         height_before = ln.status(first)["height"]
         watcher = threading.Thread(target=monitor, daemon=True)
         watcher.start()
@@ -354,7 +260,7 @@ def run_network_bench(
         for thread in threads:
             thread.join()
         load_end = time.monotonic()
-        cpu_after = {b: _cpu_seconds(ln.pid(b)) or 0.0 for b in ln.banks}
+        cpu_after = {b: cpu_seconds(ln.pid(b)) or 0.0 for b in ln.banks}
         rss_end = {b: ln.rss_kb(b) for b in ln.banks}
         with lock:
             accepted = dict(sent_at)
@@ -431,21 +337,8 @@ def run_network_bench(
     return result
 
 
-def _print_table(result: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"ledger: {result['txs']:,} transfers in {result['blocks']:,} blocks")
-    table.add_column("phase")
-    table.add_column("seconds", justify="right")
-    table.add_column("µs per tx", justify="right")
-    for name, seconds in result["phase_seconds"].items():
-        table.add_row(name, f"{seconds:.3f}", f"{result['phase_us_per_tx'][name]:.1f}")
-    table.add_row("total", f"{result['seconds']:.3f}", f"{1e6 / result['tx_per_s']:.1f}")
-    console = Console()
-    console.print(table)
-    console.print(
-        f"[bold]{result['tx_per_s']:,} tx/s[/bold] end to end on one core; "
-        f"signature checks alone {result['verify_per_s']:,}/s; "
-        f"store {result['store_mb']} MB for {result['accounts']:,} accounts"
-    )
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]

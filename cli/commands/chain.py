@@ -7,11 +7,9 @@ from pathlib import Path
 
 import click
 
-from cli.common import (
+from cli.commands.common import (
     F,
-    NodeClient,
     SafeGroup,
-    connect,
     echo_json,
     format_amount,
     home_option,
@@ -21,6 +19,7 @@ from cli.common import (
     print_table,
     short_hex,
 )
+from cli.devnet.client import NodeClient, connect
 
 
 @click.group(cls=SafeGroup)

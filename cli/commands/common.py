@@ -1,4 +1,4 @@
-"""What the user-facing commands share: options, one-line errors, the node client, amounts.
+"""What the user-facing commands share: options, one-line errors, names, amounts, sending.
 
 Every command here runs on a user's terminal, so three rules hold throughout:
 - an error is one line on stderr and a non-zero exit, never a traceback (``SafeCommand``);
@@ -10,6 +10,7 @@ Every command here runs on a user's terminal, so three rules hold throughout:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -18,18 +19,18 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import click
 
 from chain.errors import LedgerError, Reason, TxRejected
 from chain.genesis import Genesis, Token
 from chain.tx import KEY_SIZE, MAX_AMOUNT, Tx
-from node.layout import NetworkError, NetworkHome, NodeEntry, Wallet
+from cli.devnet.client import NodeClient
+from cli.devnet.errors import ApiError, DevnetError
+from node.layout import NetworkError, NetworkHome, Wallet
 
 DEFAULT_HOME = ".depnet"
-HTTP_TIMEOUT = 5.0
-PROBE_TIMEOUT = 1.0  # a live node answers /head in milliseconds; a frozen one never does
 POLL_INTERVAL = 0.02
 COMMIT_TIMEOUT = 30.0
 
@@ -41,19 +42,6 @@ class CliError(click.ClickException):
 
     def show(self, file: Any = None) -> None:
         click.echo(f"error: {self.format_message()}", err=True)
-
-
-class NodeUnreachable(CliError):
-    """No answer from a node: it is down, not started, or frozen."""
-
-
-class ApiError(CliError):
-    """The node answered with ``{"error": {"code", "message"}}``."""
-
-    def __init__(self, code: str, message: str, status: int = 0) -> None:
-        self.code = code
-        self.status = status
-        super().__init__(message)
 
 
 class SafeCommand(click.Command):
@@ -76,7 +64,7 @@ class SafeCommand(click.Command):
             raise click.exceptions.Exit(0) from None
         except TxRejected as exc:  # a tx this CLI signed fails the ledger's own checks
             raise CliError(rejection_message(exc.reason.value, exc.detail)) from None
-        except (NetworkError, LedgerError) as exc:
+        except (NetworkError, LedgerError, DevnetError) as exc:
             raise CliError(str(exc)) from None
         except Exception as exc:
             if os.environ.get("DEPNET_DEBUG"):
@@ -118,6 +106,25 @@ def node_option(f: F) -> F:
         metavar="BANK",
         help="Use only this bank's node (default: the account's bank's node, then any).",
     )(f)
+
+
+def gathered(into: str, make: Callable[..., Any], *options: Callable[[F], F]) -> Callable[[F], F]:
+    """Add ``options`` to a command; their values reach it as one argument ``into``,
+    ``make(**values)``, so commands that share options do not repeat them one by one."""
+
+    def decorate(f: F) -> F:
+        @functools.wraps(f)
+        def command(*args: Any, **kwargs: Any) -> Any:
+            values = {name: kwargs.pop(name) for name in names}
+            return f(*args, **kwargs, **{into: make(**values)})
+
+        before = len(vars(command).get("__click_params__", []))
+        for option in reversed(options):
+            command = option(command)
+        names = [p.name for p in vars(command)["__click_params__"][before:]]
+        return cast(F, command)
+
+    return decorate
 
 
 def echo_json(data: object) -> None:
@@ -249,159 +256,7 @@ def plain_amount(units: int, decimals: int) -> str:
     return format_amount(units, decimals).replace(",", "")
 
 
-# --- the node client -------------------------------------------------------------------
-
-
-Transport = Callable[[str, str, bytes | None], tuple[int, bytes]]
-_JSON = {"Content-Type": "application/json"}
-
-
-class NodeClient:
-    """A validator's HTTP API over one kept-alive connection, errors as one-line messages.
-
-    It speaks HTTP with the standard library's ``http.client``: importing httpx (which pulls
-    in httpcore, trio and an SSL context) costs more than a whole `depnet wallet transfer`
-    may take.
-    """
-
-    # Tests put a fake here: (method, url, body) -> (status, body); OSError = unreachable.
-    transport: Transport | None = None
-
-    def __init__(self, entry: NodeEntry, timeout: float = HTTP_TIMEOUT) -> None:
-        from urllib.parse import urlsplit
-
-        self.entry = entry
-        self.bank = entry.bank
-        self.timeout = timeout
-        url = urlsplit(entry.api_url)
-        self._address = (url.hostname or "127.0.0.1", url.port or 80)
-        self._conn: Any = None
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    def __enter__(self) -> NodeClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def get(self, path: str, *, timeout: float | None = None) -> dict:
-        return self._request("GET", path, None, timeout or self.timeout)
-
-    def post(self, path: str, body: dict) -> dict:
-        return self._request("POST", path, json.dumps(body).encode(), self.timeout)
-
-    def _request(self, method: str, path: str, body: bytes | None, timeout: float) -> dict:
-        from http.client import HTTPException
-
-        try:
-            status, raw = self._exchange(method, path, body, timeout)
-        except TimeoutError:
-            self.close()
-            raise NodeUnreachable(
-                f"node {self.bank} at {self.entry.api_url} did not answer within {timeout:g} s"
-            ) from None
-        except (OSError, HTTPException) as exc:
-            self.close()
-            reason = "connection refused" if isinstance(exc, ConnectionRefusedError) else exc
-            raise NodeUnreachable(
-                f"node {self.bank} not reachable at {self.entry.api_url} ({reason}); "
-                "is the network up? (`depnet up`)"
-            ) from None
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            data = None
-        if 200 <= status < 300 and isinstance(data, dict):
-            return data
-        error = data.get("error") if isinstance(data, dict) else None
-        if isinstance(error, dict):
-            raise ApiError(str(error.get("code", "error")), str(error.get("message", "")), status)
-        raise ApiError(
-            "http_error", f"node {self.bank} answered {method} {path} with HTTP {status}", status
-        )
-
-    def _exchange(
-        self, method: str, path: str, body: bytes | None, timeout: float
-    ) -> tuple[int, bytes]:
-        """One request/response; a kept-alive connection the server has since closed is
-        replaced once (every request here is safe to repeat: a resubmitted tx is a
-        duplicate, which the node accepts)."""
-        fake = type(self).transport  # via the class: a function stored there is not a method
-        if fake is not None:
-            return fake(method, self.entry.api_url + path, body)
-        from http.client import HTTPConnection, RemoteDisconnected
-
-        while True:
-            reused = self._conn is not None
-            if not reused:
-                self._conn = HTTPConnection(*self._address, timeout=timeout)
-            conn = self._conn
-            if conn.sock is not None:
-                conn.sock.settimeout(timeout)
-            try:
-                conn.request(method, path, body=body, headers=_JSON if body else {})
-                response = conn.getresponse()
-                return response.status, response.read()
-            except (RemoteDisconnected, BrokenPipeError, ConnectionResetError):
-                self.close()
-                if not reused:
-                    raise
-
-    # The endpoints, one method each, so commands never spell paths.
-
-    def status(self, *, timeout: float | None = None) -> dict:
-        return self.get("/status", timeout=timeout)
-
-    def head(self) -> dict:
-        return self.get("/head")
-
-    def block(self, height: int) -> dict:
-        return self.get(f"/blocks/{height}")
-
-    def account(self, account: bytes) -> dict:
-        return self.get(f"/accounts/{account.hex()}")
-
-    def account_txs(self, account: bytes, *, limit: int, before: int | None = None) -> dict:
-        """One page of the account's committed txs, newest first (GET /accounts/{a}/txs)."""
-        query = f"limit={limit}" + ("" if before is None else f"&before={before}")
-        return self.get(f"/accounts/{account.hex()}/txs?{query}")
-
-    def tx(self, tx_id: str) -> dict:
-        return self.get(f"/txs/{tx_id}")
-
-    def submit(self, txs: list[Tx]) -> list[dict]:
-        return self.post("/txs", {"txs": [tx.raw.hex() for tx in txs]})["results"]
-
-
-def connect(net: NetworkHome, prefer: str | None = None, *, only: bool = False) -> NodeClient:
-    """A client for a live node: ``prefer``'s node first, then the others in order.
-
-    With ``only`` (the user named a node with --node), no other node is tried.
-    """
-    nodes = net.nodes()
-    if prefer is not None:
-        first = net.node(prefer)
-        nodes = [first] if only else [first, *(n for n in nodes if n.bank != first.bank)]
-    last: NodeUnreachable | None = None
-    for entry in nodes:
-        client = NodeClient(entry)
-        try:
-            client.get("/head", timeout=PROBE_TIMEOUT)
-        except NodeUnreachable as exc:
-            client.close()
-            last = exc
-            continue
-        return client
-    if len(nodes) == 1 and last is not None:
-        raise last
-    raise NodeUnreachable(
-        f"node not reachable: none of {', '.join(n.bank for n in nodes)} answers; "
-        "is the network up? (`depnet up`)"
-    )
+# --- answers of a node ---------------------------------------------------------------
 
 
 def holdings(account_info: dict) -> dict[str, int]:
@@ -424,18 +279,13 @@ class Settled:
         return {"tx_id": self.tx_id, "height": self.height, "seconds": round(self.seconds, 3)}
 
 
-def next_nonce(client: NodeClient, account: bytes) -> int:
-    """The nonce for the account's next tx, counting txs the node holds as pending."""
-    return int(client.account(account)["next_nonce"])
-
-
 def submit_tx(client: NodeClient, tx: Tx, explain: Callable[[str, str], str] | None = None) -> None:
     """Hand one signed tx to the node; a rejection becomes a one-line error.
 
     ``explain(code, message)`` lets a command phrase a rejection in its own terms
     (amounts in the token's decimals rather than minor units).
     """
-    (result,) = client.submit([tx])
+    (result,) = client.submit([tx.raw])["results"]
     if result["accepted"]:
         return
     code, message = result["code"] or "rejected", result["message"] or ""

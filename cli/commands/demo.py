@@ -13,10 +13,9 @@ from pathlib import Path
 import click
 
 from chain.tx import TxKind
-from cli.common import (
+from cli.commands.common import (
     CliError,
     SafeCommand,
-    connect,
     find_wallet,
     format_amount,
     holdings,
@@ -25,8 +24,10 @@ from cli.common import (
     print_table,
     resolve_party,
 )
-from cli.network import UP_TIMEOUT, bring_up, initialise
-from cli.wallet import Payment, send
+from cli.commands.network import UP_TIMEOUT, bring_up
+from cli.commands.wallet import Payment, send
+from cli.devnet.client import connect
+from cli.devnet.start import init_network
 from node.layout import DEFAULT_BASE_PORT, NetworkHome
 
 DEPOSIT = "100000.00"
@@ -47,7 +48,7 @@ def demo(home: Path, base_port: int) -> None:
     """Start the default 4-bank network and play a cross-border payment story on it."""
     net = NetworkHome(Path(home))
     if not net.exists():
-        initialise(home, None, None, base_port, force=False)
+        init_network(home, None, None, base_port, force=False)
         click.echo(f"initialised the default network at {net.path}")
     bring_up(net, UP_TIMEOUT, as_json=False)
 

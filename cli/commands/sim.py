@@ -8,14 +8,17 @@ broke, 2 the target height was not reached after the faults healed.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
-from cli.common import CliError, SafeCommand
+from cli.commands.common import CliError, SafeCommand
 
 if TYPE_CHECKING:
     from consensus.simulate import SimResult
+
+T = TypeVar("T")
 
 
 def _delay(value: str) -> tuple[int, int]:
@@ -26,42 +29,11 @@ def _delay(value: str) -> tuple[int, int]:
         raise click.BadParameter(f"{value!r}: expected MIN-MAX in ms, e.g. 2-30") from None
 
 
-def _window(spec: str, what: str) -> tuple[str, int, int]:
-    head, sep, window = spec.rpartition("@")
-    start, dash, end = window.partition("-")
+def _parsed(parse: Callable[[str], T], specs: tuple[str, ...]) -> tuple[T, ...]:
     try:
-        if not (sep and dash and head):
-            raise ValueError
-        return head, int(start), int(end)
-    except ValueError:
-        raise click.BadParameter(f"{spec!r}: expected {what}@START-END (ms)") from None
-
-
-def _partitions(specs: tuple[str, ...]) -> tuple:
-    from consensus.simulate import Partition
-
-    out = []
-    for spec in specs:
-        groups, start, end = _window(spec, "0,1|2,3")
-        try:
-            parsed = tuple(tuple(int(n) for n in g.split(",")) for g in groups.split("|"))
-        except ValueError:
-            raise click.BadParameter(f"{spec!r}: groups are node ids like 0,1|2,3") from None
-        out.append(Partition(parsed, start, end))
-    return tuple(out)
-
-
-def _crashes(specs: tuple[str, ...]) -> tuple:
-    from consensus.simulate import Crash
-
-    out = []
-    for spec in specs:
-        node, start, end = _window(spec, "NODE")
-        try:
-            out.append(Crash(int(node), start, end))
-        except ValueError:
-            raise click.BadParameter(f"{spec!r}: NODE is a validator index") from None
-    return tuple(out)
+        return tuple(parse(spec) for spec in specs)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @click.command(cls=SafeCommand)
@@ -94,6 +66,13 @@ def _crashes(specs: tuple[str, ...]) -> tuple:
     metavar="NODE@START-END",
     help="e.g. 2@1000-3000: node 2 crashes at 1 s and restarts at 3 s. Repeatable.",
 )
+@click.option(
+    "--skew",
+    "skews",
+    multiple=True,
+    metavar="NODE=MS",
+    help="e.g. 2=-30000: node 2's clock runs 30 s behind. Repeatable.",
+)
 @click.option("--deadline", type=int, help="ms after the faults heal to reach the target.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
@@ -110,6 +89,7 @@ def sim(
     byzantine_mode: str,
     partitions: tuple[str, ...],
     crashes: tuple[str, ...],
+    skews: tuple[str, ...],
     deadline: int | None,
     as_json: bool,
 ) -> None:
@@ -118,7 +98,7 @@ def sim(
     Every run is reproducible: the same seed and flags print the same result. Exit code
     0 means ok, 1 a safety violation, 2 a liveness failure.
     """
-    from consensus.simulate import ByzantineMode, SimConfig, simulate
+    from consensus.simulate import ByzantineMode, Crash, Partition, SimConfig, Skew, simulate
 
     low, high = _delay(delay)
     try:
@@ -133,8 +113,9 @@ def sim(
             reorder=reorder,
             byzantine=byzantine,
             byzantine_mode=ByzantineMode(byzantine_mode),
-            partitions=_partitions(partitions),
-            crashes=_crashes(crashes),
+            partitions=_parsed(Partition.parse, partitions),
+            crashes=_parsed(Crash.parse, crashes),
+            skew=_parsed(Skew.parse, skews),
             deadline_ms=deadline,
         )
     except ValueError as exc:
@@ -155,9 +136,9 @@ def sim(
 def _print(result: SimResult) -> None:
     from consensus.simulate import world
 
-    index = world(result.config.nodes).validators.index
     cfg = result.config
-    f = (cfg.nodes - 1) // 3
+    validators = world(cfg.nodes).validators
+    index, f = validators.index, validators.f
     echo = click.echo
     run = f"{cfg.nodes} validators (f = {f}), seed {cfg.seed}"
     echo(f"depnet sim: {run}, target height {cfg.heights}")
@@ -170,6 +151,7 @@ def _print(result: SimResult) -> None:
     faults += [f"byzantine: validator {v} ({mode})" for v, mode in sorted(result.byzantine.items())]
     faults += [f"partition {p.spec()}" for p in cfg.partitions]
     faults += [f"crash {c.spec()}" for c in cfg.crashes]
+    faults += [f"clock of node {s.node} {s.ms:+} ms" for s in cfg.skew]
     echo(f"faults: {', '.join(faults)}")
     heights = sorted(result.committed.items())
     echo(

@@ -1,0 +1,176 @@
+"""The one HTTP client for a validator's API: the `depnet` commands, the local-network
+harness and the network benchmark all talk to nodes through ``NodeClient``.
+
+It speaks HTTP with the standard library's ``http.client``: importing httpx (which pulls
+in httpcore, trio and an SSL context) costs more than a whole `depnet wallet transfer`
+may take. Errors are typed (cli/devnet/errors.py) and their messages are the lines a
+user reads.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from cli.devnet.errors import ApiError, NodeUnreachable
+from node.layout import NetworkHome, NodeEntry
+
+HTTP_TIMEOUT = 5.0
+PROBE_TIMEOUT = 1.0  # a live node answers /head in milliseconds; a frozen one never does
+
+Transport = Callable[[str, str, bytes | None], tuple[int, bytes]]
+_JSON = {"Content-Type": "application/json"}
+
+
+class NodeClient:
+    """A validator's HTTP API over one kept-alive connection (one thread at a time)."""
+
+    # Tests put a fake here: (method, url, body) -> (status, body); OSError = unreachable.
+    transport: Transport | None = None
+
+    def __init__(self, entry: NodeEntry, timeout: float = HTTP_TIMEOUT) -> None:
+        from urllib.parse import urlsplit
+
+        self.entry = entry
+        self.bank = entry.bank
+        self.timeout = timeout
+        url = urlsplit(entry.api_url)
+        self._address = (url.hostname or "127.0.0.1", url.port or 80)
+        self._conn: Any = None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> NodeClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def get(self, path: str, *, timeout: float | None = None) -> dict:
+        return self._request("GET", path, None, timeout or self.timeout)
+
+    def post(self, path: str, body: dict) -> dict:
+        return self._request("POST", path, json.dumps(body).encode(), self.timeout)
+
+    def _request(self, method: str, path: str, body: bytes | None, timeout: float) -> dict:
+        from http.client import HTTPException
+
+        try:
+            status, raw = self._exchange(method, path, body, timeout)
+        except TimeoutError:
+            self.close()
+            raise NodeUnreachable(
+                f"node {self.bank} at {self.entry.api_url} did not answer within {timeout:g} s"
+            ) from None
+        except (OSError, HTTPException) as exc:
+            self.close()
+            reason = "connection refused" if isinstance(exc, ConnectionRefusedError) else exc
+            raise NodeUnreachable(
+                f"node {self.bank} not reachable at {self.entry.api_url} ({reason}); "
+                "is the network up? (`depnet up`)"
+            ) from None
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            data = None
+        if 200 <= status < 300 and isinstance(data, dict):
+            return data
+        error = data.get("error") if isinstance(data, dict) else None
+        if isinstance(error, dict):
+            raise ApiError(str(error.get("code", "error")), str(error.get("message", "")), status)
+        raise ApiError(
+            "http_error", f"node {self.bank} answered {method} {path} with HTTP {status}", status
+        )
+
+    def _exchange(
+        self, method: str, path: str, body: bytes | None, timeout: float
+    ) -> tuple[int, bytes]:
+        """One request/response; a kept-alive connection the server has since closed is
+        replaced once (every request here is safe to repeat: a resubmitted tx is a
+        duplicate, which the node accepts)."""
+        fake = type(self).transport  # via the class: a function stored there is not a method
+        if fake is not None:
+            return fake(method, self.entry.api_url + path, body)
+        from http.client import HTTPConnection, RemoteDisconnected
+
+        while True:
+            reused = self._conn is not None
+            if not reused:
+                self._conn = HTTPConnection(*self._address, timeout=timeout)
+            conn = self._conn
+            if conn.sock is not None:
+                conn.sock.settimeout(timeout)
+            try:
+                conn.request(method, path, body=body, headers=_JSON if body else {})
+                response = conn.getresponse()
+                return response.status, response.read()
+            except (RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                self.close()
+                if not reused:
+                    raise
+
+    # The endpoints, one method each, so callers never spell paths.
+
+    def status(self, *, timeout: float | None = None) -> dict:
+        return self.get("/status", timeout=timeout)
+
+    def head(self) -> dict:
+        return self.get("/head")
+
+    def block(self, height: int) -> dict:
+        return self.get(f"/blocks/{height}")
+
+    def account(self, account: bytes) -> dict:
+        return self.get(f"/accounts/{account.hex()}")
+
+    def account_txs(self, account: bytes, *, limit: int, before: int | None = None) -> dict:
+        """One page of the account's committed txs, newest first (GET /accounts/{a}/txs)."""
+        query = f"limit={limit}" + ("" if before is None else f"&before={before}")
+        return self.get(f"/accounts/{account.hex()}/txs?{query}")
+
+    def tx(self, tx_id: str) -> dict:
+        return self.get(f"/txs/{tx_id}")
+
+    def submit(self, raws: Sequence[bytes]) -> dict:
+        """POST /txs with signed txs' wire bytes: the answer holds one result per tx."""
+        return self.post("/txs", {"txs": [raw.hex() for raw in raws]})
+
+
+def connect(net: NetworkHome, prefer: str | None = None, *, only: bool = False) -> NodeClient:
+    """A client for a live node: ``prefer``'s node first, then the others in order.
+
+    With ``only`` (the user named a node with --node), no other node is tried.
+    """
+    nodes = net.nodes()
+    if prefer is not None:
+        first = net.node(prefer)
+        nodes = [first] if only else [first, *(n for n in nodes if n.bank != first.bank)]
+    last: NodeUnreachable | None = None
+    for entry in nodes:
+        client = NodeClient(entry)
+        try:
+            client.get("/head", timeout=PROBE_TIMEOUT)
+        except NodeUnreachable as exc:
+            client.close()
+            last = exc
+            continue
+        return client
+    if len(nodes) == 1 and last is not None:
+        raise last
+    raise NodeUnreachable(
+        f"node not reachable: none of {', '.join(n.bank for n in nodes)} answers; "
+        "is the network up? (`depnet up`)"
+    )
+
+
+def try_status(entry: NodeEntry, timeout: float) -> dict | None:
+    """The node's /status, or None if it does not answer within ``timeout``."""
+    with NodeClient(entry, timeout=timeout) as client:
+        try:
+            return client.status()
+        except NodeUnreachable:
+            return None

@@ -1,0 +1,119 @@
+"""Catch-up by height, both sides: serving decided blocks and fetching them from peers.
+
+A node that learns it is behind (the engine emits RequestSync) asks its connected peers,
+in turn, for the blocks from its next height on, each with the certificate that decided
+it. A request is ``[from_height, count]``; the answer is a list of ``[block, cert]`` pairs
+in height order: as many as the server has up to ``count`` (at most SYNC_BATCH), and no
+more than fit in one frame (MAX_FRAME_SIZE), but always the first one. The asker goes on
+from wherever an answer ends, so it makes progress with answers of any length. It checks
+each certificate before the block reaches the engine, so a byzantine peer cannot make the
+engine work on junk; the engine checks it again and re-executes before committing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import msgpack
+import trio
+
+from chain.block import Block, CommitCertificate
+from chain.errors import InvalidBlock
+from chain.store import Store
+from consensus.events import CommitReceived
+from consensus.messages import BadMessage
+from consensus.validators import InvalidCertificate, ValidatorSet, verify_certificate
+from node.logs import log_event
+from node.p2p import MAX_FRAME_SIZE, Kind, Network, RequestFailed
+
+log = logging.getLogger("depnet.node")
+
+SYNC_BATCH = 64  # blocks per catch-up request
+SYNC_TIMEOUT = 5.0
+_ANSWER_OVERHEAD = 5  # msgpack bytes around the answer's list, at most
+_ENTRY_OVERHEAD = 11  # msgpack bytes around one [block, cert] pair, at most
+
+# What a peer's answer can go wrong with; anything else is a bug and stops the node.
+_PEER_FAULTS = (RequestFailed, BadMessage, InvalidBlock, InvalidCertificate, ValueError, TypeError)
+
+
+@dataclass(eq=False)
+class BlockSync:
+    """``deliver`` hands a fetched, certified block to the engine (in height order)."""
+
+    store: Store
+    net: Network
+    validators: ValidatorSet
+    chain_id: str
+    deliver: Callable[[CommitReceived], Awaitable[None]]
+    max_answer_bytes: int = MAX_FRAME_SIZE
+    running: bool = field(default=False, init=False)
+    _next: int = field(default=0, init=False)  # the next height to fetch while running
+
+    # --- serving ------------------------------------------------------------------------
+
+    def serve(self, payload: bytes) -> bytes:
+        """The answer to a peer's request: the first block asked for, then as many after it
+        as fit in ``max_answer_bytes``. Raises BadMessage if the request is malformed."""
+        start, count = msgpack.unpackb(payload)
+        if not (type(start) is int and type(count) is int and start >= 1):
+            raise BadMessage("sync request is [from_height, count]")
+        last = min(start + min(count, SYNC_BATCH) - 1, self.store.state.height)
+        entries: list[list[bytes]] = []
+        size = _ANSWER_OVERHEAD
+        for block, cert in self.store.blocks(start, last):
+            entry = [block.encode(), cert.encode()]
+            size += _ENTRY_OVERHEAD + len(entry[0]) + len(entry[1])
+            if entries and size > self.max_answer_bytes:
+                break
+            entries.append(entry)
+        return msgpack.packb(entries, use_bin_type=True)
+
+    # --- fetching -----------------------------------------------------------------------
+
+    def start(self, from_height: int, nursery: trio.Nursery) -> None:
+        """Catch up from ``from_height`` in the background, unless already doing so."""
+        if not self.running:
+            self.running = True
+            nursery.start_soon(self._catch_up, from_height)
+
+    async def _catch_up(self, from_height: int) -> None:
+        """Fetch blocks until a pass over every connected peer brings nothing new."""
+        self._next = from_height
+        try:
+            while await self._fetch_round():
+                pass
+        finally:
+            self.running = False
+
+    async def _fetch_round(self) -> bool:
+        """Ask the peers in turn until one answers in full; True if any block arrived."""
+        start = self._next
+        for peer in sorted(self.net.connected_peers()):
+            try:
+                await self._fetch_from(peer)
+            except _PEER_FAULTS as exc:
+                log_event(
+                    log,
+                    "sync from peer failed",
+                    logging.WARNING,
+                    peer=peer.hex()[:16],
+                    error=repr(exc),
+                )
+                continue
+            if self._next > start:
+                return True
+        return self._next > start
+
+    async def _fetch_from(self, peer: bytes) -> None:
+        request = msgpack.packb([self._next, SYNC_BATCH])
+        reply = await self.net.request(peer, Kind.SYNC_REQUEST, request, SYNC_TIMEOUT)
+        for raw_block, raw_cert in msgpack.unpackb(reply, raw=False):
+            block, cert = Block.decode(raw_block), CommitCertificate.decode(raw_cert)
+            if block.height != self._next or cert.block_hash != block.hash:
+                raise BadMessage("sync reply out of order")
+            verify_certificate(cert, self.validators, self.chain_id)
+            await self.deliver(CommitReceived(block, cert))
+            self._next += 1

@@ -1,0 +1,268 @@
+"""The query side of a node: what the HTTP API may ask (``NodeService``) and its answers.
+
+The API is an edge that hands bytes in and renders answers; ``LocalService`` answers from
+this process's store, mempool and engine. The answer types are also the JSON shapes of the
+API: a ``Hex`` field is bytes here and a hex string in JSON, so each shape is written once.
+Only ``submit`` changes anything (it admits txs into the mempool and queues them for
+gossip); every other call reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from hashlib import sha256
+from typing import Annotated, Any, Protocol
+
+import trio
+from prometheus_client import CollectorRegistry
+from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
+
+from chain.block import Block, CommitCertificate
+from chain.errors import TxRejected
+from chain.store import Store
+from chain.tx import Tx, decode_tx
+from consensus.engine import Engine
+from node.mempool import Mempool, MempoolError, TxStatus
+from node.metrics import Metrics
+from node.txgossip import TxGossip
+
+
+def _from_hex(value: object) -> object:
+    return bytes.fromhex(value) if isinstance(value, str) else value
+
+
+Hex = Annotated[
+    bytes,
+    BeforeValidator(_from_hex),  # so a client can read an answer back into its shape
+    PlainSerializer(bytes.hex, return_type=str),
+    WithJsonSchema({"type": "string", "pattern": "^([0-9a-f]{2})*$"}),
+]
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitResult:
+    """Outcome of one submitted tx, in the order submitted. ``accepted`` means the tx is now
+    in this node's mempool; otherwise ``code`` (a ``chain.errors.Reason`` value) says why
+    not (``duplicate`` when it already was, so a client that resubmits after a timeout can
+    tell that apart)."""
+
+    tx_id: Hex  # sha256 of the submitted bytes, even when they do not decode
+    accepted: bool
+    code: str | None = None
+    message: str | None = None
+
+    @classmethod
+    def admitted(cls, tx_id: bytes) -> SubmitResult:
+        return cls(tx_id, True)
+
+    @classmethod
+    def rejected(cls, raw: bytes, exc: TxRejected | MempoolError) -> SubmitResult:
+        return cls(sha256(raw).digest(), False, exc.reason.value, exc.detail or str(exc))
+
+
+@dataclass(frozen=True, slots=True)
+class AccountInfo:
+    account: Hex
+    bank: str
+    nonce: int  # committed: the number of txs this account has had applied
+    next_nonce: int  # counting its txs in the mempool: the nonce its next tx should carry
+    balances: Mapping[str, int]  # token symbol -> amount in minor units; zero balances left out
+
+
+@dataclass(frozen=True, slots=True)
+class AccountTx:
+    """A committed tx that an account sent or received, where and when it was committed."""
+
+    height: int
+    position: int  # in its block
+    time_ms: int  # its block's time
+    tx: Tx
+
+
+@dataclass(frozen=True, slots=True)
+class AccountTxs:
+    """One page of an account's history, newest first. ``next_before`` is the
+    ``before_height`` that reads the next (older) page, None when this one is the last.
+    A page never splits a block, so it may end before ``limit``, or (when one block alone
+    holds more than ``limit`` of the account's txs) be that whole block."""
+
+    txs: Sequence[AccountTx]
+    next_before: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class CommittedBlock:
+    """A committed block and the certificate that committed it, when the node has it."""
+
+    block: Block
+    cert: CommitCertificate | None
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """The committed tip. Before the first block: height 0, a zero hash, the genesis root."""
+
+    chain_id: str
+    height: int
+    hash: Hex
+    state_root: Hex
+    time_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatus:
+    bank: str
+    chain_id: str
+    height: int
+    round: int
+    step: str
+    peers: int
+    mempool_size: int
+    evidence: int
+    head_hash: Hex
+    state_root: Hex
+    peer_ids: Sequence[str]  # connected validators' public keys, hex
+    seconds_since_commit: float
+    consensus: Mapping[str, Any]  # the engine's own summary (Engine.status)
+
+
+class NodeService(Protocol):
+    """What the API needs from the node. Only ``submit`` may change anything."""
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """Rendered at /metrics (node.metrics.Metrics.registry)."""
+        ...
+
+    async def submit(self, raws: list[bytes]) -> list[SubmitResult]:
+        """Decode and admit each tx; one result per input, in order."""
+        ...
+
+    def tx_status(self, tx_id: bytes) -> TxStatus: ...
+
+    def account(self, account: bytes) -> AccountInfo | None: ...
+
+    def account_txs(
+        self, account: bytes, before_height: int | None, limit: int
+    ) -> AccountTxs | None:
+        """A page of the account's committed txs below ``before_height`` (all if None),
+        newest first; None if the account is not registered."""
+        ...
+
+    def block(self, height: int) -> CommittedBlock | None: ...
+
+    def head(self) -> Head: ...
+
+    def status(self) -> NodeStatus: ...
+
+
+@dataclass(eq=False, kw_only=True)
+class LocalService:
+    """The NodeService of the node in this process. ``since_commit`` gives the seconds
+    since the last commit (or since the node started), on the node's clock."""
+
+    bank: str
+    store: Store
+    mempool: Mempool
+    engine: Engine
+    metrics: Metrics
+    gossip: TxGossip
+    peers: Callable[[], set[bytes]]
+    since_commit: Callable[[], float]
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        return self.metrics.registry
+
+    async def submit(self, raws: list[bytes]) -> list[SubmitResult]:
+        results = []
+        accepted = []
+        for raw in raws:
+            try:
+                tx = decode_tx(raw)
+                self.mempool.add(tx)
+            except (TxRejected, MempoolError) as exc:
+                results.append(SubmitResult.rejected(raw, exc))
+                self.metrics.on_reject(exc.reason.value)
+                continue
+            self.gossip.queue(tx.raw)
+            accepted.append(tx.tx_id)
+            results.append(SubmitResult.admitted(tx.tx_id))
+        self.metrics.on_submit(accepted, trio.current_time())
+        return results
+
+    def tx_status(self, tx_id: bytes) -> TxStatus:
+        location = self.store.tx_location(tx_id)
+        if location is not None:
+            return TxStatus.committed(*location)
+        return self.mempool.status(tx_id)
+
+    def account(self, account: bytes) -> AccountInfo | None:
+        state = self.store.state
+        bank = state.accounts.get(account)
+        if bank is None:
+            return None
+        return AccountInfo(
+            account=account,
+            bank=bank,
+            nonce=state.nonces.get(account, 0),
+            next_nonce=self.mempool.next_nonce(account),
+            balances={
+                symbol: units
+                for symbol in state.tokens
+                if (units := state.balances.get((account, symbol), 0))
+            },
+        )
+
+    def account_txs(
+        self, account: bytes, before_height: int | None, limit: int
+    ) -> AccountTxs | None:
+        if account not in self.store.state.accounts:
+            return None
+        entries, next_before = self.store.account_page(
+            account, before_height=before_height, limit=limit
+        )
+        located = self.store.txs_at([(height, position) for height, position, _ in entries])
+        return AccountTxs(
+            [
+                AccountTx(height, position, time_ms, tx)
+                for (height, position, _), (tx, time_ms) in zip(entries, located, strict=True)
+            ],
+            next_before,
+        )
+
+    def block(self, height: int) -> CommittedBlock | None:
+        if not 1 <= height <= self.store.state.height:
+            return None
+        return CommittedBlock(self.store.block(height), self.store.certificate(height))
+
+    def head(self) -> Head:
+        state = self.store.state
+        return Head(
+            chain_id=state.chain_id,
+            height=state.height,
+            hash=state.last_hash,
+            state_root=state.state_root,
+            time_ms=state.last_time_ms,
+        )
+
+    def status(self) -> NodeStatus:
+        engine = self.engine
+        state = self.store.state
+        peers = self.peers()
+        return NodeStatus(
+            bank=self.bank,
+            chain_id=state.chain_id,
+            height=state.height,
+            round=engine.round,
+            step=engine.step.name.lower(),
+            peers=len(peers),
+            mempool_size=len(self.mempool),
+            evidence=len(engine.evidence),
+            head_hash=state.last_hash,
+            state_root=state.state_root,
+            peer_ids=sorted(p.hex() for p in peers),
+            seconds_since_commit=round(self.since_commit(), 3),
+            consensus=engine.status().to_json(),
+        )

@@ -1,0 +1,76 @@
+"""Transaction gossip: accepted txs go to every validator in batches, and come in from them.
+
+Direct streams deliver what they accept, but a peer that restarts or is cut off loses what
+was in flight, so txs still pending after a re-gossip interval are sent again. A tx is sent
+again only if it was already pending at the previous re-gossip tick, so under load fresh
+txs are not sent twice. Time is trio's clock, so this runs on a test's virtual clock too.
+"""
+
+from __future__ import annotations
+
+from hashlib import sha256
+
+import msgpack
+import trio
+
+from chain.errors import TxRejected
+from chain.tx import decode_tx
+from consensus.messages import BadMessage
+from node.mempool import Mempool, MempoolError
+from node.p2p import Kind, Network
+
+GOSSIP_INTERVAL = 0.005  # accepted txs are gossiped in a batch every few ms
+REGOSSIP_INTERVAL = 3.0  # txs pending this long are sent to peers again
+REGOSSIP_MAX_TXS = 5_000
+GOSSIP_BATCH_TXS = 2_000
+GOSSIP_YIELD_EVERY = 200  # txs of a gossip batch admitted between checkpoints
+
+
+class TxGossip:
+    def __init__(self, mempool: Mempool, net: Network) -> None:
+        self.mempool = mempool
+        self.net = net
+        self.outgoing: list[bytes] = []  # raw txs accepted here, not yet sent
+
+    def queue(self, raw: bytes) -> None:
+        """Send a tx this node accepted with the next batch."""
+        self.outgoing.append(raw)
+
+    async def admit(self, payload: bytes) -> None:
+        """Admit a peer's batch (a msgpack list of raw txs) into the mempool.
+
+        A tx already known or no longer valid here is skipped: there is nothing to report
+        to a peer. Raises BadMessage if the batch is not a list."""
+        raws = msgpack.unpackb(payload, raw=False)
+        if not isinstance(raws, list):
+            raise BadMessage("tx batch must be a list")
+        for index, raw in enumerate(raws):
+            if index % GOSSIP_YIELD_EVERY == GOSSIP_YIELD_EVERY - 1:
+                # A batch of 2,000 new txs is ~0.3 s of signature checks: let votes,
+                # heartbeats and the API run in between.
+                await trio.lowlevel.checkpoint()
+            if type(raw) is bytes and sha256(raw).digest() in self.mempool:
+                # Pending txs are re-gossiped every few seconds; a tx id is the hash of its
+                # bytes, so one already held needs no decoding (decoding was most of a
+                # node's CPU under load).
+                continue
+            try:
+                self.mempool.add(decode_tx(raw))
+            except (TxRejected, MempoolError):
+                continue
+
+    async def run(self) -> None:
+        """Send queued txs every GOSSIP_INTERVAL; re-send those still pending."""
+        pending_before: set[bytes] = set()
+        next_regossip = trio.current_time() + REGOSSIP_INTERVAL
+        while True:
+            await trio.sleep(GOSSIP_INTERVAL)
+            if trio.current_time() >= next_regossip:
+                pending = self.mempool.candidates(REGOSSIP_MAX_TXS)
+                self.outgoing.extend(tx.raw for tx in pending if tx.tx_id in pending_before)
+                pending_before = {tx.tx_id for tx in pending}
+                next_regossip = trio.current_time() + REGOSSIP_INTERVAL
+            while self.outgoing:
+                batch = self.outgoing[:GOSSIP_BATCH_TXS]
+                self.outgoing = self.outgoing[GOSSIP_BATCH_TXS:]
+                self.net.broadcast(Kind.TXS, msgpack.packb(batch, use_bin_type=True))
