@@ -669,7 +669,7 @@ def _require_unfrozen(changes: Changes, account: bytes) -> None:
     ensure(
         not changes.is_frozen(account),
         Reason.ACCOUNT_FROZEN,
-        "{} is frozen by its bank (compliance hold)",
+        "{} is frozen by its bank",
         account,
     )
 

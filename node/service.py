@@ -21,7 +21,6 @@ from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 from chain.block import Block, CommitCertificate
 from chain.errors import TxRejected
 from chain.escrow import Contract, Offer, OfferStatus, Settlement
-from chain.state import State
 from chain.store import Store
 from chain.tx import Tx, decode_tx
 from consensus.engine import Engine
@@ -319,7 +318,7 @@ class LocalService:
                 for symbol in state.tokens
                 if (units := state.balances.get((account, symbol), 0))
             },
-            locked=locked_by(state, account),
+            locked=locked_by(state.contracts.values(), state.offers.values(), account),
             frozen=state.frozen.get(account, False),
         )
 
@@ -392,14 +391,16 @@ class LocalService:
         )
 
 
-def locked_by(state: State, account: bytes) -> dict[str, int]:
+def locked_by(
+    contracts: Iterable[Contract], offers: Iterable[Offer], account: bytes
+) -> dict[str, int]:
     """What ``account`` has locked, by token: its open contracts as the buyer and its open
     offers as the maker (one pass over the records: a query, not a hot path)."""
     locked: dict[str, int] = {}
-    for contract in state.contracts.values():
+    for contract in contracts:
         if contract.buyer == account and contract.is_open:
             locked[contract.token] = locked.get(contract.token, 0) + contract.locked
-    for offer in state.offers.values():
+    for offer in offers:
         if offer.maker == account and offer.status is OfferStatus.OPEN:
             locked[offer.token] = locked.get(offer.token, 0) + offer.amount
     return dict(sorted(locked.items()))
