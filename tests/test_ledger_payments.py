@@ -296,6 +296,7 @@ def test_contracts_offers_and_holds_are_stored_in_the_block_batch_and_restored(
         assert store.contract(contract_id) == contract == store.state.contracts[contract_id]
         assert contract.settled == (Settlement.RELEASED, Settlement.LOCKED)
         assert store.offer(offer_id) == store.state.offers[offer_id]
+        assert store.contracts() == [(contract_id, contract)]
         assert [i for i, _ in store.offers()] == [offer_id]
         assert store.is_frozen(pub("carol")) and store.state.frozen == {pub("carol"): True}
         # the supplier's history shows the release that paid it, though it did not sign it

@@ -1,22 +1,21 @@
 """Programmable payments on four validator processes on 127.0.0.1 (issue 12 acceptance).
 
-One network (tests/netfixture.py's ``start_localnet`` on the default template) serves the
-module. Txs are signed here with the template's wallets and submitted through different
-nodes' HTTP APIs; every node must end with the same contracts, offers and exact balances.
-Waits poll a condition until a deadline.
+Each test starts its own network (tests/netfixture.py, on the default template, whose
+wallets are the cast). Txs are signed here with those wallets and submitted through
+different nodes' HTTP APIs; every node must end with the same contracts, offers and exact
+balances. Waits poll a condition until a deadline.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from hashlib import sha256
 
 import pytest
 
 from chain.tx import ContractTerms, Milestone, Ref, SwapTerms, Tx, TxKind, sign_tx
 from cli.devnet.localnet import ChainScan, LocalNet
-from tests.netfixture import start_localnet
+from tests.netfixture import localnet_fixture  # noqa: F401  (provides `localnet`)
 
 pytestmark = pytest.mark.network
 
@@ -25,17 +24,6 @@ BUYER, SUPPLIER, PLATFORM = "acme-buyer", "pearl-river-electronics", "tradeflow-
 TREASURY, OTHER_SUPPLIER = "hsbc-treasury", "lion-city-logistics"
 USD, HKD = "USD.JPM", "HKD.HSBC"
 WATCHED = (BUYER, SUPPLIER, PLATFORM, TREASURY, OTHER_SUPPLIER)
-
-
-@pytest.fixture(scope="module")
-def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalNet]:
-    localnet = start_localnet(tmp_path_factory.mktemp("payments") / "net", accounts_per_bank=0)
-    try:
-        yield localnet
-    finally:
-        localnet.close()
-        left = [p.pid for p in localnet.started if p.poll() is None]
-        assert not left, f"validator processes still running: {left}"
 
 
 class Ledger:
@@ -99,7 +87,8 @@ def moved(before: dict[str, dict[str, int]], changes: dict[tuple[str, str], int]
     return after
 
 
-def test_a_pvp_swap_and_a_contract_lifecycle_commit_on_every_node(net: LocalNet) -> None:
+def test_a_pvp_swap_and_a_contract_lifecycle_commit_on_every_node(localnet: LocalNet) -> None:
+    net = localnet
     ledger = Ledger(net)
     before = ledger.balances()
     expiry = ledger.head_time() + 600_000
@@ -151,7 +140,8 @@ def test_a_pvp_swap_and_a_contract_lifecycle_commit_on_every_node(net: LocalNet)
         assert (offer["status"], offer["taker"]) == ("taken", ledger.account(SUPPLIER).hex())
 
 
-def test_a_swap_accepted_twice_from_two_nodes_at_once_settles_once(net: LocalNet) -> None:
+def test_a_swap_accepted_twice_from_two_nodes_at_once_settles_once(localnet: LocalNet) -> None:
+    net = localnet
     ledger = Ledger(net)
     ledger.commit("JPM", ledger.sign(BUYER, TxKind.TRANSFER, to=ledger.account(OTHER_SUPPLIER),
                                      token=USD, amount=50_000))  # fmt: skip
