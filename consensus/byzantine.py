@@ -14,7 +14,10 @@ honest nodes see valid signatures and must stay safe and live by the protocol al
 * ``invalid-block``: its proposals carry a block that does not re-execute, and its votes
   for its own block are rewritten to vote for that block.
 * ``many-values``: every proposal and vote goes out with ``FANOUT`` conflicting ones for
-  the same (height, round, step), in a different order to each peer.
+  the same (height, round, step), in a different order to each peer. The votes name the
+  real blocks of the height it knows of (its own conflicting proposals, the blocks it
+  voted for) as well as nil and random hashes, so honest nodes that received different
+  proposals first see each of their values backed.
 * ``mutate``: ByzzFuzz's message mutations, drawn per message and per peer: a field
   dropped or garbled on the wire, the round or height moved, the value, the vote kind or
   the proof-of-lock round changed, the message withheld, or an old one replayed.
@@ -72,8 +75,10 @@ class Outbox:
         self.rng = rng
         self._invalid: dict[bytes, bytes] = {}  # invalid-block: our block's hash -> the bad one
         self._sent: deque[Message] = deque(maxlen=REPLAYS)  # mutate: candidates for replay
+        self._blocks: dict[int, list[bytes]] = {}  # height -> hashes of blocks we sent or voted
 
     def rewrite(self, msg: Message, peers: Sequence[int]) -> Sends:
+        self._learn(msg)
         match self.mode:
             case ByzantineMode.SILENT:
                 return []
@@ -90,6 +95,20 @@ class Outbox:
             case ByzantineMode.FLOOD:
                 return self._shuffled(peers, self._many_values(msg) + self._far_future(msg))
         return _to_all(peers, [msg])
+
+    def _learn(self, msg: Message) -> None:
+        """Remember the blocks of the last few heights that ``msg`` names."""
+        value = msg.block.hash if isinstance(msg, Proposal) else msg.block_hash
+        known = self._blocks.setdefault(msg.height, [])
+        if value is not None and value not in known:
+            known.append(value)
+        for height in [h for h in self._blocks if h < msg.height - 2]:
+            del self._blocks[height]
+
+    def _value(self, height: int) -> bytes | None:
+        """A value to vote for at ``height``: a block we know of, nil, or a random hash."""
+        known = self._blocks.get(height, [])
+        return self.rng.choice([*known, *known, None, self.rng.randbytes(32)])
 
     def _sign(self, msg: Message) -> Message:
         return replace(msg, signature=self.key.sign(msg.sign_bytes(self.chain_id)).signature)
@@ -132,10 +151,11 @@ class Outbox:
         for a proposal; nil and random hashes for a vote."""
         if isinstance(msg, Proposal):
             others = [replace(msg, block=_other_block(msg, i)) for i in range(1, FANOUT + 1)]
+            for other in others:
+                self._learn(other)
         else:
-            values = [None if msg.block_hash else self.rng.randbytes(32)]
-            values += [self.rng.randbytes(32) for _ in range(FANOUT - 1)]
-            others = [replace(msg, block_hash=value) for value in values]
+            values = dict.fromkeys(self._value(msg.height) for _ in range(FANOUT))  # in order
+            others = [replace(msg, block_hash=v) for v in values if v != msg.block_hash]
         return [msg, *map(self._sign, others)]
 
     def _far_future(self, msg: Message) -> list[Message]:
@@ -195,8 +215,10 @@ class Outbox:
 
     def _change_value(self, msg: Message) -> Message:
         if isinstance(msg, Proposal):
-            return replace(msg, block=_other_block(msg, self.rng.randint(1, 1_000)))
-        return replace(msg, block_hash=self.rng.choice([None, self.rng.randbytes(32)]))
+            other = replace(msg, block=_other_block(msg, self.rng.randint(1, 1_000)))
+            self._learn(other)
+            return other
+        return replace(msg, block_hash=self._value(msg.height))
 
     def _change_kind_or_pol_round(self, msg: Message) -> Message:
         if isinstance(msg, Proposal):
