@@ -17,7 +17,9 @@ from hypothesis import strategies as st
 
 from cli.main import main
 from consensus.engine import AHEAD_TICKS
+from consensus.signer import Signer
 from consensus.simulate import (
+    CHAIN_ID,
     ByzantineMode,
     Crash,
     CrashKind,
@@ -235,6 +237,10 @@ def test_cli_json_reports_the_measures() -> None:
         "--skew 2",
         "--skew 9=100",
         "--skew 1=5 --skew 1=6",
+        "--wipe 9@1-2",
+        "--amnesia 1@5-2",
+        "--amnesia 1@0-5 --amnesia 2@0-5 --amnesia 3@0-5 --byzantine 1",  # none honest
+        "--byzantine-mode sneaky",
     ],
 )
 def test_cli_rejects_malformed_fault_specs(bad: str) -> None:
@@ -399,8 +405,9 @@ def test_a_wiped_validator_resyncs_from_height_1_and_reaches_the_target() -> Non
         assert result.verdict is Verdict.OK, (result.violations, config.command())
         assert not result.evidence and result.sync_requests > 0
         assert result.decided_at_ms[20] > 1_300  # the wipes came before the end...
-        wiped = [sim.nodes[2].committed, sim.nodes[0].committed]
-        assert all(len(blocks) == 20 for blocks in wiped)  # ...and both came back
+        for node in (sim.nodes[0], sim.nodes[2]):  # ...and both came back and vote again
+            signed = Signer(node.key, node.storage, CHAIN_ID).last
+            assert len(node.committed) == 20 and signed is not None and signed.height >= 19
 
 
 def test_amnesia_may_double_sign_and_is_counted_as_byzantine() -> None:
@@ -450,20 +457,6 @@ def test_every_new_fault_replays_exactly_from_its_printed_command() -> None:
     code, out = run_cli(command + " --json")
     assert code == 0, out
     assert json.loads(out) == simulate(config).to_json()
-
-
-@pytest.mark.parametrize(
-    "bad",
-    [
-        "--wipe 9@1-2",
-        "--amnesia 1@5-2",
-        "--amnesia 1@0-5 --amnesia 2@0-5 --amnesia 3@0-5 --byzantine 1",
-        "--byzantine-mode sneaky",
-    ],
-)
-def test_cli_rejects_malformed_wipes_and_amnesia(bad: str) -> None:
-    code, out = run_cli(f"depnet sim --heights 1 {bad}")
-    assert code == 2 and "Error" in out
 
 
 def test_a_run_is_the_same_in_another_process_whatever_its_hash_seed() -> None:

@@ -1,8 +1,9 @@
 """`depnet sim`: run the consensus fault simulator and print its verdict.
 
 Exit codes are the verdict, so scripts and CI can use the command directly: 0 every
-invariant held and every honest node reached the target height, 1 a safety invariant
-broke, 2 the target height was not reached after the faults healed.
+invariant held and every honest node reached the target height, 1 an invariant broke
+(safety, or an honest engine held more than its stated memory bounds), 2 the target
+height was not reached after the faults healed.
 """
 
 from __future__ import annotations
