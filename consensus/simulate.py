@@ -557,11 +557,11 @@ class Simulation:
     def _make_nodes(self) -> list[_Node]:
         keys = self.world.keys
         skew = {s.node: s.ms for s in self.config.skew}
-        nodes = [
-            _Node(v, keys[v], mode, self._outbox(v, mode), skew.get(v, self.rng.randrange(50)))
-            for v in range(self.config.nodes)
-            for mode in [self.byzantine.get(v)]
-        ]
+        nodes = []
+        for v in range(self.config.nodes):
+            mode = self.byzantine.get(v)
+            outbox = self._outbox(v, mode)
+            nodes.append(_Node(v, keys[v], mode, outbox, skew.get(v, self.rng.randrange(50))))
         for v, mode in self.byzantine.items():
             if mode is ByzantineMode.DOUBLE_VOTE:
                 nodes.append(_Node(len(nodes), keys[v], mode, None, self.rng.randrange(50)))
