@@ -27,7 +27,7 @@ from consensus.simulate import (
     simulate,
 )
 
-RUNS = int(os.environ.get("DEPNET_SWEEP_RUNS", "750"))
+RUNS = int(os.environ.get("DEPNET_SWEEP_RUNS", "600"))
 SWEEP = [(4, seed) for seed in range(RUNS - RUNS // 3)] + [(7, seed) for seed in range(RUNS // 3)]
 
 
