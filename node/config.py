@@ -120,17 +120,15 @@ class NodeHome:
         """The secret the admin API (/admin/faults) asks for: created on first use, readable
         by the node's user only (mode 0600)."""
         path = self.admin_token_file
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            path.chmod(0o600)
-            token = path.read_text().strip()
-            if not token:
-                raise ConfigError(f"admin token {path} is empty; delete it to make a new one")
+        if not path.exists():
+            token = secrets.token_hex(32)
+            with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+                f.write(token + "\n")
             return token
-        token = secrets.token_hex(32)
-        with os.fdopen(fd, "w") as f:
-            f.write(token + "\n")
+        path.chmod(0o600)
+        token = path.read_text().strip()
+        if not token:
+            raise ConfigError(f"admin token {path} is empty; delete it to make a new one")
         return token
 
     def save_key(self, seed: bytes) -> None:

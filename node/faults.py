@@ -44,7 +44,7 @@ from consensus.byzantine import ByzantineMode, Outbox
 from consensus.messages import Message, encode_message
 from node.logs import log_event
 from node.p2p import Frame, Kind, Network, RequestFailed
-from node.service import FaultSpecError, FaultsInForce
+from node.service import FaultsInForce, FaultSpecError
 
 log = logging.getLogger("depnet.faults")
 
@@ -549,4 +549,3 @@ class _Inbound:
             if self.layer.admit(frame):
                 return frame
         raise StopAsyncIteration
-

@@ -32,7 +32,6 @@ from node.mempool import Mempool, MempoolError, TxStatus
 from node.metrics import Metrics
 from node.txgossip import TxGossip
 
-
 SYNC_LAG = 2  # blocks behind peers before a node counts as syncing (one: a commit in flight)
 
 
