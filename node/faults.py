@@ -33,7 +33,7 @@ import logging
 import random
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import trio
@@ -270,7 +270,7 @@ class LinkCounters:
     duplicated: Counter[str] = field(default_factory=Counter)
 
     def to_json(self) -> dict[str, dict[str, int]]:
-        return {name: dict(counter) for name, counter in asdict(self).items()}
+        return {f.name: dict(getattr(self, f.name)) for f in fields(self)}
 
 
 class FaultLayer:
