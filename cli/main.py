@@ -11,6 +11,7 @@ import click
 from cli.commands.bench import bench
 from cli.commands.chain import chain
 from cli.commands.demo import demo
+from cli.commands.fault import fault
 from cli.commands.network import down, init, logs, status, up
 from cli.commands.node import node
 from cli.commands.sim import sim
@@ -32,3 +33,4 @@ for command in (init, up, down, status, logs, wallet, chain, demo):
     main.add_command(command)
 main.add_command(bench)
 main.add_command(sim)
+main.add_command(fault)
