@@ -8,6 +8,7 @@ import json
 import logging
 import math
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -17,11 +18,14 @@ from trio.testing import MockClock
 from consensus.messages import Proposal, VoteKind, decode_message
 from consensus.validators import verify_message
 from node.api import ErrorOut, create_app
+from node.config import NodeHome, load_template
 from node.faults import FaultLayer, parse_fault
+from node.layout import create_network
 from node.p2p import Frame, Kind, RequestFailed
 from node.service import CatchUp, FaultsInForce, FaultSpecError, Syncing
 from tests.consensus_helpers import CHAIN_ID, KEYS, PUB, W, block, propose, vote
 from tests.test_api import FakeNode, parse
+from tests.test_node_reactor import GENESIS_TIME_MS, build_nodes, virtual_wall_clock, wait_until
 
 BANKS = [b.name for b in W.genesis.banks]  # BANK0..BANK3, validators PUB[0..3]
 TOKEN = "s3cret-admin-token"
@@ -364,9 +368,7 @@ async def test_openapi_documents_the_admin_routes(
     assert "503" in paths["/txs"]["post"]["responses"]
 
 
-def test_admin_token_is_created_once_with_mode_0600(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from node.config import NodeHome
-
+def test_admin_token_is_created_once_with_mode_0600(tmp_path: Path) -> None:
     home = NodeHome(tmp_path)
     token = home.admin_token()
     assert len(token) == 64
@@ -403,3 +405,35 @@ async def test_a_syncing_node_answers_submissions_with_503_and_retry_after() -> 
     assert response.headers["retry-after"] == "1"
     error = parse(ErrorOut, response).error
     assert error.code == "syncing" and "height 4 of 90" in error.message
+
+
+# --- skew on running nodes (in memory, virtual time) ---------------------------------------
+
+
+async def test_skew_moves_the_block_times_a_node_proposes(
+    tmp_path: Path, autojump_clock: MockClock
+) -> None:
+    network = create_network(tmp_path / "net", load_template(), genesis_time_ms=GENESIS_TIME_MS)
+    nodes = build_nodes(network)
+    skewed = nodes[0]
+    try:
+        async with trio.open_nursery() as nursery:
+            for node in nodes:
+                await nursery.start(node.run_reactor)
+            await wait_until(lambda: skewed.store.state.height >= 2, "2 heights")
+            skewed.faults.set({"fault": "skew", "ms": 5_000})
+            set_at = virtual_wall_clock()
+            first = skewed.store.state.height + 1
+
+            def proposed_by_skewed() -> list[int]:
+                blocks = (
+                    skewed.store.block(h) for h in range(first, skewed.store.state.height + 1)
+                )
+                return [b.header.time_ms for b in blocks if b.header.proposer == skewed.pubkey]
+
+            await wait_until(lambda: bool(proposed_by_skewed()), "a block by the skewed node")
+            assert proposed_by_skewed()[0] >= set_at + 5_000
+            nursery.cancel_scope.cancel()
+    finally:
+        for node in nodes:
+            node.store.close()
