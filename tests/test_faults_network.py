@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from cli.devnet import faults
 from cli.devnet.errors import ApiError
+from cli.devnet.faults import Frames
 from cli.devnet.load import interleave, load_payers, sign_transfers
 from cli.devnet.localnet import LocalNet
 from cli.main import main
@@ -110,9 +111,9 @@ def test_admin_api_refuses_requests_without_the_token_and_changes_nothing(ln: Lo
 
 
 def test_drop_delay_and_duplicate_slow_the_network_but_it_commits(ln: LocalNet) -> None:
-    faults.drop(ln.net, 0.3, kind="consensus", seed=1)
+    faults.drop(ln.net, 0.3, Frames(kind="consensus"), seed=1)
     faults.delay(ln.net, 50, 25, seed=1)
-    faults.duplicate(ln.net, 0.2, dst="DBS", seed=1)
+    faults.duplicate(ln.net, 0.2, Frames(dst="DBS"), seed=1)
     ln.wait_progress(3, timeout=TIMEOUT)
     counts = frames(ln, "JPM")
     assert sum(counts["HSBC"]["dropped_out"].values()) > 0
@@ -145,7 +146,7 @@ def test_a_restarted_node_behind_its_peers_answers_503_syncing_until_caught_up(
         ln.submit("JPM", [tx.raw for tx in txs[start : start + 10]])
     ln.wait_progress(5, [b for b in ln.banks if b != victim], timeout=TIMEOUT)
     # Its peers withhold blocks from it, so it stays behind while it hears their votes.
-    faults.drop(ln.net, 1.0, dst=victim, kind="sync")
+    faults.drop(ln.net, 1.0, Frames(dst=victim, kind="sync"))
     ln.start(victim)
 
     def syncing() -> dict | None:

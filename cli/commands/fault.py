@@ -30,7 +30,7 @@ from cli.commands.common import (
     print_table,
 )
 from cli.devnet import faults
-from cli.devnet.faults import NodeFaults
+from cli.devnet.faults import Frames, NodeFaults
 
 
 @click.group(cls=SafeGroup)
@@ -154,7 +154,7 @@ def drop(
     home: Path, rate: float, src: str | None, dst: str | None, kind: str | None, seed: int | None
 ) -> None:
     """Lose a share of the frames between nodes."""
-    results = faults.drop(open_network(home), rate, src=src, dst=dst, kind=kind, seed=seed)
+    results = faults.drop(open_network(home), rate, Frames(src, dst, kind), seed=seed)
     _report(results, f"drop {rate:g}{_filters(src, dst, kind)}")
 
 
@@ -176,7 +176,7 @@ def delay(
     if jitter > ms:
         raise CliError(f"--jitter {jitter} is larger than --ms {ms}")
     net = open_network(home)
-    results = faults.delay(net, ms, jitter, src=src, dst=dst, kind=kind, seed=seed)
+    results = faults.delay(net, ms, jitter, Frames(src, dst, kind), seed=seed)
     _report(results, f"delay {ms}+-{jitter} ms{_filters(src, dst, kind)}")
 
 
@@ -188,7 +188,7 @@ def duplicate(
     home: Path, rate: float, src: str | None, dst: str | None, kind: str | None, seed: int | None
 ) -> None:
     """Send a share of the frames between nodes twice."""
-    results = faults.duplicate(open_network(home), rate, src=src, dst=dst, kind=kind, seed=seed)
+    results = faults.duplicate(open_network(home), rate, Frames(src, dst, kind), seed=seed)
     _report(results, f"duplicate {rate:g}{_filters(src, dst, kind)}")
 
 

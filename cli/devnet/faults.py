@@ -113,44 +113,43 @@ def heal(net: NetworkHome) -> list[NodeFaults]:
     return set_fault(net, {"fault": "heal"})
 
 
+@dataclass(frozen=True)
+class Frames:
+    """Which frames a link fault applies to: from one bank, to one bank, of one kind
+    (LINK_KINDS); None matches any."""
+
+    src: str | None = None
+    dst: str | None = None
+    kind: str | None = None
+
+
+ALL_FRAMES = Frames()
+
+
 def drop(
-    net: NetworkHome,
-    rate: float,
-    *,
-    src: str | None = None,
-    dst: str | None = None,
-    kind: str | None = None,
-    seed: int | None = None,
+    net: NetworkHome, rate: float, frames: Frames = ALL_FRAMES, *, seed: int | None = None
 ) -> list[NodeFaults]:
-    """Lose ``rate`` of the frames (from ``src``, to ``dst``, of ``kind``: any if None)."""
-    return set_fault(net, _link(net, "drop", src, dst, kind, seed, rate=rate))
+    """Lose ``rate`` (0..1) of the frames."""
+    return set_fault(net, _link(net, "drop", frames, seed, rate=rate))
 
 
 def delay(
     net: NetworkHome,
     ms: int,
     jitter: int = 0,
+    frames: Frames = ALL_FRAMES,
     *,
-    src: str | None = None,
-    dst: str | None = None,
-    kind: str | None = None,
     seed: int | None = None,
 ) -> list[NodeFaults]:
-    """Hold matching frames back ``ms`` +- ``jitter`` milliseconds."""
-    return set_fault(net, _link(net, "delay", src, dst, kind, seed, ms=ms, jitter=jitter))
+    """Hold the frames back ``ms`` +- ``jitter`` milliseconds."""
+    return set_fault(net, _link(net, "delay", frames, seed, ms=ms, jitter=jitter))
 
 
 def duplicate(
-    net: NetworkHome,
-    rate: float,
-    *,
-    src: str | None = None,
-    dst: str | None = None,
-    kind: str | None = None,
-    seed: int | None = None,
+    net: NetworkHome, rate: float, frames: Frames = ALL_FRAMES, *, seed: int | None = None
 ) -> list[NodeFaults]:
-    """Send ``rate`` of the matching frames twice."""
-    return set_fault(net, _link(net, "duplicate", src, dst, kind, seed, rate=rate))
+    """Send ``rate`` (0..1) of the frames twice."""
+    return set_fault(net, _link(net, "duplicate", frames, seed, rate=rate))
 
 
 def skew(net: NetworkHome, bank: str, ms: int) -> NodeFaults:
@@ -166,20 +165,14 @@ def byzantine(net: NetworkHome, bank: str, mode: str, *, seed: int | None = None
 
 
 def _link(
-    net: NetworkHome,
-    fault: str,
-    src: str | None,
-    dst: str | None,
-    kind: str | None,
-    seed: int | None,
-    **values: Any,
+    net: NetworkHome, fault: str, frames: Frames, seed: int | None, **values: Any
 ) -> dict[str, Any]:
     spec: dict[str, Any] = {"fault": fault, **values}
-    for field, bank in (("from", src), ("to", dst)):
+    for field, bank in (("from", frames.src), ("to", frames.dst)):
         if bank is not None:
             spec[field] = net.node(bank).bank
-    if kind is not None:
-        spec["kind"] = kind
+    if frames.kind is not None:
+        spec["kind"] = frames.kind
     return _seeded(spec, seed)
 
 
