@@ -336,7 +336,7 @@ class FaultLayer:
                 self.rules[fault.key] = fault
             case Partition():
                 self.partition = fault
-            case OneWay():
+            case OneWay() if fault not in self.oneways:
                 self.oneways.append(fault)
             case Heal():
                 self.partition = None
