@@ -12,6 +12,7 @@ from cli.commands.bench import bench
 from cli.commands.chain import chain
 from cli.commands.contract import contract
 from cli.commands.demo import demo
+from cli.commands.fault import fault
 from cli.commands.network import down, init, logs, status, up
 from cli.commands.node import node
 from cli.commands.sim import sim
@@ -34,3 +35,4 @@ for command in (init, up, down, status, logs, wallet, contract, swap, chain, dem
     main.add_command(command)
 main.add_command(bench)
 main.add_command(sim)
+main.add_command(fault)
