@@ -8,6 +8,7 @@ the *specific* rule fired rather than "something went wrong".
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import TypeVar
 
 
 class Reason(StrEnum):
@@ -104,6 +105,20 @@ def ensure(
         if args:
             detail = detail.format(*(_short(a) if type(a) is bytes else a for a in args))
         raise TxRejected(broken, detail) if isinstance(broken, Reason) else broken(detail)
+
+
+T = TypeVar("T")
+
+
+def present(value: T | None, broken: Reason, detail: str = "", *args: object) -> T:
+    """``ensure`` for a lookup: the value if there is one, else the rule ``broken`` breaks.
+
+    Rules that find a record (a token, a contract, an offer) read as one line and hand the
+    rest of the rule a value that is known to exist.
+    """
+    ensure(value is not None, broken, detail, *args)
+    assert value is not None
+    return value
 
 
 def _short(key: bytes) -> str:

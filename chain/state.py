@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 import msgpack
 
 from chain.block import Block, CommitCertificate, Header, cert_hash, check_structure, tx_root
-from chain.errors import InvalidBlock, Reason, TxRejected, ensure
+from chain.errors import InvalidBlock, Reason, TxRejected, ensure, present
 from chain.escrow import Contract, Offer, OfferStatus, Settlement
 from chain.genesis import Genesis, Token
 from chain.tx import (
@@ -35,7 +35,6 @@ from chain.tx import (
     MAX_TIME_MS,
     ContractTerms,
     Ref,
-    SwapTerms,
     Tx,
     TxKind,
     verify_signature,
@@ -321,10 +320,13 @@ def apply_tx(changes: Changes, tx: Tx) -> None:
 
 
 def _register(changes: Changes, tx: Tx) -> None:
-    bank = changes.base.banks.get(tx.sender)
-    ensure(bank is not None, Reason.NOT_A_BANK, "only a bank's issuer account can register")
+    bank = present(
+        changes.base.banks.get(tx.sender),
+        Reason.NOT_A_BANK,
+        "only a bank's issuer account can register",
+    )
     ensure(changes.bank_of(tx.to) is None, Reason.ALREADY_REGISTERED, "account already registered")
-    changes.accounts[tx.to] = bank  # type: ignore[assignment]
+    changes.accounts[tx.to] = bank
 
 
 def _mint(changes: Changes, tx: Tx) -> None:
@@ -405,7 +407,7 @@ def _require_registering_bank(changes: Changes, tx: Tx) -> None:
 
 
 def _contract_open(changes: Changes, tx: Tx) -> None:
-    terms: ContractTerms = tx.args  # type: ignore[assignment]
+    terms = tx.contract_terms
     _token(changes, tx.token)
     _require_registered(changes, tx.to)
     ensure(
@@ -440,7 +442,7 @@ def _contract_open(changes: Changes, tx: Tx) -> None:
 
 
 def _contract_release(changes: Changes, tx: Tx) -> None:
-    ref: Ref = tx.args  # type: ignore[assignment]
+    ref = tx.ref
     contract = _contract(changes, ref)
     ensure(
         tx.sender == contract.approver,
@@ -448,9 +450,10 @@ def _contract_release(changes: Changes, tx: Tx) -> None:
         "only the approver {} releases milestones",
         contract.approver,
     )
-    position = contract.index(ref.milestone)
-    ensure(position is not None, Reason.UNKNOWN_MILESTONE, "no milestone {!r}", ref.milestone)
-    settled = contract.settled[position]  # type: ignore[index]
+    position = present(
+        contract.index(ref.milestone), Reason.UNKNOWN_MILESTONE, "no milestone {!r}", ref.milestone
+    )
+    settled = contract.settled[position]
     ensure(
         settled is not Settlement.RELEASED,
         Reason.MILESTONE_RELEASED,
@@ -470,7 +473,7 @@ def _contract_release(changes: Changes, tx: Tx) -> None:
         contract.expiry_ms,
         now,
     )
-    milestone = contract.milestones[position]  # type: ignore[index]
+    milestone = contract.milestones[position]
     ensure(
         not milestone.due_ms or now < milestone.due_ms,
         Reason.MILESTONE_OVERDUE,
@@ -481,12 +484,12 @@ def _contract_release(changes: Changes, tx: Tx) -> None:
     )
     _require_unfrozen(changes, contract.supplier)
     _credit(changes, contract.supplier, contract.token, milestone.amount)
-    changes.contracts[ref.id] = contract.settle([position], Settlement.RELEASED)  # type: ignore[list-item]
+    changes.contracts[ref.id] = contract.settle([position], Settlement.RELEASED)
     _met_deadline(changes, min(contract.expiry_ms, milestone.due_ms or MAX_TIME_MS))
 
 
 def _contract_refund(changes: Changes, tx: Tx) -> None:
-    ref: Ref = tx.args  # type: ignore[assignment]
+    ref = tx.ref
     contract = _open_contract(changes, ref)
     ensure(tx.sender == contract.buyer, Reason.NOT_BUYER, "only the buyer takes a refund")
     ensure(
@@ -500,7 +503,7 @@ def _contract_refund(changes: Changes, tx: Tx) -> None:
 
 
 def _contract_cancel(changes: Changes, tx: Tx) -> None:
-    ref: Ref = tx.args  # type: ignore[assignment]
+    ref = tx.ref
     contract = _open_contract(changes, ref)
     ensure(tx.sender == contract.supplier, Reason.NOT_SUPPLIER, "only the supplier cancels")
     _refund_the_rest(changes, ref, contract)
@@ -516,9 +519,7 @@ def _refund_the_rest(changes: Changes, ref: Ref, contract: Contract) -> None:
 
 
 def _contract(changes: Changes, ref: Ref) -> Contract:
-    contract = changes.contract(ref.id)
-    ensure(contract is not None, Reason.UNKNOWN_CONTRACT, "no contract {}", ref.id)
-    return contract  # type: ignore[return-value]
+    return present(changes.contract(ref.id), Reason.UNKNOWN_CONTRACT, "no contract {}", ref.id)
 
 
 def _open_contract(changes: Changes, ref: Ref) -> Contract:
@@ -535,7 +536,7 @@ def _deadlines(terms: ContractTerms) -> list[int]:
 
 
 def _swap_offer(changes: Changes, tx: Tx) -> None:
-    terms: SwapTerms = tx.args  # type: ignore[assignment]
+    terms = tx.swap_terms
     _token(changes, tx.token)
     _token(changes, terms.ask_token)
     if tx.to:
@@ -562,7 +563,7 @@ def _swap_offer(changes: Changes, tx: Tx) -> None:
 
 
 def _swap_accept(changes: Changes, tx: Tx) -> None:
-    ref: Ref = tx.args  # type: ignore[assignment]
+    ref = tx.ref
     offer = _open_offer(changes, ref)
     taker = tx.sender
     ensure(
@@ -598,7 +599,7 @@ def _swap_accept(changes: Changes, tx: Tx) -> None:
 
 
 def _swap_cancel(changes: Changes, tx: Tx) -> None:
-    ref: Ref = tx.args  # type: ignore[assignment]
+    ref = tx.ref
     offer = _open_offer(changes, ref)
     ensure(
         tx.sender == offer.maker or changes.time_ms >= offer.expiry_ms,
@@ -613,12 +614,10 @@ def _swap_cancel(changes: Changes, tx: Tx) -> None:
 
 
 def _open_offer(changes: Changes, ref: Ref) -> Offer:
-    offer = changes.offer(ref.id)
-    ensure(offer is not None, Reason.UNKNOWN_OFFER, "no offer {}", ref.id)
-    status = offer.status  # type: ignore[union-attr]
-    ensure(status is not OfferStatus.TAKEN, Reason.OFFER_TAKEN, "the offer was already taken")
-    ensure(status is OfferStatus.OPEN, Reason.OFFER_CANCELLED, "the offer was cancelled")
-    return offer  # type: ignore[return-value]
+    offer = present(changes.offer(ref.id), Reason.UNKNOWN_OFFER, "no offer {}", ref.id)
+    ensure(offer.status is not OfferStatus.TAKEN, Reason.OFFER_TAKEN, "the offer was already taken")
+    ensure(offer.status is OfferStatus.OPEN, Reason.OFFER_CANCELLED, "the offer was cancelled")
+    return offer
 
 
 # -- shared rules and writes ----------------------------------------------------------------
@@ -650,9 +649,12 @@ def _met_deadline(changes: Changes, deadline: int) -> None:
 
 
 def _token(changes: Changes, symbol: str) -> Token:
-    token = changes.base.tokens.get(symbol)
-    ensure(token is not None, Reason.UNKNOWN_TOKEN, "no token {!r} on this network", symbol)
-    return token  # type: ignore[return-value]
+    return present(
+        changes.base.tokens.get(symbol),
+        Reason.UNKNOWN_TOKEN,
+        "no token {!r} on this network",
+        symbol,
+    )
 
 
 def _require_registered(changes: Changes, account: bytes) -> None:

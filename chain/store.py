@@ -50,7 +50,7 @@ from chain.errors import InvalidBlock, StoreError, TxRejected, ensure
 from chain.escrow import Contract, Offer
 from chain.genesis import Genesis
 from chain.state import Changes, State
-from chain.tx import KEY_SIZE, REF_KINDS, Ref, Tx, TxKind, decode_tx
+from chain.tx import KEY_SIZE, REF_KINDS, Tx, TxKind, decode_tx
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -480,7 +480,7 @@ def _parties(tx: Tx, changes: Changes) -> set[bytes]:
     """Who a tx on a contract or an offer pays or acts for: the contract's buyer and
     supplier, or the offer's maker. Read from the block's own changes, which hold every
     record its txs settled."""
-    ref: Ref = tx.args  # type: ignore[assignment]
+    ref = tx.ref
     if tx.kind in (TxKind.SWAP_ACCEPT, TxKind.SWAP_CANCEL):
         return {changes.offers[ref.id].maker}
     contract = changes.contracts[ref.id]

@@ -156,6 +156,23 @@ class Tx:
     def body(self) -> bytes:
         return self.raw[:-SIGNATURE_SIZE]
 
+    # The decoder gives each kind in ARGS_KINDS its one shape of args, so the rules of a
+    # kind read them through these; a mismatch is a bug in this module, not bad input.
+    @property
+    def contract_terms(self) -> ContractTerms:
+        assert isinstance(self.args, ContractTerms), self.kind
+        return self.args
+
+    @property
+    def swap_terms(self) -> SwapTerms:
+        assert isinstance(self.args, SwapTerms), self.kind
+        return self.args
+
+    @property
+    def ref(self) -> Ref:
+        assert isinstance(self.args, Ref), self.kind
+        return self.args
+
 
 def sign_tx(
     key: SigningKey,

@@ -38,7 +38,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from functools import lru_cache
+from functools import lru_cache, partial
 from hashlib import sha256
 
 from nacl.signing import SigningKey
@@ -384,22 +384,22 @@ def _load_tx(key: SigningKey, to: bytes, nonce: int, before: list[Tx]) -> Tx:
     contract (approved by the buyer itself) and the release of one of its milestones; a
     swap offer and its cancel. Their deadlines lie beyond any run, so no account's txs
     ever stop applying, whatever the faults delay."""
-    step = nonce % 5
     far = GENESIS_TIME_MS + 10**9
-    kind, fields = TxKind.TRANSFER, {"to": to, "token": TOKEN, "amount": 1 + nonce}
-    if step == 1:
-        terms = ContractTerms(
-            bytes(key.verify_key), far, bytes(32), (Milestone("a", 1), Milestone("b", 1 + nonce))
-        )
-        kind, fields = TxKind.CONTRACT_OPEN, {**fields, "amount": 2 + nonce, "args": terms}
-    elif step == 2:
-        kind, fields = TxKind.CONTRACT_RELEASE, {"args": Ref(before[nonce - 1].tx_id, "a")}
-    elif step == 3:
-        terms = SwapTerms(ASK_TOKEN, 1 + nonce, far)
-        kind, fields = TxKind.SWAP_OFFER, {"token": TOKEN, "amount": 1 + nonce, "args": terms}
-    elif step == 4:
-        kind, fields = TxKind.SWAP_CANCEL, {"args": Ref(before[nonce - 1].tx_id)}
-    return sign_tx(key, kind, CHAIN_ID, nonce, memo=f"inv-{nonce}", **fields)  # type: ignore[arg-type]
+    sign = partial(sign_tx, key, chain_id=CHAIN_ID, nonce=nonce, memo=f"inv-{nonce}")
+    match nonce % 5:
+        case 1:
+            milestones = (Milestone("a", 1), Milestone("b", 1 + nonce))
+            terms = ContractTerms(bytes(key.verify_key), far, bytes(32), milestones)
+            return sign(TxKind.CONTRACT_OPEN, to=to, token=TOKEN, amount=2 + nonce, args=terms)
+        case 2:
+            return sign(TxKind.CONTRACT_RELEASE, args=Ref(before[nonce - 1].tx_id, "a"))
+        case 3:
+            offer = SwapTerms(ASK_TOKEN, 1 + nonce, far)
+            return sign(TxKind.SWAP_OFFER, token=TOKEN, amount=1 + nonce, args=offer)
+        case 4:
+            return sign(TxKind.SWAP_CANCEL, args=Ref(before[nonce - 1].tx_id))
+        case _:
+            return sign(TxKind.TRANSFER, to=to, token=TOKEN, amount=1 + nonce)
 
 
 @lru_cache(maxsize=8)
