@@ -35,7 +35,7 @@ from consensus.events import (
 )
 from consensus.ledger_app import LedgerApp
 from consensus.messages import Message as ConsensusMessage
-from consensus.messages import decode_message, encode_message
+from consensus.messages import encode_message
 from consensus.signer import FileSignerStorage, Signer
 from consensus.validators import ValidatorSet, verify_message
 from node.api import create_app, serve_api
@@ -47,6 +47,7 @@ from node.metrics import Metrics
 from node.p2p import Frame, Kind, Network, P2PNetwork
 from node.service import LocalService
 from node.txgossip import TxGossip
+from node.wire import decode_consensus
 
 log = logging.getLogger("depnet.node")
 
@@ -262,7 +263,7 @@ class Node:
         if msg is not None:
             self.decoded.move_to_end(key)
             return msg
-        msg = decode_message(payload)
+        msg = decode_consensus(payload)
         verify_message(msg, self.validators, self.genesis.chain_id)
         self.decoded[key] = msg
         if len(self.decoded) > DECODED_CACHE_SIZE:
@@ -278,6 +279,6 @@ def run_node(home: Path) -> None:
     try:
         node = Node(node_home, config)
         trio.run(node.run)
-    except Exception:  # the user sees one line (cli/node.py); the log keeps the traceback
+    except Exception:  # cli/commands/node.py shows one line; the log keeps the traceback
         log.exception("node stopped")
         raise
