@@ -297,6 +297,10 @@ class _Outbox:
         self._wakeup = trio.Event()
         self.dropped = 0
 
+    @property
+    def queued_bytes(self) -> int:
+        return self._bytes
+
     def put(self, frame: bytes) -> None:
         self._frames.append(frame)
         self._bytes += len(frame)
@@ -385,6 +389,11 @@ class P2PNetwork:
     def dropped_frames(self) -> int:
         """Frames discarded so far because a peer's send queue was full (for metrics)."""
         return sum(box.dropped for p in self._peers.values() for box in p.outboxes.values())
+
+    def queued_bytes(self, pubkey: bytes) -> int:
+        """Bytes of frames waiting to be written to one validator: a sender that must not
+        lose frames (a load or flood tool) waits while this is high."""
+        return sum(box.queued_bytes for box in self._peers[pubkey].outboxes.values())
 
     def send(self, pubkey: bytes, kind: Kind, payload: bytes) -> None:
         """Queue a CONSENSUS or TXS frame for one validator; never blocks.
