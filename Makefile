@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test demo lint format bench clean
+.PHONY: venv test fuzz demo lint format bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -14,6 +14,9 @@ venv: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+fuzz: $(STAMP)  # the peer-input fuzzer's long run (tests/test_peer_fuzz.py); CI runs a short one
+	DEPNET_FUZZ=long $(PY) -m pytest -q -s --timeout=0 tests/test_peer_fuzz.py
 
 demo: $(STAMP)
 	$(VENV)/bin/depnet demo

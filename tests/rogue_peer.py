@@ -30,6 +30,7 @@ import json
 import os
 import random
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +57,8 @@ NESTED_FRAME = b"\xdd" + NESTED.to_bytes(4, "big") + b"\x90" * NESTED
 MAX_QUEUED = 4 * 1024 * 1024  # bytes waiting per peer before the rogue waits for its streams
 START_TIMEOUT = 120.0
 
+Payloads = Iterator[tuple[str, bytes]]  # (what it is, the frame payload)
+
 
 @dataclass
 class Flood:
@@ -71,8 +74,9 @@ class Flood:
 
 
 class Rogue:
-    def __init__(self, ln: LocalNet, bank: str) -> None:
+    def __init__(self, ln: LocalNet, bank: str, only: tuple[str, ...] = ()) -> None:
         self.ln = ln
+        self.only = only  # send only the payloads whose name contains one of these
         entry = ln.entries[bank]
         self.key = SigningKey(ln.home(bank).load_key())
         self.pub = bytes(self.key.verify_key)
@@ -98,7 +102,7 @@ class Rogue:
             nursery.start_soon(self._broadcast_loop, Kind.CONSENSUS, self._consensus_payloads)
             nursery.start_soon(self._broadcast_loop, Kind.TXS, self._tx_payloads)
             for peer in self.honest:
-                for _ in range(2):
+                for _ in range(2 if self._sends("sync requests") else 0):
                     nursery.start_soon(self._ask_sync, peer)
             await trio.sleep(seconds)
             nursery.cancel_scope.cancel()
@@ -113,20 +117,29 @@ class Rogue:
 
     async def _answer_requests(self) -> None:
         async for frame in self.net.inbound:
-            if frame.kind is Kind.SYNC_REQUEST:
+            if frame.kind is Kind.SYNC_REQUEST and self._sends("sync answers"):
                 self.flood.asked_by_nodes += 1
                 answer = NESTED_FRAME if self.rng.random() < 0.5 else os.urandom(3_000)
                 self.net.respond(frame, answer)
                 self.flood.add("sync answers", len(answer))
 
-    async def _broadcast_loop(self, kind: Kind, payloads) -> None:  # type: ignore[no-untyped-def]
+    async def _broadcast_loop(self, kind: Kind, payloads: Callable[[], Payloads]) -> None:
         while True:
+            sent = False
             for name, payload in payloads():
+                if not self._sends(name):
+                    continue
+                sent = True
                 while max(map(self.net.queued_bytes, self.honest)) > MAX_QUEUED:
                     await trio.sleep(0.001)
                 self.net.broadcast(kind, payload)
                 self.flood.add(name, len(payload))
                 await trio.lowlevel.checkpoint()
+            if not sent:
+                return
+
+    def _sends(self, name: str) -> bool:
+        return not self.only or any(part in name for part in self.only)
 
     async def _ask_sync(self, peer: bytes) -> None:
         while True:
@@ -142,7 +155,7 @@ class Rogue:
 
     # --- what it sends ----------------------------------------------------------------------
 
-    def _consensus_payloads(self):  # type: ignore[no-untyped-def]
+    def _consensus_payloads(self) -> Payloads:
         yield "consensus: random", os.urandom(3_000)
         yield "consensus: nested 4 MiB", NESTED_FRAME
         yield "consensus: huge header", b"\xdd\xff\xff\xff\xff" + os.urandom(64)
@@ -158,7 +171,7 @@ class Rogue:
             for _ in range(5):
                 yield "consensus: proposals", encode_message(self._proposal(round_))
 
-    def _tx_payloads(self):  # type: ignore[no-untyped-def]
+    def _tx_payloads(self) -> Payloads:
         yield "txs: random", os.urandom(3_000)
         yield "txs: nested 4 MiB", NESTED_FRAME
         yield "txs: junk txs", encode_tx_batch([os.urandom(200) for _ in range(2_000)])
@@ -207,7 +220,7 @@ def _loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-def measure(home: Path, seconds: float, baseline: float) -> dict:
+def measure(home: Path, seconds: float, baseline: float, only: tuple[str, ...] = ()) -> dict:
     with LocalNet.create(home) as ln:
         rogue_bank = ln.banks[-1]
         honest = [b for b in ln.banks if b != rogue_bank]
@@ -218,7 +231,7 @@ def measure(home: Path, seconds: float, baseline: float) -> dict:
         start = _snapshot(ln, honest)
         time.sleep(baseline)
         mid = _snapshot(ln, honest)
-        flood = trio.run(Rogue(ln, rogue_bank).run, seconds)
+        flood = trio.run(Rogue(ln, rogue_bank, only).run, seconds)
         end = _snapshot(ln, honest)
         alive = {b: ln.alive(b) for b in honest}
         peak = {b: _peak_rss_kb(ln.pid(b)) for b in honest if alive[b]}
@@ -258,9 +271,15 @@ def main() -> None:
     parser.add_argument("--home", type=Path, required=True, help="a new folder for the network")
     parser.add_argument("--seconds", type=float, default=60.0, help="length of the flood")
     parser.add_argument("--baseline", type=float, default=15.0, help="honest seconds first")
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        help="send only payloads whose name contains this (e.g. 'votes', 'txs: junk'); repeatable",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
-    report = measure(args.home, args.seconds, args.baseline)
+    report = measure(args.home, args.seconds, args.baseline, tuple(args.only))
     if args.json:
         print(json.dumps(report, indent=2))
         return
