@@ -42,6 +42,8 @@ from node.wire import (
 log = logging.getLogger("depnet.node")
 
 SYNC_TIMEOUT = 5.0
+SERVE_RATE = 16 * 1024 * 1024  # answer bytes a second one peer is served, on average
+SERVE_BURST = 2 * MAX_FRAME_SIZE  # answer bytes one peer may be served at once
 
 _PEER_FAULTS = (RequestFailed, BadMessage, InvalidCertificate)
 """What fetching from a peer can go wrong with, whatever the peer sends."""
@@ -57,24 +59,42 @@ class BlockSync:
     chain_id: str
     deliver: Callable[[CommitReceived], Awaitable[None]]
     max_answer_bytes: int = MAX_FRAME_SIZE
+    clock: Callable[[], float] = trio.current_time
     running: bool = field(default=False, init=False)
+    # sender -> (answer bytes it may still be served, clock() when that was so); one entry
+    # per peer that asked, and only authenticated validators and observers can ask
+    _allowance: dict[bytes, tuple[float, float]] = field(default_factory=dict, init=False)
     _next: int = field(default=0, init=False)  # the next height to fetch while running
 
     # --- serving ------------------------------------------------------------------------
 
-    def serve(self, payload: bytes) -> bytes:
-        """The answer to a peer's request: the first block asked for, then as many after it
-        as fit in ``max_answer_bytes``. Raises BadMessage if the request is malformed."""
+    def serve(self, sender: bytes, payload: bytes) -> bytes:
+        """The answer to ``sender``'s request: the first block asked for, then as many after
+        it as fit in ``max_answer_bytes`` and in the sender's allowance. Raises BadMessage
+        if the request is malformed.
+
+        Serving costs ~20 ms of CPU per MB (blocks are read, decoded and encoded again), so
+        a peer asking without pause for full answers would cost ~0.35 s a request of 5
+        bytes. Each peer is therefore served SERVE_RATE bytes a second on average, in
+        bursts of up to SERVE_BURST; beyond that it still gets the first block, so it
+        makes progress. An honest node asks one request at a time and spends longer
+        executing an answer's blocks than this rate gives it."""
         start, count = decode_sync_request(payload)
+        now = self.clock()
+        allowance, then = self._allowance.get(sender, (SERVE_BURST, now))
+        allowance = min(SERVE_BURST, allowance + (now - then) * SERVE_RATE)
+        budget = min(self.max_answer_bytes, allowance)
         last = min(start + min(count, SYNC_BATCH) - 1, self.store.state.height)
         entries: list[tuple[bytes, bytes]] = []
         size = ANSWER_OVERHEAD
         for block, cert in self.store.blocks(start, last):
             entry = (block.encode(), cert.encode())
-            size += ENTRY_OVERHEAD + len(entry[0]) + len(entry[1])
-            if entries and size > self.max_answer_bytes:
+            entry_size = ENTRY_OVERHEAD + len(entry[0]) + len(entry[1])
+            if entries and size + entry_size > budget:
                 break
             entries.append(entry)
+            size += entry_size
+        self._allowance[sender] = (allowance - size, now)
         return encode_sync_answer(entries)
 
     # --- fetching -----------------------------------------------------------------------

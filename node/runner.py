@@ -249,7 +249,7 @@ class Node:
         elif frame.kind is Kind.TXS:
             await self.gossip.admit(frame.payload)
         elif frame.kind is Kind.SYNC_REQUEST:
-            self.net.respond(frame, self.sync.serve(frame.payload))
+            self.net.respond(frame, self.sync.serve(frame.sender, frame.payload))
 
     def _decode_consensus(self, payload: bytes) -> ConsensusMessage:
         """Decode and verify a consensus frame, once per distinct frame.

@@ -16,7 +16,7 @@ import trio
 from consensus.events import CommitReceived
 from consensus.messages import BadMessage
 from consensus.simulate import CHAIN_ID
-from node.blocksync import SYNC_BATCH, BlockSync
+from node.blocksync import SERVE_BURST, SERVE_RATE, SYNC_BATCH, BlockSync
 from node.p2p import MAX_FRAME_SIZE, Kind, encode_frame
 from tests.consensus_helpers import W, decided_chain
 
@@ -38,14 +38,14 @@ def _serving(block_bytes: int, height: int = 100) -> BlockSync:
             (_Blob(block_bytes, h), _Blob(200, h)) for h in range(first, last + 1)
         ),
     )
-    return BlockSync(store, None, None, "chain", None)  # type: ignore[arg-type]
+    return BlockSync(store, None, None, "chain", None, clock=lambda: 0.0)  # type: ignore[arg-type]
 
 
 def test_a_sync_answer_of_big_blocks_fits_in_one_frame() -> None:
     """64 blocks of 300 kB are over the 16 MiB frame limit: the answer takes what fits."""
     block_bytes = 300_000
     assert SYNC_BATCH * block_bytes > MAX_FRAME_SIZE
-    answer = _serving(block_bytes).serve(msgpack.packb([7, SYNC_BATCH]))
+    answer = _serving(block_bytes).serve(b"peer", msgpack.packb([7, SYNC_BATCH]))
     encode_frame(Kind.SYNC_RESPONSE, answer)  # would raise over the limit
     entries = msgpack.unpackb(answer)
     assert [int.from_bytes(block[:4], "big") for block, _ in entries] == list(
@@ -58,8 +58,29 @@ def test_a_sync_answer_of_big_blocks_fits_in_one_frame() -> None:
 def test_a_sync_answer_holds_at_least_one_block() -> None:
     sync = _serving(5_000)
     sync.max_answer_bytes = 1_000
-    (entry,) = msgpack.unpackb(sync.serve(msgpack.packb([3, SYNC_BATCH])))
+    (entry,) = msgpack.unpackb(sync.serve(b"peer", msgpack.packb([3, SYNC_BATCH])))
     assert int.from_bytes(entry[0][:4], "big") == 3
+
+
+def test_a_peer_that_asks_without_pause_gets_one_block_an_answer_beyond_its_allowance() -> None:
+    """Each peer is served SERVE_RATE bytes a second after a burst of SERVE_BURST, and
+    always the first block asked for; another peer's allowance is its own."""
+    block_bytes = 1_000_000
+    sync = _serving(block_bytes, height=10_000)
+    now = [0.0]
+    sync.clock = lambda: now[0]
+
+    def blocks_served(sender: bytes) -> int:
+        return len(msgpack.unpackb(sync.serve(sender, msgpack.packb([1, SYNC_BATCH]))))
+
+    served = 0
+    while (count := blocks_served(b"rogue")) > 1:
+        served += count
+    assert SERVE_BURST - MAX_FRAME_SIZE < served * block_bytes <= SERVE_BURST
+    assert [blocks_served(b"rogue") for _ in range(5)] == [1] * 5
+    assert blocks_served(b"honest") * block_bytes > MAX_FRAME_SIZE - block_bytes
+    now[0] += 1.0  # a second later: about SERVE_RATE bytes more
+    assert blocks_served(b"rogue") * block_bytes > SERVE_RATE - 6 * block_bytes
 
 
 # --- fetching from a byzantine peer ---------------------------------------------------------
@@ -92,7 +113,7 @@ class _TwoPeers:
 
     async def request(self, pubkey: bytes, kind: Kind, payload: bytes, timeout: float) -> bytes:
         self.asked.append(pubkey)
-        return self.garbage if pubkey == b"byzantine" else self.honest.serve(payload)
+        return self.garbage if pubkey == b"byzantine" else self.honest.serve(pubkey, payload)
 
 
 def _serving_chain() -> BlockSync:
@@ -100,7 +121,7 @@ def _serving_chain() -> BlockSync:
         state=SimpleNamespace(height=len(CHAIN)),
         blocks=lambda first, last: CHAIN[first - 1 : last],
     )
-    return BlockSync(store, None, None, CHAIN_ID, None)  # type: ignore[arg-type]
+    return BlockSync(store, None, None, CHAIN_ID, None, clock=lambda: 0.0)  # type: ignore[arg-type]
 
 
 async def _catch_up(garbage: bytes) -> tuple[list[CommitReceived], _TwoPeers]:
@@ -132,7 +153,7 @@ GARBAGE_ANSWERS = {
     "an ext type": msgpack.packb([msgpack.ExtType(1, b"x")]),
     "three parts": _answer([CHAIN[0][0].encode(), CHAIN[0][1].encode(), b""]),
     "a block for a cert": _answer([CHAIN[0][1].encode(), CHAIN[0][0].encode()]),
-    "truncated": _serving_chain().serve(msgpack.packb([1, 3]))[:-7],
+    "truncated": _serving_chain().serve(b"peer", msgpack.packb([1, 3]))[:-7],
     "out of order": _answer(*([b.encode(), c.encode()] for b, c in reversed(CHAIN))),
     "nested arrays": b"\x91" * 5_000 + b"\x90",
 }
@@ -190,4 +211,4 @@ BAD_REQUESTS = {
 @pytest.mark.parametrize("request_", BAD_REQUESTS.values(), ids=BAD_REQUESTS.keys())
 def test_a_malformed_sync_request_is_refused_with_one_typed_error(request_: bytes) -> None:
     with pytest.raises(BadMessage):
-        _serving_chain().serve(request_)
+        _serving_chain().serve(b"peer", request_)
