@@ -343,6 +343,8 @@ async def test_frozen_peer_is_dropped_without_blocking_others(
         stopped = trio.current_time()
         for _ in range(4 if flood else 0):  # more than the stream window: the writer blocks
             net_a.send(frozen.pub, Kind.TXS, bytes(1_000_000))
+        # Nothing awaited since: every frame still waits for the writer (a flood tool's cue).
+        assert net_a.queued_bytes(frozen.pub) == (4 if flood else 0) * (1_000_000 + 5)
         for i in range(100):
             net_a.send(b.pub, Kind.CONSENSUS, b"%d" % i)
         for i in range(100):
