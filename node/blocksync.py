@@ -2,13 +2,13 @@
 
 A node that learns it is behind (the engine emits RequestSync) asks its connected peers,
 in turn, for the blocks from its next height on, each with the certificate that decided
-it. A request names a height and a count; the answer holds the ``(block, cert)`` pairs from
-that height on (``node.wire`` has both formats): as many as the server has up to ``count``
-(at most SYNC_BATCH), and no more than fit in one frame (MAX_FRAME_SIZE), but always the
-first one. The asker goes on
-from wherever an answer ends, so it makes progress with answers of any length. It checks
-each certificate before the block reaches the engine, so a byzantine peer cannot make the
-engine work on junk; the engine checks it again and re-executes before committing.
+it. A request names a height and a count; the answer holds the ``(block, cert)`` pairs
+from that height on (``node.wire`` has both formats): as many as the server has up to
+``count`` (at most SYNC_BATCH), and no more than fit in one frame (MAX_FRAME_SIZE) and in
+the asker's allowance, but always the first one. The asker goes on from wherever an
+answer ends, so it makes progress with answers of any length. It checks each certificate
+before the block reaches the engine, so a byzantine peer cannot make the engine work on
+junk; the engine checks it again and re-executes before committing.
 
 Whatever a peer answers, fetching from it ends in one of three typed errors (no answer,
 bytes that are no answer, a certificate that proves nothing); the fetch loop logs it and

@@ -76,7 +76,10 @@ def encode_tx_batch(raws: Sequence[bytes]) -> bytes:
 
 def decode_tx_batch(payload: bytes) -> list[bytes]:
     """The wire bytes of each tx in a batch, not yet decoded (``chain.tx.decode_tx``)."""
-    return [_as_bytes(part, TX_IN_BLOCK, "tx") for part in _split(payload, TX_BATCH, "tx batch")]
+    try:
+        return [_bin(part, TX_IN_BLOCK) for part in split_array(payload, TX_BATCH)]
+    except DecodeError as exc:
+        raise BadMessage(f"tx batch: {exc}") from None
 
 
 def encode_sync_request(from_height: int, count: int) -> bytes:
@@ -86,7 +89,10 @@ def encode_sync_request(from_height: int, count: int) -> bytes:
 def decode_sync_request(payload: bytes) -> tuple[int, int]:
     """``(from_height, count)``, both at least 1; a count above SYNC_BATCH is left to the
     server to cap."""
-    fields = _unpack(payload, SYNC_REQUEST, "sync request")
+    try:
+        fields = unpack(payload, SYNC_REQUEST)
+    except DecodeError as exc:
+        raise BadMessage(f"sync request: {exc}") from None
     if not (
         type(fields) is list
         and len(fields) == 2
@@ -106,38 +112,27 @@ def decode_sync_answer(payload: bytes) -> Iterator[tuple[Block, CommitCertificat
     iterates, so a long answer holds one decoded block at a time. The answer's framing is
     checked at once; a bad pair raises BadMessage when the iteration reaches it.
     Certificates are not verified here (``consensus.validators.verify_certificate``)."""
-    entries = _split(payload, SYNC_ANSWER, "sync answer")
+    try:
+        entries = split_array(payload, SYNC_ANSWER)
+    except DecodeError as exc:
+        raise BadMessage(f"sync answer: {exc}") from None
     return (_decode_entry(entry) for entry in entries)
 
 
 def _decode_entry(entry: memoryview) -> tuple[Block, CommitCertificate]:
-    parts = _split(entry, _SYNC_ENTRY, "sync answer entry")
-    if len(parts) != 2:
-        raise BadMessage("a sync answer entry is [block, certificate]")
-    raw_block = _as_bytes(parts[0], _SYNC_BLOCK, "sync answer block")
-    raw_cert = _as_bytes(parts[1], _SYNC_CERT, "sync answer certificate")
     try:
+        parts = split_array(entry, _SYNC_ENTRY)
+        if len(parts) != 2:
+            raise DecodeError("an entry is [block, certificate]")
+        raw_block, raw_cert = _bin(parts[0], _SYNC_BLOCK), _bin(parts[1], _SYNC_CERT)
         return Block.decode(raw_block), CommitCertificate.decode(raw_cert)
-    except InvalidBlock as exc:
+    except (DecodeError, InvalidBlock) as exc:
         raise BadMessage(f"sync answer: {exc}") from None
 
 
-def _split(data: object, limits: Limits, what: str) -> list[memoryview]:
-    try:
-        return split_array(data, limits)
-    except DecodeError as exc:
-        raise BadMessage(f"{what}: {exc}") from None
-
-
-def _unpack(data: object, limits: Limits, what: str) -> object:
-    try:
-        return unpack(data, limits)
-    except DecodeError as exc:
-        raise BadMessage(f"{what}: {exc}") from None
-
-
-def _as_bytes(data: memoryview, limits: Limits, what: str) -> bytes:
-    value = _unpack(data, limits, what)
+def _bin(data: memoryview, limits: Limits) -> bytes:
+    """One msgpack bin; raises DecodeError for anything else."""
+    value = unpack(data, limits)
     if type(value) is not bytes:
-        raise BadMessage(f"{what} must be bytes")
+        raise DecodeError(f"a bin of at most {limits.max_bin} bytes expected")
     return value
