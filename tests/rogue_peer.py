@@ -64,12 +64,12 @@ Payloads = Iterator[tuple[str, bytes]]  # (what it is, the frame payload)
 class Flood:
     """What the rogue delivered, in bytes per honest node, and what it was served."""
 
-    sent: dict[str, int] = field(default_factory=dict)  # frame kind -> bytes, to each node
+    sent: dict[str, float] = field(default_factory=dict)  # payload -> bytes, to each node
     served: int = 0  # bytes of sync answers the honest nodes sent the rogue
     requests: int = 0
     asked_by_nodes: int = 0  # sync requests the honest nodes sent the rogue
 
-    def add(self, kind: str, size: int) -> None:
+    def add(self, kind: str, size: float) -> None:
         self.sent[kind] = self.sent.get(kind, 0) + size
 
 
@@ -121,7 +121,7 @@ class Rogue:
                 self.flood.asked_by_nodes += 1
                 answer = NESTED_FRAME if self.rng.random() < 0.5 else os.urandom(3_000)
                 self.net.respond(frame, answer)
-                self.flood.add("sync answers", len(answer))
+                self.flood.add("sync answers", len(answer) / len(self.honest))  # one node's
 
     async def _broadcast_loop(self, kind: Kind, payloads: Callable[[], Payloads]) -> None:
         while True:
