@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test sweep demo lint format bench clean
+.PHONY: venv test sweep fuzz demo lint format bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -17,6 +17,9 @@ test: $(STAMP)
 
 sweep: $(STAMP)
 	DEPNET_SWEEP_RUNS=5000 $(PY) -m pytest -q -s -o timeout=3600 tests/test_sim_sweep.py
+
+fuzz: $(STAMP)  # the peer-input fuzzer's long run (tests/test_peer_fuzz.py); CI runs a short one
+	DEPNET_FUZZ=long $(PY) -m pytest -q -s --timeout=0 tests/test_peer_fuzz.py
 
 demo: $(STAMP)
 	$(VENV)/bin/depnet demo

@@ -37,6 +37,8 @@ from nacl.signing import SigningKey
 from chain.block import Block
 from chain.codec import HASH_SIZE, SIGNATURE_SIZE
 from consensus.messages import (
+    MAX_HEIGHT,
+    MAX_ROUND,
     BadMessage,
     Proposal,
     Step,
@@ -282,7 +284,9 @@ class Signer:
                 signed[record.step] = record
             lock_fields = doc["lock"]
             lock = None if lock_fields is None else Lock.from_list(lock_fields)
-            if lock is not None and not (_is_int(lock.height, 1) and _is_int(lock.round, 0)):
+            if lock is not None and not (
+                _is_int(lock.height, 1, MAX_HEIGHT) and _is_int(lock.round, 0, MAX_ROUND)
+            ):
                 raise SignerStateError("signer state holds a damaged lock")
         except SignerStateError:
             raise
@@ -295,16 +299,18 @@ def _well_typed(record: SignedRecord) -> bool:
     """The file is our own and trusted, but damage must stop the node here, not surface
     as a TypeError when the next vote is compared with the record."""
     return (
-        _is_int(record.height, 1)
-        and _is_int(record.round, 0)
-        and _is_int(record.pol_round, -1)
+        _is_int(record.height, 1, MAX_HEIGHT)
+        and _is_int(record.round, 0, MAX_ROUND)
+        and _is_int(record.pol_round, -1, MAX_ROUND)
         and (record.block_hash is None or _is_bytes(record.block_hash, HASH_SIZE))
         and _is_bytes(record.signature, SIGNATURE_SIZE)
     )
 
 
-def _is_int(value: object, low: int) -> bool:
-    return type(value) is int and value >= low
+def _is_int(value: object, low: int, high: int) -> bool:
+    """In range as well as typed: a damaged height near 2**64 would load, then fail to
+    encode in the next vote signed after it."""
+    return type(value) is int and low <= value <= high
 
 
 def _is_bytes(value: object, size: int) -> bool:

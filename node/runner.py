@@ -37,7 +37,7 @@ from consensus.events import (
 )
 from consensus.ledger_app import LedgerApp
 from consensus.messages import Message as ConsensusMessage
-from consensus.messages import decode_message, signer_of
+from consensus.messages import signer_of
 from consensus.signer import FileSignerStorage, Signer
 from consensus.validators import ValidatorSet, verify_message
 from node.api import create_app, serve_api
@@ -50,6 +50,7 @@ from node.metrics import Metrics
 from node.p2p import Frame, Kind, Network, P2PNetwork
 from node.service import CatchUp, LocalService
 from node.txgossip import TxGossip
+from node.wire import decode_consensus
 
 log = logging.getLogger("depnet.node")
 
@@ -255,7 +256,7 @@ class Node:
         elif frame.kind is Kind.TXS:
             await self.gossip.admit(frame.payload)
         elif frame.kind is Kind.SYNC_REQUEST:
-            self.faults.respond(frame, self.sync.serve(frame.payload))
+            self.faults.respond(frame, self.sync.serve(frame.sender, frame.payload))
 
     def _decode_consensus(self, payload: bytes) -> ConsensusMessage:
         """Decode and verify a consensus frame, once per distinct frame.
@@ -269,7 +270,7 @@ class Node:
         if msg is not None:
             self.decoded.move_to_end(key)
             return msg
-        msg = decode_message(payload)
+        msg = decode_consensus(payload)
         verify_message(msg, self.validators, self.genesis.chain_id)
         self.decoded[key] = msg
         if len(self.decoded) > DECODED_CACHE_SIZE:
@@ -285,6 +286,6 @@ def run_node(home: Path) -> None:
     try:
         node = Node(node_home, config)
         trio.run(node.run)
-    except Exception:  # the user sees one line (cli/node.py); the log keeps the traceback
+    except Exception:  # cli/commands/node.py shows one line; the log keeps the traceback
         log.exception("node stopped")
         raise

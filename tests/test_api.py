@@ -15,14 +15,12 @@ from typing import TypeVar
 import httpx
 import pytest
 import trio
-from nacl.signing import SigningKey
 from pydantic import TypeAdapter
 
 from chain.block import Block, CommitCertificate
 from chain.errors import Reason, TxRejected
 from chain.escrow import Contract, Offer, Settlement
-from chain.genesis import parse_genesis
-from chain.state import State, build_block
+from chain.state import State
 from chain.tx import Milestone, Ref, TxKind, decode_tx, sign_tx
 from node.api import (
     DEFAULT_HISTORY_PAGE,
@@ -52,42 +50,22 @@ from node.service import (
     OfferInfo,
     SubmitResult,
 )
+from tests.ledger_helpers import CHAIN_ID, USD, build_next, key, make_genesis
 
-CHAIN = "depnet-test"
-BANK = SigningKey(b"\x01" * 32)
-ALICE = SigningKey(b"\x02" * 32)
-BOB = SigningKey(b"\x03" * 32)
-VALIDATOR = bytes(range(32))
+CHAIN = CHAIN_ID
+ALICE = key("alice")
+BOB = key("bob")
 
 
 def _block() -> Block:
-    genesis = parse_genesis(
-        {
-            "chain_id": CHAIN,
-            "genesis_time_ms": 1_000,
-            "banks": [
-                {
-                    "name": "JPM",
-                    "country": "US",
-                    "validator": VALIDATOR.hex(),
-                    "issuer": bytes(BANK.verify_key).hex(),
-                    "tokens": [{"symbol": "USD.JPM", "decimals": 2}],
-                }
-            ],
-            "accounts": [
-                {"account": bytes(k.verify_key).hex(), "bank": "JPM", "balances": b}
-                for k, b in ((ALICE, {"USD.JPM": 500}), (BOB, {}))
-            ],
-        }
-    )
+    """Block 1 of the ledger tests' genesis: a transfer alice -> bob and a mint to bob."""
     txs = [
-        sign_tx(ALICE, TxKind.TRANSFER, CHAIN, 0, to=bytes(BOB.verify_key), token="USD.JPM",
+        sign_tx(ALICE, TxKind.TRANSFER, CHAIN, 0, to=bytes(BOB.verify_key), token=USD,
                 amount=25, memo="INV-1"),
-        sign_tx(BANK, TxKind.MINT, CHAIN, 0, to=bytes(BOB.verify_key), token="USD.JPM", amount=7),
+        sign_tx(key("jpm-issuer"), TxKind.MINT, CHAIN, 0, to=bytes(BOB.verify_key), token=USD,
+                amount=7),
     ]  # fmt: skip
-    built = build_block(
-        State(genesis), txs, round=1, proposer=VALIDATOR, time_ms=2_000, last_cert=None, max_txs=9
-    )
+    built = build_next(State(make_genesis()), txs)
     assert not built.rejected
     return built.block
 
@@ -311,7 +289,7 @@ async def test_account_txs_page(client: httpx.AsyncClient, fake: FakeNode) -> No
         "args": None,
         "height": 1,
         "position": 0,
-        "time_ms": 2_000,
+        "time_ms": BLOCK.header.time_ms,
     }
     # the tx fields are those of the block route
     block_tx = (await client.get("/blocks/1")).json()["txs"][0]
@@ -410,7 +388,9 @@ def test_block_interval_comes_from_header_times() -> None:
     metrics = fixed_metrics()
     metrics.on_commit(BLOCK, now=0.0)
     second = Block(
-        BLOCK.header.__class__(**{**_header_fields(), "height": 2, "time_ms": 3_500}),
+        BLOCK.header.__class__(
+            **{**_header_fields(), "height": 2, "time_ms": BLOCK.header.time_ms + 1_500}
+        ),
         (),
         CERT,
     )
@@ -490,28 +470,37 @@ def test_a_tx_shows_its_args() -> None:
 
 # --- bad requests -----------------------------------------------------------------------
 
+_BAD_BODIES = {
+    (400, "malformed_json"): [
+        b"",
+        b"not json",
+        b'{"txs": [',
+        b"\xff\xfe\x00garbage",
+        b"[" * 100_000,
+        b'{"txs": [' + b"9" * 5_000 + b"]}",
+    ],
+    (400, "invalid_request"): [
+        b"[]",
+        b"null",
+        b'"txs"',
+        b'{"tx": ["00"]}',
+        b'{"txs": "00"}',
+        b'{"txs": {"0": "00"}}',
+        b'{"txs": [1]}',
+        b'{"txs": [null]}',
+        b'{"txs": [["00"]]}',
+    ],
+    (400, "empty_batch"): [b'{"txs": []}'],
+    (400, "bad_hex"): [
+        b'{"txs": ["zz"]}',
+        b'{"txs": ["abc"]}',
+        json.dumps({"txs": [GOOD_TX.raw.hex(), "0x00"]}).encode(),
+    ],
+    (413, "batch_too_large"): [json.dumps({"txs": ["00"] * (MAX_BATCH + 1)}).encode()],
+    (413, "body_too_large"): [b'{"txs": ["' + b"0" * MAX_BODY_BYTES + b'"]}'],
+}
 BAD_SUBMITS = [
-    (b"", 400, "malformed_json"),
-    (b"not json", 400, "malformed_json"),
-    (b'{"txs": [', 400, "malformed_json"),
-    (b"\xff\xfe\x00garbage", 400, "malformed_json"),
-    (b"[" * 100_000, 400, "malformed_json"),
-    (b'{"txs": [' + b"9" * 5_000 + b"]}", 400, "malformed_json"),
-    (b"[]", 400, "invalid_request"),
-    (b"null", 400, "invalid_request"),
-    (b'"txs"', 400, "invalid_request"),
-    (b'{"tx": ["00"]}', 400, "invalid_request"),
-    (b'{"txs": "00"}', 400, "invalid_request"),
-    (b'{"txs": {"0": "00"}}', 400, "invalid_request"),
-    (b'{"txs": [1]}', 400, "invalid_request"),
-    (b'{"txs": [null]}', 400, "invalid_request"),
-    (b'{"txs": [["00"]]}', 400, "invalid_request"),
-    (b'{"txs": []}', 400, "empty_batch"),
-    (b'{"txs": ["zz"]}', 400, "bad_hex"),
-    (b'{"txs": ["abc"]}', 400, "bad_hex"),
-    (json.dumps({"txs": [GOOD_TX.raw.hex(), "0x00"]}).encode(), 400, "bad_hex"),
-    (json.dumps({"txs": ["00"] * (MAX_BATCH + 1)}).encode(), 413, "batch_too_large"),
-    (b'{"txs": ["' + b"0" * MAX_BODY_BYTES + b'"]}', 413, "body_too_large"),
+    (body, status, code) for (status, code), bodies in _BAD_BODIES.items() for body in bodies
 ]
 
 

@@ -182,3 +182,18 @@ def test_a_damaged_state_file_is_a_signer_state_error_or_still_usable(data: st.D
     signer.sign_vote(PRE, signer.last.height + 1, 0, None)
     with pytest.raises(DoubleSignRefused):
         signer.sign_vote(PRE, 1, 0, OTHER.hash)
+
+
+@pytest.mark.parametrize(("where", "index"), [("signed", 0), ("lock", 0), ("lock", 1)])
+def test_a_height_or_round_beyond_what_a_vote_can_carry_is_a_signer_state_error(
+    where: str, index: int
+) -> None:
+    """Found by the property above: a record at height 2**64-1 loaded, then the next vote
+    after it could not be encoded."""
+    doc = msgpack.unpackb(STATE, raw=False)
+    fields = doc["signed"][0] if where == "signed" else doc["lock"]
+    fields[index] = 2**64 - 1
+    storage = MemorySignerStorage()
+    storage.data = msgpack.packb(doc, use_bin_type=True)
+    with pytest.raises(SignerStateError, match="damaged"):
+        Signer(KEY, storage, CHAIN_ID)

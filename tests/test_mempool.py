@@ -11,16 +11,18 @@ from nacl.signing import SigningKey
 import chain.state
 import node.mempool
 import tests.ledger_helpers as ledger
-from chain.block import Block, CommitCertificate
+from chain.block import Block
 from chain.errors import Reason, TxRejected
 from chain.genesis import parse_genesis
-from chain.state import Changes, State, apply_tx, build_block, execute_block
+from chain.state import Changes, State, apply_tx, execute_block
 from chain.tx import SIGNATURE_SIZE, Tx, TxKind, decode_tx, sign_tx
 from node.mempool import Mempool, MempoolFull, TxStatus
+from tests.ledger_helpers import build_next
+from tests.ledger_helpers import pub as pub_of
 
 CHAIN = "depnet-test"
 TOKEN = "USD.JPM"
-PROPOSER = bytes(range(32))
+PROPOSER = pub_of("jpm-validator")
 BANK = SigningKey(b"\x01" * 32)
 ALICE = SigningKey(b"\x02" * 32)
 BOB = SigningKey(b"\x03" * 32)
@@ -68,18 +70,7 @@ def pay(key: SigningKey, nonce: int, amount: int, to: SigningKey = CAROL, memo: 
 
 def commit(state: State, txs: list[Tx]) -> Block:
     """Build a block of exactly ``txs`` on ``state`` and commit it, as another proposer would."""
-    cert = None
-    if state.height:
-        cert = CommitCertificate(state.height, 0, state.last_hash, ())
-    built = build_block(
-        state,
-        txs,
-        round=0,
-        proposer=PROPOSER,
-        time_ms=state.last_time_ms + 1_000,
-        last_cert=cert,
-        max_txs=10_000,
-    )
+    built = build_next(state, txs)
     assert not built.rejected, built.rejected
     state.commit(built.changes, built.block.header)
     return built.block
@@ -149,16 +140,7 @@ def test_pending_credit_funds_a_later_spend_in_block_order() -> None:
     spend = pay(BOB, 0, 50, to=CAROL)
     pool.add(credit)
     pool.add(spend)
-    built = build_block(
-        state,
-        pool.candidates(10),
-        round=0,
-        proposer=PROPOSER,
-        time_ms=2_000,
-        last_cert=None,
-        max_txs=10,
-        verified=pool.verified,
-    )
+    built = build_next(state, pool.candidates(10), verified=pool.verified)
     assert built.block.txs == (credit, spend) and not built.rejected
 
 
@@ -247,16 +229,7 @@ def test_signature_verified_once_across_admission_build_and_execute(
         pool.add(tx)
     with pytest.raises(TxRejected):
         pool.add(txs[0])  # duplicate: no second verification
-    built = build_block(
-        state,
-        pool.candidates(10),
-        round=0,
-        proposer=PROPOSER,
-        time_ms=2_000,
-        last_cert=None,
-        max_txs=10,
-        verified=pool.verified,
-    )
+    built = build_next(state, pool.candidates(10), verified=pool.verified)
     execute_block(state, built.block, verified=pool.verified)
     assert sorted(calls) == sorted(tx.tx_id for tx in txs)
 
@@ -341,9 +314,7 @@ def test_rejection_memory_is_bounded() -> None:
 def test_on_commit_before_state_commit_is_refused() -> None:
     state = make_state()
     pool = Mempool(state, max_size=10, nonce_window=4)
-    built = build_block(
-        state, [], round=0, proposer=PROPOSER, time_ms=2_000, last_cert=None, max_txs=1
-    )
+    built = build_next(state, [])
     with pytest.raises(ValueError):
         pool.on_commit(built.block)
 

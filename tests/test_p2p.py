@@ -343,6 +343,8 @@ async def test_frozen_peer_is_dropped_without_blocking_others(
         stopped = trio.current_time()
         for _ in range(4 if flood else 0):  # more than the stream window: the writer blocks
             net_a.send(frozen.pub, Kind.TXS, bytes(1_000_000))
+        # Nothing awaited since: every frame still waits for the writer (a flood tool's cue).
+        assert net_a.queued_bytes(frozen.pub) == (4 if flood else 0) * (1_000_000 + 5)
         for i in range(100):
             net_a.send(b.pub, Kind.CONSENSUS, b"%d" % i)
         for i in range(100):
@@ -383,8 +385,26 @@ async def test_inbound_queue_bounds_each_peer_by_bytes_and_holds_back_only_that_
         await trio.testing.wait_all_tasks_blocked()
         assert sent == [0, 1, 2, 3]  # room for one more
         received = [queue.receive_nowait() for _ in range(3)]
-        assert [f.sender for f in received] == [flooder, flooder, honest]
+        assert [f.sender for f in received] == [honest, flooder, flooder]  # peers take turns
         nursery.cancel_scope.cancel()
+
+
+async def test_inbound_queue_takes_peers_in_turn_and_each_peers_frames_in_order() -> None:
+    """A flooder's backlog does not delay another peer's frame by more than one frame."""
+    queue = InboundQueue()
+    a, b, c = b"A" * 32, b"B" * 32, b"C" * 32
+    for seq in range(50):
+        await queue.put(Frame(a, Kind.CONSENSUS, b"%d" % seq))
+    await queue.put(Frame(b, Kind.CONSENSUS, b"0"))
+    await queue.put(Frame(c, Kind.CONSENSUS, b"0"))
+    await queue.put(Frame(b, Kind.CONSENSUS, b"1"))
+    order = [(f.sender[:1], f.payload) for f in (queue.receive_nowait() for _ in range(53))]
+    assert order[:6] == [(b"A", b"0"), (b"B", b"0"), (b"C", b"0"), (b"A", b"1"), (b"B", b"1"),
+                         (b"A", b"2")]  # fmt: skip
+    assert [p for s, p in order if s == b"A"] == [b"%d" % seq for seq in range(50)]
+    assert queue.queued_bytes(a) == queue.queued_bytes(b) == 0
+    with pytest.raises(trio.WouldBlock):
+        queue.receive_nowait()
 
 
 async def test_inbound_queue_lets_in_one_frame_over_the_bound_and_ends_when_closed() -> None:

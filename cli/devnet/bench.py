@@ -37,12 +37,11 @@ def run_ledger_bench(txs: int, *, accounts: int, block_size: int, seed: int) -> 
     """Run the ledger benchmark and return its figures (see module docstring)."""
     from nacl.signing import SigningKey
 
-    from chain.block import CommitCertificate
     from chain.genesis import genesis_from_template
     from chain.state import build_block
     from chain.store import Store
     from chain.tx import TxKind, decode_tx, sign_tx, verify_signature
-    from consensus.messages import VoteKind, vote_sign_bytes
+    from consensus.validators import certify
     from node.config import load_template
 
     def key(*parts: object) -> SigningKey:
@@ -115,13 +114,8 @@ def run_ledger_bench(txs: int, *, accounts: int, block_size: int, seed: int) -> 
             t3 = clock()
             # Stand-in for consensus: 3 of the 4 validators precommit the block, so the
             # certificate verifies as a real one would.
-            block = built.block
-            vote = vote_sign_bytes(
-                genesis.chain_id, VoteKind.PRECOMMIT, block.height, 0, block.hash
-            )
-            signatures = tuple((i, v.sign(vote).signature) for i, v in enumerate(signers))
-            last_cert = CommitCertificate(block.height, 0, block.hash, signatures)
-            store.commit_block(block, last_cert, built.changes)
+            last_cert = certify(built.block, signers, genesis.chain_id)
+            store.commit_block(built.block, last_cert, built.changes)
             t4 = clock()
             phases["decode"] += t1 - t0
             phases["verify"] += t2 - t1
