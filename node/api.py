@@ -39,7 +39,7 @@ from starlette.requests import ClientDisconnect
 from chain.block import CommitCertificate, Header
 from chain.tx import MAX_TX_BYTES, Tx
 from consensus.messages import MAX_HEIGHT
-from node.mempool import TxStatus
+from node.mempool import MempoolFull, TxStatus
 from node.service import (
     AccountInfo,
     AccountTx,
@@ -55,6 +55,7 @@ from node.service import (
 MAX_BATCH = 1_000
 # 1,000 txs of the largest size in hex, with quotes and commas, plus room for the envelope.
 MAX_BODY_BYTES = MAX_BATCH * (2 * MAX_TX_BYTES + 4) + 1_024
+RETRY_AFTER_S = 1  # a full pool holds ~2 s of commits: half of it has gone by then
 MAX_HISTORY_PAGE = 500
 DEFAULT_HISTORY_PAGE = 50
 HEX32 = "^[0-9a-fA-F]{64}$"
@@ -279,6 +280,7 @@ _HTTP_CODES = {
     405: "method_not_allowed",
     413: "body_too_large",
     415: "unsupported_media_type",
+    429: "too_many_requests",
 }
 
 
@@ -351,7 +353,11 @@ def create_app(node: NodeService) -> FastAPI:
     @app.post(
         "/txs",
         response_model=SubmitOut,
-        responses={**_ERRORS, 413: {"model": ErrorOut, "description": "Body or batch too big"}},
+        responses={
+            **_ERRORS,
+            413: {"model": ErrorOut, "description": "Body or batch too big"},
+            429: {"model": ErrorOut, "description": "Mempool full: retry after Retry-After s"},
+        },
         openapi_extra={
             "requestBody": {
                 "required": True,
@@ -361,9 +367,15 @@ def create_app(node: NodeService) -> FastAPI:
         summary="Submit a batch of signed transactions",
     )
     async def submit_txs(request: Request) -> Response:
-        """Each tx is accepted into the mempool or rejected with a code, independently."""
+        """Each tx is accepted into the mempool or rejected with a code, independently.
+        A node that takes no tx now answers 429 with Retry-After, having checked none."""
         raws = _parse_submit(await _read_json(request))
-        results = await node.submit(raws)
+        try:
+            results = await node.submit(raws)
+        except MempoolFull as exc:
+            raise ApiError(
+                429, exc.reason.value, exc.detail, {"Retry-After": str(RETRY_AFTER_S)}
+            ) from None
         if len(results) != len(raws):
             raise RuntimeError(f"node answered {len(results)} results for {len(raws)} txs")
         return _answer(SubmitOut.of(results))

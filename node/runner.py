@@ -42,7 +42,7 @@ from node.api import create_app, serve_api
 from node.blocksync import BlockSync
 from node.config import ConfigError, NodeConfig, NodeHome
 from node.logs import log_event, setup_logging
-from node.mempool import Mempool
+from node.mempool import Mempool, PoolSizer
 from node.metrics import Metrics
 from node.p2p import Frame, Kind, Network, P2PNetwork
 from node.service import LocalService
@@ -86,7 +86,16 @@ class Node:
             raise ConfigError("this node's validator key is not in genesis")
         self.bank = self.genesis.banks[self.validators.index(self.pubkey)].name
         self.store = Store.open(home.data_dir, self.genesis)
-        self.mempool = Mempool(self.store.state, max_size=config.mempool_max_txs)
+        self.sizer = PoolSizer(
+            floor=config.mempool_min_txs,
+            ceiling=config.mempool_max_txs,
+            seconds=config.mempool_seconds,
+        )
+        self.mempool = Mempool(
+            self.store.state,
+            max_size=config.mempool_min_txs,
+            max_verified=2 * config.mempool_max_txs,
+        )
         self.app = LedgerApp(
             self.store.state,
             proposer=self.pubkey,
@@ -213,6 +222,7 @@ class Node:
         self.store.commit_block(block, cert, changes)
         self.mempool.on_commit(block)
         self.last_commit_time = trio.current_time()
+        self.mempool.max_size = self.sizer.record(len(block.txs), self.last_commit_time)
         self.metrics.on_commit(block, self.last_commit_time)
         log_event(
             log,

@@ -54,6 +54,8 @@ class TxGossip:
                 # bytes, so one already held needs no decoding (decoding was most of a
                 # node's CPU under load).
                 continue
+            if self.mempool.full:
+                return  # the rest would be refused too: decode and verify none of them
             try:
                 self.mempool.add(decode_tx(raw))
             except (TxRejected, MempoolError):
