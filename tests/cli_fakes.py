@@ -14,6 +14,8 @@ import re
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import msgpack
+
 from chain.errors import TxRejected
 from chain.state import Changes, State, check_tx
 from chain.tx import decode_tx
@@ -45,8 +47,8 @@ class FakeNetwork:
         path = parts.path
         query = f"?{parts.query}" if parts.query else ""
         self.requests.append(f"{bank} {method} {path}{query}")
-        if method == "POST" and path == "/txs":
-            return self._submit(json.loads(body or b"{}")["txs"])
+        if method == "POST" and path == "/txs":  # NodeClient.submit sends msgpack
+            return self._submit([raw.hex() for raw in msgpack.unpackb(body or b"\x90")])
         for pattern, route in (
             (r"/txs/([0-9a-f]{64})", self._tx),
             (r"/accounts/([0-9a-f]{64})", self._account),
