@@ -39,7 +39,7 @@ stale or re-gossiped tx costs a few dict lookups, not a verification.
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Container
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 from itertools import islice
 from typing import Literal
@@ -173,6 +173,9 @@ class Mempool:
         self._verified: OrderedDict[bytes, None] = OrderedDict()
         self._rejected: OrderedDict[bytes, tuple[Reason, str]] = OrderedDict()  # at admission
         self._dropped: OrderedDict[bytes, tuple[Reason, str]] = OrderedDict()  # after it
+        # Called when the pool goes from no pending tx to some: the node wakes a consensus
+        # engine that waits for txs before it proposes (consensus.events.EmptyBlocks).
+        self.on_first_pending: Callable[[], None] | None = None
 
     def __len__(self) -> int:
         return len(self._pending) + len(self._queued_since)
@@ -334,6 +337,8 @@ class Mempool:
             return
         apply_tx(overlay, tx)
         self._pending[tx.tx_id] = tx
+        if len(self._pending) == 1 and self.on_first_pending is not None:
+            self.on_first_pending()
         if queue is not None:
             failed = self._promote(sender)
             if failed is not None:

@@ -11,6 +11,7 @@ requires).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import signal
@@ -29,9 +30,11 @@ from consensus.engine import Engine
 from consensus.events import (
     Broadcast,
     Commit,
+    EmptyBlocks,
     MessageReceived,
     RequestSync,
     ScheduleTimeout,
+    TxsAvailable,
 )
 from consensus.ledger_app import LedgerApp
 from consensus.messages import Message as ConsensusMessage
@@ -113,6 +116,7 @@ class Node:
             height=self.store.state.height + 1,
             last_cert=self.store.certificate(self.store.state.height),
             timeouts=config.timeouts,
+            empty_blocks=EmptyBlocks(config.create_empty_blocks, config.empty_block_interval_ms),
         )
         if net is None:
             peers = {bytes.fromhex(p.validator): p.address for p in config.peers}
@@ -127,6 +131,7 @@ class Node:
             dropped_frames=self.net.dropped_frames,
         )
         self.events_send, self.events_recv = trio.open_memory_channel[object](10_000)
+        self.mempool.on_first_pending = lambda: self._txs_available(self.store.state.height + 1)
         self.gossip = TxGossip(self.mempool, self.net)
         self.sync = BlockSync(
             self.store, self.net, self.validators, self.genesis.chain_id, self.events_send.send
@@ -213,6 +218,13 @@ class Node:
             elif isinstance(action, RequestSync):
                 self.sync.start(action.from_height, nursery)
 
+    def _txs_available(self, height: int) -> None:
+        """Tell the engine that a block at ``height`` would hold txs. Never blocks: with
+        the event channel full (the engine ~10,000 events behind) the signal is dropped, and
+        the empty block interval or the next commit's signal starts the height instead."""
+        with contextlib.suppress(trio.WouldBlock):
+            self.events_send.send_nowait(TxsAvailable(height))
+
     async def _timer(self, action: ScheduleTimeout) -> None:
         await trio.sleep(action.delay_ms / 1000)
         await self.events_send.send(action.timeout)
@@ -223,6 +235,8 @@ class Node:
         self.mempool.on_commit(block)
         self.last_commit_time = trio.current_time()
         self.mempool.max_size = self.sizer.record(len(block.txs), self.last_commit_time)
+        if self.mempool.pending_count:
+            self._txs_available(block.height + 1)
         self.metrics.on_commit(block, self.last_commit_time)
         log_event(
             log,
