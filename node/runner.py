@@ -48,6 +48,7 @@ from node.logs import log_event, setup_logging
 from node.mempool import Mempool, PoolSizer
 from node.metrics import Metrics
 from node.p2p import Frame, Kind, Network, P2PNetwork
+from node.pipeline import HeightPipeline
 from node.service import LocalService
 from node.txgossip import TxGossip
 
@@ -130,6 +131,7 @@ class Node:
             evidence=lambda: len(self.engine.evidence),
             dropped_frames=self.net.dropped_frames,
         )
+        self.pipeline = HeightPipeline(self.metrics.registry)
         self.events_send, self.events_recv = trio.open_memory_channel[object](10_000)
         self.mempool.on_first_pending = lambda: self._txs_available(self.store.state.height + 1)
         self.gossip = TxGossip(self.mempool, self.net)
@@ -204,8 +206,12 @@ class Node:
         """The one task that owns the engine: every input is an event on one channel, so
         the engine sees one event at a time and a Commit is stored before the next."""
         self._carry_out(self.engine.start(), nursery)
+        engine, pipeline = self.engine, self.pipeline
         async for event in self.events_recv:
-            self._carry_out(self.engine.handle(event), nursery)
+            pipeline.before(event, engine.height, trio.current_time())
+            actions = engine.handle(event)
+            pipeline.after(actions, engine.height, engine.step, trio.current_time())
+            self._carry_out(actions, nursery)
 
     def _carry_out(self, actions: list, nursery: trio.Nursery) -> None:
         for action in actions:
@@ -235,6 +241,7 @@ class Node:
         self.mempool.on_commit(block)
         self.last_commit_time = trio.current_time()
         self.mempool.max_size = self.sizer.record(len(block.txs), self.last_commit_time)
+        self.pipeline.committed(self.last_commit_time)
         if self.mempool.pending_count:
             self._txs_available(block.height + 1)
         self.metrics.on_commit(block, self.last_commit_time)

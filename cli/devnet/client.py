@@ -137,6 +137,11 @@ class NodeClient:
         query = f"limit={limit}" + ("" if before is None else f"&before={before}")
         return self.get(f"/accounts/{account.hex()}/txs?{query}")
 
+    def metrics(self) -> str:
+        """GET /metrics: the node's Prometheus text. Raises OSError if it does not answer."""
+        _, raw, _ = self._exchange("GET", "/metrics", None, self.timeout, {})
+        return raw.decode()
+
     def tx(self, tx_id: str) -> dict:
         return self.get(f"/txs/{tx_id}")
 
