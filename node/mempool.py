@@ -263,25 +263,25 @@ class Mempool:
         if committed <= self._pending.keys() and not self._overlay_oversized():
             for tx_id in committed:
                 del self._pending[tx_id]
+            # Only the block's senders have a new next nonce.
+            senders = {tx.sender for tx in block.txs}.intersection(self._queued)
         else:
             evicted.extend(self._recheck(committed))
+            senders = set(self._queued)  # the overlay was rebuilt: any next nonce may move
         overlay = self._overlay
-        height = state.height
-        for tx_id, (tx, _) in list(self._queued_since.items()):
-            if tx_id in committed:
-                self._unqueue(tx)
-            elif tx.nonce < overlay.nonce(tx.sender):
-                self._unqueue(tx)
-                evicted.append((tx, _stale(tx, overlay)))
-        for sender in list(self._queued):
-            failed = self._promote(sender)
-            if failed is not None:
-                evicted.append(failed)
-        for tx, since in list(self._queued_since.values()):
-            if height - since >= self.max_queue_blocks:
-                self._unqueue(tx)
-                reason = f"nonce {tx.nonce} waited {self.max_queue_blocks} blocks for a gap to fill"
-                evicted.append((tx, TxRejected(Reason.BAD_NONCE, reason)))
+        for sender in senders:
+            expected = overlay.nonce(sender)
+            for nonce, tx in list(self._queued[sender].items()):
+                if tx.tx_id in committed:
+                    self._unqueue(tx)
+                elif nonce < expected:
+                    self._unqueue(tx)
+                    evicted.append((tx, _stale(tx, overlay)))
+            if sender in self._queued:
+                failed = self._promote(sender)
+                if failed is not None:
+                    evicted.append(failed)
+        evicted.extend(self._expire(state.height))
         for tx, exc in evicted:
             _remember(self._dropped, self.max_dropped, tx.tx_id, exc)
         return evicted
@@ -379,6 +379,20 @@ class Mempool:
         overlay = self._overlay
         entries = len(overlay.balances) + len(overlay.nonces) + len(overlay.accounts)
         return entries > 4 * len(self._pending) + _OVERLAY_SLACK
+
+    def _expire(self, height: int) -> list[tuple[Tx, TxRejected]]:
+        """Drop the txs queued ``max_queue_blocks`` blocks ago or more. ``_queued_since``
+        is in queueing order, hence in height order: the scan stops at the first one that
+        may stay, so a commit costs nothing per queued tx that is not expiring."""
+        expired = []
+        for tx, since in self._queued_since.values():
+            if height - since < self.max_queue_blocks:
+                break
+            expired.append(tx)
+        for tx in expired:
+            self._unqueue(tx)
+        reason = f"waited {self.max_queue_blocks} blocks for a gap to fill"
+        return [(tx, TxRejected(Reason.BAD_NONCE, f"nonce {tx.nonce} {reason}")) for tx in expired]
 
     def _queue(self, tx: Tx, height: int) -> None:
         self._queued.setdefault(tx.sender, {})[tx.nonce] = tx

@@ -387,8 +387,9 @@ def test_pool_always_matches_a_fresh_replay_of_its_candidates(
         for k in keys:
             assert pool.next_nonce(pub(k)) == replay.nonce(pub(k))
             assert pool._overlay.balance(pub(k), TOKEN) == replay.balance(pub(k), TOKEN)
-        for tx, _ in pool._queued_since.values():
+        for tx, since in pool._queued_since.values():
             assert tx.nonce > replay.nonce(tx.sender)
+            assert state.height - since < pool.max_queue_blocks
 
 
 def test_queued_txs_take_at_most_their_share_and_are_refused_unverified(
