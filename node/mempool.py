@@ -17,7 +17,8 @@ that waits ``max_queue_blocks`` committed blocks without its gap filling is drop
 lost tx cannot pin memory forever. Further ahead than the window, or a nonce already used
 or already held by another pending/queued tx, is ``BAD_NONCE``: there is no replacement.
 
-Admission control: the pool holds at most ``max_size`` txs, and queued ones at most
+Admission control: the pool takes txs from clients up to ``max_size`` (from peers, which
+bound their own clients, up to ``PEER_ROOM`` times that), and queued ones at most
 ``max_queued`` of them, so txs that cannot go into a block yet never crowd out those that
 can (a pool full of txs waiting behind gaps admits nothing that would fill the gaps, and
 its node's blocks shrink). Past either bound a tx is refused with ``MempoolFull`` after
@@ -132,6 +133,7 @@ _PENDING = TxStatus("pending")
 _QUEUED = TxStatus("queued")
 _UNKNOWN = TxStatus("unknown")
 _OVERLAY_SLACK = 4096
+PEER_ROOM = 2  # txs from peers may fill the pool to this many times max_size
 
 
 class Mempool:
@@ -202,8 +204,16 @@ class Mempool:
 
     @property
     def full(self) -> bool:
-        """True when every tx offered now would be refused with MempoolFull."""
+        """True when every tx a client offers now would be refused with MempoolFull."""
         return len(self._pending) + len(self._queued_since) >= self.max_size
+
+    @property
+    def full_for_peers(self) -> bool:
+        """True when every tx a peer gossips now would be refused: at ``PEER_ROOM`` times
+        ``max_size``. A peer's tx was already admitted by the peer's own node, within that
+        node's bound; refusing it here saves nothing (it comes back in a block) and moves
+        its signature check onto the critical path of the height that carries it."""
+        return len(self._pending) + len(self._queued_since) >= PEER_ROOM * self.max_size
 
     @property
     def verified(self) -> Container[bytes]:
@@ -214,17 +224,18 @@ class Mempool:
         """The nonce the account's next tx should carry, counting its pending txs."""
         return self._overlay.nonce(account)
 
-    def check_room(self) -> None:
+    def check_room(self, *, from_peer: bool = False) -> None:
         """Raise MempoolFull if the pool takes no tx now (callers ask before decoding)."""
-        if self.full:
+        if self.full_for_peers if from_peer else self.full:
             raise MempoolFull(f"mempool holds its maximum of {self.max_size} txs; retry later")
 
-    def add(self, tx: Tx) -> None:
-        """Admit a decoded tx, or raise TxRejected (DUPLICATE if already held) or MempoolFull."""
+    def add(self, tx: Tx, *, from_peer: bool = False) -> None:
+        """Admit a decoded tx, or raise TxRejected (DUPLICATE if already held) or MempoolFull.
+        ``from_peer``: a peer gossiped it (see ``full_for_peers``)."""
         tx_id = tx.tx_id
         if tx_id in self._pending or tx_id in self._queued_since:
             raise TxRejected(Reason.DUPLICATE, "tx is already in the mempool")
-        self.check_room()
+        self.check_room(from_peer=from_peer)
         try:
             self._admit(tx)
         except TxRejected as exc:

@@ -54,10 +54,10 @@ class TxGossip:
                 # bytes, so one already held needs no decoding (decoding was most of a
                 # node's CPU under load).
                 continue
-            if self.mempool.full:
+            if self.mempool.full_for_peers:
                 return  # the rest would be refused too: decode and verify none of them
             try:
-                self.mempool.add(decode_tx(raw))
+                self.mempool.add(decode_tx(raw), from_peer=True)
             except (TxRejected, MempoolError):
                 continue
 
