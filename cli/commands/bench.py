@@ -108,6 +108,11 @@ class RateList(click.ParamType):
 )
 @seed_option("Seeds the payments.")
 @click.option(
+    "--idle",
+    is_flag=True,
+    help="Offer nothing for --duration: blocks/s and CPU of an idle network.",
+)
+@click.option(
     "--sweep",
     "rates",
     type=RateList(),

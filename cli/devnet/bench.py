@@ -178,6 +178,7 @@ class NetworkLoad:
     seed: int  # seeds the payments
     in_flight: int = 2_000  # closed loop: txs accepted by a node and not yet committed
     warmup: float = 5.0  # seconds of load left out of the rate and latency figures
+    idle: bool = False  # offer nothing: how many blocks and how much CPU an idle network uses
 
 
 CLOSED_LOOP_SIGN_RATE = 4_000  # tx/s a closed loop is given pre-signed txs for
@@ -360,7 +361,9 @@ def _run_network_bench(
 
         def monitor() -> None:
             last_poll = 0.0
-            scanned = ln.status(first)["height"]
+            scanned = height_before
+            # Clients of its own: one NodeClient is one connection, for one thread.
+            pollers = {bank: NodeClient(ln.entries[bank], timeout=5) for bank in ln.banks}
             with NodeClient(ln.entries[first], timeout=30) as client:
                 while not monitor_done.is_set():
                     try:
@@ -375,11 +378,16 @@ def _run_network_bench(
                         now = time.monotonic()
                     if now - last_poll > 1.0:
                         last_poll = now
-                        for bank in ln.banks:
+                        for bank, poller in pollers.items():
                             rss_peak[bank] = max(rss_peak[bank], ln.rss_kb(bank) or 0)
-                            size = (ln.try_get(bank, "/status") or {}).get("mempool_size", 0)
+                            try:
+                                size = poller.status()["mempool_size"]
+                            except DevnetError:
+                                size = 0
                             mempool_peak[bank] = max(mempool_peak[bank], size)
                     time.sleep(0.02)
+            for poller in pollers.values():
+                poller.close()
 
         stages_before = {b: _stage_totals(ln.client(b)) for b in ln.banks}
         cpu_before = {b: cpu_seconds(ln.pid(b)) or 0.0 for b in ln.banks}
@@ -387,8 +395,10 @@ def _run_network_bench(
         height_before = ln.status(first)["height"]
         watcher = threading.Thread(target=monitor, daemon=True)
         watcher.start()
-        threads = [threading.Thread(target=submitter, args=(b,), daemon=True) for b in ln.banks]
+        senders = [] if load.idle else ln.banks
+        threads = [threading.Thread(target=submitter, args=(b,), daemon=True) for b in senders]
         mode = f"{rate} tx/s offered" if rate else f"closed loop, {load.in_flight} in flight/node"
+        mode = "nothing offered (idle)" if load.idle else mode
         say(f"load: {mode} for {duration:g} s in batches of up to {batch}")
         load_start = time.monotonic()
         for thread in threads:
@@ -441,7 +451,7 @@ def _run_network_bench(
             "banks": len(ln.banks),
             "accounts": len(payers),
             "batch": batch,
-            "mode": "paced" if rate else "closed_loop",
+            "mode": "idle" if load.idle else "paced" if rate else "closed_loop",
             "offered_tx_per_s": rate or None,
             "in_flight_per_node": None if rate else load.in_flight,
             "load_seconds": round(load_seconds, 2),
