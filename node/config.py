@@ -46,10 +46,10 @@ class NodeConfig:
     # The mempool holds about mempool_seconds of the measured commit rate, within
     # [mempool_min_txs, mempool_max_txs]; clients see mempool_full (HTTP 429) beyond.
     mempool_max_txs: int = 20_000
-    mempool_min_txs: int = 4_000
+    mempool_min_txs: int = 2_000
     mempool_seconds: float = 2.0
     block_max_txs: int = 2_000
-    timeouts: Timeouts = field(default_factory=lambda: Timeouts(commit_ms=100))
+    timeouts: Timeouts = field(default_factory=lambda: Timeouts(commit_ms=20))
     # CometBFT's choice: with create_empty_blocks and an interval of 0, a height starts at
     # once, txs or not; otherwise a height with no txs waits for one, or for the interval.
     create_empty_blocks: bool = True

@@ -133,7 +133,7 @@ _PENDING = TxStatus("pending")
 _QUEUED = TxStatus("queued")
 _UNKNOWN = TxStatus("unknown")
 _OVERLAY_SLACK = 4096
-PEER_ROOM = 2  # txs from peers may fill the pool to this many times max_size
+PEER_ROOM = 1.25  # txs from peers may fill the pool to this many times max_size
 
 
 class Mempool:

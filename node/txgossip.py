@@ -31,10 +31,12 @@ class TxGossip:
         self.mempool = mempool
         self.net = net
         self.outgoing: list[bytes] = []  # raw txs accepted here, not yet sent
+        self._queued = trio.Event()  # set when ``outgoing`` gets its first tx
 
     def queue(self, raw: bytes) -> None:
         """Send a tx this node accepted with the next batch."""
         self.outgoing.append(raw)
+        self._queued.set()
 
     async def admit(self, payload: bytes) -> None:
         """Admit a peer's batch (a msgpack list of raw txs) into the mempool.
@@ -62,11 +64,16 @@ class TxGossip:
                 continue
 
     async def run(self) -> None:
-        """Send queued txs every GOSSIP_INTERVAL; re-send those still pending."""
+        """Send queued txs in batches, GOSSIP_INTERVAL after the first of a batch came (an
+        idle node does not wake up to find nothing to send); re-send those still pending
+        every REGOSSIP_INTERVAL."""
         pending_before: set[bytes] = set()
         next_regossip = trio.current_time() + REGOSSIP_INTERVAL
         while True:
-            await trio.sleep(GOSSIP_INTERVAL)
+            with trio.move_on_at(next_regossip):
+                await self._queued.wait()
+                await trio.sleep(GOSSIP_INTERVAL)  # let the batch fill
+            self._queued = trio.Event()
             if trio.current_time() >= next_regossip:
                 pending = self.mempool.candidates(REGOSSIP_MAX_TXS)
                 self.outgoing.extend(tx.raw for tx in pending if tx.tx_id in pending_before)

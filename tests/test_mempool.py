@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 from pathlib import Path
 
@@ -510,13 +511,15 @@ async def test_full_node_answers_429_before_verifying_anything(
 def test_peers_txs_get_room_beyond_what_clients_get() -> None:
     """A peer's tx was admitted within the peer's own bound: refusing it here would only
     move its signature check into the block that carries it."""
-    pool = Mempool(make_state(alice=100, bob=100), max_size=2, nonce_window=8)
-    pool.add(pay(ALICE, 0, 1))
-    pool.add(pay(ALICE, 1, 1))
+    pool = Mempool(make_state(alice=100, bob=100), max_size=8, nonce_window=16)
+    for n in range(8):
+        pool.add(pay(ALICE, n, 1))
     with pytest.raises(MempoolFull):
-        pool.add(pay(ALICE, 2, 1))
-    pool.add(pay(BOB, 0, 1), from_peer=True)
-    pool.add(pay(BOB, 1, 1), from_peer=True)
-    assert len(pool) == 2 * node.mempool.PEER_ROOM == 4 and pool.full_for_peers
+        pool.add(pay(ALICE, 8, 1))
+    room = math.ceil(node.mempool.PEER_ROOM * 8)
+    assert room > 8
+    for n in range(room - 8):
+        pool.add(pay(BOB, n, 1), from_peer=True)
+    assert len(pool) == room and pool.full_for_peers
     with pytest.raises(MempoolFull):
-        pool.add(pay(BOB, 2, 1), from_peer=True)
+        pool.add(pay(BOB, room - 8, 1), from_peer=True)
