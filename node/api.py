@@ -10,9 +10,11 @@ called.
 Each request costs ~0.5 ms of server CPU on this stack whatever its size, so transactions
 are submitted in batches; ``async def`` endpoints avoid a worker thread per request; the
 hot POST /txs parses its JSON itself instead of through a pydantic body model (~20 %
-cheaper); and answers are serialized straight from their dataclasses, never validated
-again. Each answer has one shape (a dataclass with ``Hex`` fields for bytes): it both
-renders the JSON and documents it in the OpenAPI document.
+cheaper), and also takes a msgpack array of raw txs, so that a program sending many txs
+pays no hex on either side; a node that takes no tx answers 429 before it decodes any;
+and answers are serialized straight from their dataclasses, never validated again. Each
+answer has one shape (a dataclass with ``Hex`` fields for bytes): it both renders the
+JSON and documents it in the OpenAPI document.
 """
 
 from __future__ import annotations
@@ -407,8 +409,7 @@ def create_app(node: NodeService) -> FastAPI:
         if len(results) != len(raws):
             raise RuntimeError(f"node answered {len(results)} results for {len(raws)} txs")
         if MSGPACK in request.headers.get("accept", ""):
-            body = msgpack.packb(as_json(SubmitOut.of(results)), use_bin_type=True)
-            return Response(body, media_type=MSGPACK)
+            return Response(_packed(SubmitOut.of(results)), media_type=MSGPACK)
         return _answer(SubmitOut.of(results))
 
     def get(path: str, shape: type, summary: str, missing: str | None = None) -> Any:
@@ -545,6 +546,18 @@ def _parse_submit(doc: object) -> list[bytes]:
         except ValueError:
             raise ApiError(400, "bad_hex", f"txs[{index}] is not valid hex") from None
     return raws
+
+
+def _packed(out: SubmitOut) -> bytes:
+    """``out`` in msgpack, the same shape as its JSON. Written out field by field: the
+    generic ``as_json`` costs ~20 µs a result, which at thousands of txs a second was a
+    few percent of a node's CPU."""
+    results = [
+        {"tx_id": r.tx_id.hex(), "accepted": r.accepted, "code": r.code, "message": r.message}
+        for r in out.results
+    ]
+    doc = {"accepted": out.accepted, "rejected": out.rejected, "results": results}
+    return msgpack.packb(doc, use_bin_type=True)
 
 
 def _parse_packed(body: bytes) -> list[bytes]:

@@ -3,31 +3,19 @@ or in msgpack when the Accept header asks), bounded decoding, and the node's 429
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import httpx
 import msgpack
 import pytest
 
 from chain.codec import MAX_TX_BYTES
 from chain.errors import Reason
-from node.api import MAX_BATCH, MSGPACK, SUBMIT_BATCH, SubmitOut, create_app
+from node.api import MAX_BATCH, MSGPACK, SUBMIT_BATCH, SubmitOut
 from node.mempool import MempoolFull
-from tests.test_api import GOOD_TX, FakeNode, assert_error, parse
+from tests.test_api import GOOD_TX, FakeNode, assert_error, client, fake, parse
+
+__all__ = ["client", "fake"]  # the fixtures, used by name
 
 PACKED = {"Content-Type": MSGPACK}
-
-
-@pytest.fixture
-def fake() -> FakeNode:
-    return FakeNode()
-
-
-@pytest.fixture
-async def client(fake: FakeNode) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=create_app(fake), raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://node") as client:
-        yield client
 
 
 def packed(items: object) -> bytes:

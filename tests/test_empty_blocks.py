@@ -8,7 +8,6 @@ from dataclasses import replace
 import trio
 from trio.testing import MockClock
 
-from chain.tx import TxKind, sign_tx
 from consensus.engine import Engine
 from consensus.events import (
     Broadcast,
@@ -25,7 +24,7 @@ from consensus.signer import MemorySignerStorage, Signer
 from consensus.simulate import CHAIN_ID, GENESIS_TIME_MS, sim_app
 from node.layout import NetworkHome
 from tests.consensus_helpers import KEYS, PUB, W, block, propose
-from tests.test_node_reactor import build_nodes, network, wait_until
+from tests.test_node_reactor import build_nodes, mint_tx, network, wait_until
 
 __all__ = ["network"]  # the fixture, used by name
 
@@ -100,12 +99,7 @@ async def test_idle_network_commits_at_most_a_block_a_second_and_a_tx_promptly(
     nodes = build_nodes(network)
     first = nodes[0]
     assert first.engine.empty_blocks == WAITING  # the node config's defaults
-    genesis = network.genesis()
-    bank = genesis.banks[0]
-    account = next(a.account for a in genesis.accounts if a.bank == bank.name)
-    issuer = network.wallet(bank.name).signing_key
-    mint = sign_tx(issuer, TxKind.MINT, genesis.chain_id, 0, to=account,
-                   token=bank.tokens[0].symbol, amount=7)  # fmt: skip
+    mint = mint_tx(network)
     try:
         async with trio.open_nursery() as nursery:
             for node in nodes:
