@@ -224,28 +224,34 @@ def run_sweep(
 
 
 def plot_sweep(sweep: dict[str, Any], path: Path) -> None:
-    """The sweep as a picture: offered vs committed tx/s, and latency vs committed tx/s."""
+    """The sweep as a picture: offered vs committed tx/s, and latency vs committed tx/s
+    (paced points joined in order of offered load; the closed loop, if any, a star)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    points = sweep["points"]
-    committed = [p["committed_tx_per_s"] for p in points]
-    offered = [p["offered_tx_per_s"] or p["committed_tx_per_s"] for p in points]
-    labels = [str(p["offered_tx_per_s"] or "closed loop") for p in points]
+    paced = sorted(
+        (p for p in sweep["points"] if p["offered_tx_per_s"]), key=lambda p: p["offered_tx_per_s"]
+    )
+    closed = [p for p in sweep["points"] if not p["offered_tx_per_s"]]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    top = max(offered + committed) * 1.1
+    offered = [p["offered_tx_per_s"] for p in paced]
+    committed = [p["committed_tx_per_s"] for p in paced]
+    top = max(offered + committed + [p["committed_tx_per_s"] for p in closed]) * 1.1
     left.plot([0, top], [0, top], color="0.8", linestyle="--", label="committed = offered")
-    left.plot(offered, committed, marker="o", label="committed")
-    for x, y, label in zip(offered, committed, labels, strict=True):
-        left.annotate(label, (x, y), textcoords="offset points", xytext=(4, -10), fontsize=8)
+    left.plot(offered, committed, marker="o", label="paced load")
+    for p in closed:
+        left.axhline(p["committed_tx_per_s"], color="C3", linestyle=":", label="closed loop")
     left.set(xlabel="offered tx/s", ylabel="committed tx/s", title="throughput")
     left.legend()
-    for key, name in (("p50_ms", "p50"), ("p99_ms", "p99")):
-        right.plot(committed, [p[key] or 0 for p in points], marker="o", label=name)
+    for key, name, color in (("p50_ms", "p50", "C0"), ("p99_ms", "p99", "C1")):
+        right.plot(committed, [p[key] or 0 for p in paced], marker="o", color=color, label=name)
+        for p in closed:
+            right.plot(p["committed_tx_per_s"], p[key] or 0, marker="*", markersize=12,
+                       color=color, linestyle="none")  # fmt: skip
     right.set(xlabel="committed tx/s", ylabel="submit to commit, ms", title="latency")
-    right.legend()
+    right.legend(title="(star: closed loop)")
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
