@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test sweep fuzz demo lint format bench clean
+.PHONY: venv test sweep fuzz demo lint format bench bench-network bench-sweep bench-idle clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -34,6 +34,19 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/depnet bench ledger --txs 50000 --json
+
+# Saturation: a closed loop of 2,000 txs in flight per node, 4 validators, 30 s.
+bench-network: $(STAMP)
+	$(VENV)/bin/depnet bench network --rate 0 --duration 30 --json
+
+# Offered vs committed tx/s and latency, one fresh network per rate; draws the curve.
+bench-sweep: $(STAMP)
+	$(VENV)/bin/depnet bench network --sweep 500,1000,2000,3000,4000,0 --duration 25 \
+		--plot docs/perf/curve.png --out docs/perf/sweep.json --json
+
+# An idle network for 60 s: blocks/s and CPU per node.
+bench-idle: $(STAMP)
+	$(VENV)/bin/depnet bench network --idle --duration 60 --warmup 0 --json
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -48,6 +48,7 @@ from consensus.events import (
     App,
     Broadcast,
     Commit,
+    EmptyBlocks,
     Event,
     MessageReceived,
     RequestSync,
@@ -55,6 +56,7 @@ from consensus.events import (
     TimeoutFired,
     TimeoutKind,
     Timeouts,
+    TxsAvailable,
 )
 from consensus.evidence import Equivocation, detect, slot_kind
 from consensus.messages import Message, Proposal, Step, Vote, VoteKind, signer_of
@@ -137,6 +139,7 @@ class _Height:
     fired: set[tuple[int, int]] = field(default_factory=set)  # (round, line): "first time"
     own: dict[tuple[int, Step], Message] = field(default_factory=dict)  # what we signed
     missing_block: bool = False  # a precommit quorum for a block we never received
+    waiting_for_txs: bool = False  # round 0 not begun: no txs yet (EmptyBlocks)
     decision: tuple[Block, CommitCertificate] | None = None
 
 
@@ -152,6 +155,7 @@ class Engine:
         height: int,
         last_cert: CommitCertificate | None,
         timeouts: Timeouts | None = None,
+        empty_blocks: EmptyBlocks | None = None,
     ) -> None:
         if signer.pubkey not in validators:
             raise ValueError("the signer's key is not in the validator set")
@@ -162,6 +166,8 @@ class Engine:
         self.signer = signer
         self.app = app
         self.timeouts = timeouts or Timeouts()
+        self.empty_blocks = empty_blocks or EmptyBlocks()
+        self._txs_height = 0  # the highest height TxsAvailable named
         self._height = height
         self._last_cert = last_cert
         self._s = _Height(HeightVoteSet(validators))
@@ -263,6 +269,8 @@ class Engine:
             self._on_message(event.message)
         elif isinstance(event, TimeoutFired):
             self._on_timeout(event)
+        elif isinstance(event, TxsAvailable):
+            self._on_txs_available(event.height)
         else:
             self._on_commit_received(event.block, event.cert)
         self._advance()
@@ -275,9 +283,26 @@ class Engine:
     # --- rounds -------------------------------------------------------------------------
 
     def _start_round(self, round: int) -> None:
-        """StartRound (lines 11-21)."""
+        """StartRound (lines 11-21), after waiting for txs in round 0 if ``EmptyBlocks``
+        says so (not when there is a valid block to re-propose)."""
         s = self._s
         s.round, s.step = round, Step.PROPOSE
+        if (
+            round == 0
+            and s.valid_block is None
+            and self.empty_blocks.wait_for_txs
+            and self._txs_height < self._height
+        ):
+            s.waiting_for_txs = True
+            if self.empty_blocks.interval_ms > 0:
+                timeout = TimeoutFired(TimeoutKind.EMPTY_BLOCK, self._height, 0)
+                self._actions.append(ScheduleTimeout(timeout, self.empty_blocks.interval_ms))
+            return
+        self._propose_or_wait(round)
+
+    def _propose_or_wait(self, round: int) -> None:
+        """Lines 14-21."""
+        s = self._s
         if self.validators.proposer(self._height, round) == self.signer.pubkey:
             if s.valid_block is not None:  # lines 15-16: re-propose what may have been decided
                 block, pol_round = s.valid_block, s.valid_round
@@ -681,6 +706,19 @@ class Engine:
             self._evidence = [e for e in self._evidence if e.height >= oldest]
             self._evidence_slots = {s for s in self._evidence_slots if s[1] >= oldest}
 
+    def _on_txs_available(self, height: int) -> None:
+        self._txs_height = max(self._txs_height, height)
+        if height == self._height:
+            self._stop_waiting_for_txs()
+
+    def _stop_waiting_for_txs(self) -> None:
+        """Begin round 0 (lines 14-21) if it still waits for txs, on TxsAvailable or when
+        the empty block interval ran out."""
+        s = self._s
+        if s.waiting_for_txs and s.round == 0 and s.step is Step.PROPOSE:
+            s.waiting_for_txs = False
+            self._propose_or_wait(0)
+
     def _on_timeout(self, event: TimeoutFired) -> None:
         s = self._s
         if event.kind is TimeoutKind.RESEND:
@@ -693,6 +731,9 @@ class Engine:
         if event.kind is TimeoutKind.COMMIT:
             if s.step is Step.COMMIT:
                 self._next_height()
+            return
+        if event.kind is TimeoutKind.EMPTY_BLOCK:
+            self._stop_waiting_for_txs()
             return
         if event.round != s.round:
             return

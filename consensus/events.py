@@ -22,6 +22,7 @@ class TimeoutKind(IntEnum):
     PRECOMMIT = 3
     COMMIT = 4  # wait after a decision before starting the next height
     RESEND = 5  # periodic re-broadcast of our own messages
+    EMPTY_BLOCK = 6  # a height with no txs waits this long, then goes on without them
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +57,31 @@ class Timeouts:
         return self.resend_ms
 
 
+@dataclass(frozen=True, slots=True)
+class EmptyBlocks:
+    """CometBFT's ``create_empty_blocks`` and ``create_empty_blocks_interval``.
+
+    With ``create`` and ``interval_ms`` 0 (the default) every height starts at once. Else
+    a new height whose first round would propose no txs waits: for ``TxsAvailable`` (the
+    mempool holds txs for this height), or for ``interval_ms`` when it is positive (then
+    an idle network still makes one empty block per interval, which keeps block times and
+    liveness visible). Every validator waits, not only the proposer, so that nobody's
+    propose timeout runs out while the proposer waits; a proposal that arrives meanwhile
+    is voted on as usual.
+    """
+
+    create: bool = True
+    interval_ms: int = 0
+
+    def __post_init__(self) -> None:
+        if self.interval_ms < 0:
+            raise ValueError("empty block interval cannot be negative")
+
+    @property
+    def wait_for_txs(self) -> bool:
+        return not self.create or self.interval_ms > 0
+
+
 # --- events ---------------------------------------------------------------------------
 
 
@@ -84,7 +110,15 @@ class CommitReceived:
     cert: CommitCertificate
 
 
-Event = MessageReceived | TimeoutFired | CommitReceived
+@dataclass(frozen=True, slots=True)
+class TxsAvailable:
+    """The mempool holds txs a block at ``height`` could take (see ``EmptyBlocks``). The node
+    sends it when its mempool goes from empty to not, and after a commit that leaves txs."""
+
+    height: int
+
+
+Event = MessageReceived | TimeoutFired | CommitReceived | TxsAvailable
 
 
 # --- actions --------------------------------------------------------------------------

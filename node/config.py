@@ -46,9 +46,17 @@ class NodeConfig:
     api_port: int
     peers: tuple[Peer, ...]
     observers: tuple[str, ...] = ()  # extra libp2p peer ids allowed to connect
-    mempool_max_txs: int = 20_000  # a few seconds of load: clients see mempool_full beyond
+    # The mempool holds about mempool_seconds of the measured commit rate, within
+    # [mempool_min_txs, mempool_max_txs]; clients see mempool_full (HTTP 429) beyond.
+    mempool_max_txs: int = 20_000
+    mempool_min_txs: int = 2_000
+    mempool_seconds: float = 2.0
     block_max_txs: int = 2_000
-    timeouts: Timeouts = field(default_factory=lambda: Timeouts(commit_ms=100))
+    timeouts: Timeouts = field(default_factory=lambda: Timeouts(commit_ms=20))
+    # CometBFT's choice: with create_empty_blocks and an interval of 0, a height starts at
+    # once, txs or not; otherwise a height with no txs waits for one, or for the interval.
+    create_empty_blocks: bool = True
+    empty_block_interval_ms: int = 1_000
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -169,10 +177,19 @@ def _check(config: NodeConfig) -> None:
         _peer_id(observer)
     if not (isinstance(config.api_port, int) and 0 <= config.api_port < 65536):
         raise ConfigError(f"api_port {config.api_port!r} is not a port number")
-    for name in ("mempool_max_txs", "block_max_txs"):
+    for name in ("mempool_max_txs", "mempool_min_txs", "block_max_txs"):
         value = getattr(config, name)
         if not (isinstance(value, int) and value > 0):
             raise ConfigError(f"{name} must be a positive integer")
+    if config.mempool_min_txs > config.mempool_max_txs:
+        raise ConfigError("mempool_min_txs must not exceed mempool_max_txs")
+    if not (isinstance(config.mempool_seconds, int | float) and config.mempool_seconds > 0):
+        raise ConfigError("mempool_seconds must be a positive number")
+    if not isinstance(config.create_empty_blocks, bool):
+        raise ConfigError("create_empty_blocks must be true or false")
+    interval = config.empty_block_interval_ms
+    if not (isinstance(interval, int) and interval >= 0):
+        raise ConfigError("empty_block_interval_ms must be a non-negative integer (ms)")
     for name, value in asdict(config.timeouts).items():
         if not (isinstance(value, int) and value >= 0):
             raise ConfigError(f"timeouts.{name} must be a non-negative integer (ms)")

@@ -17,6 +17,20 @@ that waits ``max_queue_blocks`` committed blocks without its gap filling is drop
 lost tx cannot pin memory forever. Further ahead than the window, or a nonce already used
 or already held by another pending/queued tx, is ``BAD_NONCE``: there is no replacement.
 
+Admission control: the pool takes txs from clients up to ``max_size`` (from peers, which
+bound their own clients, up to ``PEER_ROOM`` times that), and queued ones at most
+``max_queued`` of them, so txs that cannot go into a block yet never crowd out those that
+can (a pool full of txs waiting behind gaps admits nothing that would fill the gaps, and
+its node's blocks shrink). Past either bound a tx is refused with ``MempoolFull`` after
+dictionary lookups only, before its signature is verified: a node at capacity spends
+nothing on the txs it turns away. ``max_size`` may be changed at any time;
+:class:`PoolSizer` sizes it to a few seconds of the node's measured commit rate.
+
+Nothing accepted is dropped silently: a tx this pool accepted and then let go (evicted
+by a commit, expired behind a gap, refused when promoted) is remembered with its reason
+in a memory of its own, bounded but much larger than the memory of refusals at
+admission, which a flood of stale or re-gossiped txs can churn through.
+
 A signature is verified once per node: verified tx ids are kept in a bounded set that the
 runner passes to ``build_block`` / ``execute_block`` as ``verified=`` (Ed25519 verify is
 the most expensive per-tx step a node runs). Cheap checks run before it, so a
@@ -25,8 +39,8 @@ stale or re-gossiped tx costs a few dict lookups, not a verification.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Container
+from collections import OrderedDict, deque
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 from itertools import islice
 from typing import Literal
@@ -49,9 +63,53 @@ class MempoolError(Exception):
 
 
 class MempoolFull(MempoolError):
-    """The pool holds ``max_size`` txs; the tx was not checked. Transient: retry later."""
+    """The pool is at its bound; the tx's signature was not checked. Transient: retry later."""
 
     reason = Reason.MEMPOOL_FULL
+
+
+class PoolSizer:
+    """Sizes a mempool by time: ``seconds`` of the node's commit rate, measured over the
+    blocks of the last ``window`` seconds, within ``[floor, ceiling]``.
+
+    A pool far larger than what the network commits in a few seconds only adds latency
+    (every tx in it waits behind the others) and work (a commit rechecks what remains);
+    one much smaller starves the proposer. The rate is what was committed, not what the
+    node could commit, so an idle network gets the floor, which must hold a few full
+    blocks; as load rises the measured rate, and the pool, follow it. No clock: the
+    caller passes its time with each commit.
+    """
+
+    def __init__(
+        self, *, floor: int, ceiling: int, seconds: float = 2.0, window: float = 10.0
+    ) -> None:
+        if not 1 <= floor <= ceiling or seconds <= 0 or window <= 0:
+            raise ValueError("need 1 <= floor <= ceiling and positive seconds and window")
+        self.floor = floor
+        self.ceiling = ceiling
+        self.seconds = seconds
+        self.window = window
+        self._commits: deque[tuple[float, int]] = deque()  # (time, txs) of recent blocks
+        self._txs = 0  # sum of the txs in _commits
+
+    def rate(self, now: float) -> float:
+        """Committed tx/s over the window (0 until it spans a second)."""
+        commits = self._commits
+        while commits and commits[0][0] < now - self.window:
+            self._txs -= commits.popleft()[1]
+        if not commits or now - commits[0][0] < 1.0:
+            return 0.0
+        # The oldest block opens the span: its txs were committed before it began.
+        return (self._txs - commits[0][1]) / (now - commits[0][0])
+
+    def record(self, txs: int, now: float) -> int:
+        """Note a commit of ``txs`` txs at ``now``; return the pool size to use now."""
+        self._commits.append((now, txs))
+        self._txs += txs
+        return self.size(now)
+
+    def size(self, now: float) -> int:
+        return max(self.floor, min(self.ceiling, round(self.seconds * self.rate(now))))
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +133,7 @@ _PENDING = TxStatus("pending")
 _QUEUED = TxStatus("queued")
 _UNKNOWN = TxStatus("unknown")
 _OVERLAY_SLACK = 4096
+PEER_ROOM = 1.25  # txs from peers may fill the pool to this many times max_size
 
 
 class Mempool:
@@ -91,25 +150,34 @@ class Mempool:
         max_size: int,
         nonce_window: int = 64,
         max_queue_blocks: int = 100,
+        max_queued: int | None = None,
         max_verified: int | None = None,
         max_rejected: int = 10_000,
+        max_dropped: int = 100_000,
     ) -> None:
-        if max_size < 1 or nonce_window < 1 or max_queue_blocks < 1 or max_rejected < 1:
+        limits = (max_size, nonce_window, max_queue_blocks, max_rejected, max_dropped)
+        if min(limits) < 1 or (max_queued is not None and max_queued < 1):
             raise ValueError("mempool limits must be positive")
         self.max_size = max_size
+        self._max_queued = max_queued
         self.nonce_window = nonce_window
         self.max_queue_blocks = max_queue_blocks
         # Ids stay verified after they leave the pool (a tx evicted for funds may come back),
         # so the set is bigger than the pool; a forgotten id only costs a second verification.
         self.max_verified = 2 * max_size if max_verified is None else max_verified
         self.max_rejected = max_rejected
+        self.max_dropped = max_dropped
         self._state = state
         self._overlay = Changes(state)
         self._pending: dict[bytes, Tx] = {}  # admission order = an order blocks can apply
         self._queued: dict[bytes, dict[int, Tx]] = {}  # sender -> nonce -> tx
         self._queued_since: dict[bytes, tuple[Tx, int]] = {}  # tx id -> (tx, height queued at)
         self._verified: OrderedDict[bytes, None] = OrderedDict()
-        self._rejected: OrderedDict[bytes, tuple[Reason, str]] = OrderedDict()
+        self._rejected: OrderedDict[bytes, tuple[Reason, str]] = OrderedDict()  # at admission
+        self._dropped: OrderedDict[bytes, tuple[Reason, str]] = OrderedDict()  # after it
+        # Called when the pool goes from no pending tx to some: the node wakes a consensus
+        # engine that waits for txs before it proposes (consensus.events.EmptyBlocks).
+        self.on_first_pending: Callable[[], None] | None = None
 
     def __len__(self) -> int:
         return len(self._pending) + len(self._queued_since)
@@ -122,6 +190,32 @@ class Mempool:
         return len(self._queued_since)
 
     @property
+    def max_queued(self) -> int:
+        """How many txs may wait for earlier nonces: as given, else a quarter of the pool
+        (at least one window's worth, so one pipelining client always fits)."""
+        if self._max_queued is not None:
+            return self._max_queued
+        return max(self.nonce_window, self.max_size // 4)
+
+    @property
+    def pending_count(self) -> int:
+        """Txs a block could take now."""
+        return len(self._pending)
+
+    @property
+    def full(self) -> bool:
+        """True when every tx a client offers now would be refused with MempoolFull."""
+        return len(self._pending) + len(self._queued_since) >= self.max_size
+
+    @property
+    def full_for_peers(self) -> bool:
+        """True when every tx a peer gossips now would be refused: at ``PEER_ROOM`` times
+        ``max_size``. A peer's tx was already admitted by the peer's own node, within that
+        node's bound; refusing it here saves nothing (it comes back in a block) and moves
+        its signature check onto the critical path of the height that carries it."""
+        return len(self._pending) + len(self._queued_since) >= PEER_ROOM * self.max_size
+
+    @property
     def verified(self) -> Container[bytes]:
         """Tx ids whose signatures this node checked: pass as ``verified=`` to block execution."""
         return self._verified
@@ -130,19 +224,25 @@ class Mempool:
         """The nonce the account's next tx should carry, counting its pending txs."""
         return self._overlay.nonce(account)
 
-    def add(self, tx: Tx) -> None:
-        """Admit a decoded tx, or raise TxRejected (DUPLICATE if already held) or MempoolFull."""
+    def check_room(self, *, from_peer: bool = False) -> None:
+        """Raise MempoolFull if the pool takes no tx now (callers ask before decoding)."""
+        if self.full_for_peers if from_peer else self.full:
+            raise MempoolFull(f"mempool holds its maximum of {self.max_size} txs; retry later")
+
+    def add(self, tx: Tx, *, from_peer: bool = False) -> None:
+        """Admit a decoded tx, or raise TxRejected (DUPLICATE if already held) or MempoolFull.
+        ``from_peer``: a peer gossiped it (see ``full_for_peers``)."""
         tx_id = tx.tx_id
         if tx_id in self._pending or tx_id in self._queued_since:
             raise TxRejected(Reason.DUPLICATE, "tx is already in the mempool")
-        if len(self._pending) + len(self._queued_since) >= self.max_size:
-            raise MempoolFull(f"mempool holds its maximum of {self.max_size} txs; retry later")
+        self.check_room(from_peer=from_peer)
         try:
             self._admit(tx)
         except TxRejected as exc:
-            self._remember(tx_id, exc)
+            _remember(self._rejected, self.max_rejected, tx_id, exc)
             raise
         self._rejected.pop(tx_id, None)
+        self._dropped.pop(tx_id, None)
 
     def candidates(self, max_txs: int) -> list[Tx]:
         """Up to ``max_txs`` pending txs in an order ``build_block`` can apply."""
@@ -185,43 +285,45 @@ class Mempool:
         ):
             for tx_id in committed:
                 del self._pending[tx_id]
+            # Only the block's senders have a new next nonce.
+            senders = {tx.sender for tx in block.txs}.intersection(self._queued)
         else:
             evicted.extend(self._recheck(committed))
+            senders = set(self._queued)  # the overlay was rebuilt: any next nonce may move
         overlay = self._overlay
-        height = state.height
-        for tx_id, (tx, _) in list(self._queued_since.items()):
-            if tx_id in committed:
-                self._unqueue(tx)
-            elif tx.nonce < overlay.nonce(tx.sender):
-                self._unqueue(tx)
-                evicted.append((tx, _stale(tx, overlay)))
-        for sender in list(self._queued):
-            failed = self._promote(sender)
-            if failed is not None:
-                evicted.append(failed)
-        for tx, since in list(self._queued_since.values()):
-            if height - since >= self.max_queue_blocks:
-                self._unqueue(tx)
-                reason = f"nonce {tx.nonce} waited {self.max_queue_blocks} blocks for a gap to fill"
-                evicted.append((tx, TxRejected(Reason.BAD_NONCE, reason)))
+        for sender in senders:
+            expected = overlay.nonce(sender)
+            for nonce, tx in list(self._queued[sender].items()):
+                if tx.tx_id in committed:
+                    self._unqueue(tx)
+                elif nonce < expected:
+                    self._unqueue(tx)
+                    evicted.append((tx, _stale(tx, overlay)))
+            if sender in self._queued:
+                failed = self._promote(sender)
+                if failed is not None:
+                    evicted.append(failed)
+        evicted.extend(self._expire(state.height))
         for tx, exc in evicted:
-            self._remember(tx.tx_id, exc)
+            _remember(self._dropped, self.max_dropped, tx.tx_id, exc)
         return evicted
 
     def status(self, tx_id: bytes) -> TxStatus:
-        """Pending, queued, recently rejected or evicted (with the reason), else unknown."""
+        """Pending, queued, dropped after acceptance or recently refused (with the reason),
+        else unknown."""
         if tx_id in self._pending:
             return _PENDING
         if tx_id in self._queued_since:
             return _QUEUED
-        rejected = self._rejected.get(tx_id)
+        rejected = self._dropped.get(tx_id) or self._rejected.get(tx_id)
         if rejected is None:
             return _UNKNOWN
         reason, detail = rejected
         return TxStatus("rejected", code=reason.value, message=detail or reason.value)
 
     def _admit(self, tx: Tx) -> None:
-        """Cheap checks first, then the signature, then the ledger rules on the overlay."""
+        """Cheap checks first (the queue's bound among them), then the signature, then the
+        ledger rules on the overlay."""
         known = self._rejected.get(tx.tx_id)
         if known is not None and known[0] is Reason.BAD_SIGNATURE:
             raise TxRejected(*known)  # a tx id names its signature: it will never verify
@@ -241,6 +343,11 @@ class Mempool:
         queue = self._queued.get(sender)
         if queue is not None and nonce in queue:
             raise TxRejected(Reason.BAD_NONCE, f"another tx with nonce {nonce} is queued")
+        if nonce > expected and len(self._queued_since) >= self.max_queued:
+            raise MempoolFull(
+                f"{self.max_queued} txs already wait for earlier nonces; send nonce "
+                f"{expected} first or retry later"
+            )
         if tx.tx_id not in self._verified:
             verify_signature(tx)
             verified = self._verified
@@ -252,10 +359,12 @@ class Mempool:
             return
         apply_tx(overlay, tx)
         self._pending[tx.tx_id] = tx
+        if len(self._pending) == 1 and self.on_first_pending is not None:
+            self.on_first_pending()
         if queue is not None:
             failed = self._promote(sender)
             if failed is not None:
-                self._remember(failed[0].tx_id, failed[1])
+                _remember(self._dropped, self.max_dropped, failed[0].tx_id, failed[1])
 
     def _recheck(self, committed: set[bytes]) -> list[tuple[Tx, TxRejected]]:
         """Rebuild the overlay from the committed state and the surviving pending txs."""
@@ -293,6 +402,20 @@ class Mempool:
         entries = len(overlay.balances) + len(overlay.nonces) + len(overlay.accounts)
         return entries > 4 * len(self._pending) + _OVERLAY_SLACK
 
+    def _expire(self, height: int) -> list[tuple[Tx, TxRejected]]:
+        """Drop the txs queued ``max_queue_blocks`` blocks ago or more. ``_queued_since``
+        is in queueing order, hence in height order: the scan stops at the first one that
+        may stay, so a commit costs nothing per queued tx that is not expiring."""
+        expired = []
+        for tx, since in self._queued_since.values():
+            if height - since < self.max_queue_blocks:
+                break
+            expired.append(tx)
+        for tx in expired:
+            self._unqueue(tx)
+        reason = f"waited {self.max_queue_blocks} blocks for a gap to fill"
+        return [(tx, TxRejected(Reason.BAD_NONCE, f"nonce {tx.nonce} {reason}")) for tx in expired]
+
     def _queue(self, tx: Tx, height: int) -> None:
         self._queued.setdefault(tx.sender, {})[tx.nonce] = tx
         self._queued_since[tx.tx_id] = (tx, height)
@@ -327,13 +450,15 @@ class Mempool:
             del self._queued[sender]
         return failed
 
-    def _remember(self, tx_id: bytes, exc: TxRejected) -> None:
-        """Keep a bounded memory of recent rejections so status can still explain them."""
-        rejected = self._rejected
-        rejected[tx_id] = (exc.reason, exc.detail)
-        rejected.move_to_end(tx_id)
-        if len(rejected) > self.max_rejected:
-            rejected.popitem(last=False)
+
+def _remember(
+    memory: OrderedDict[bytes, tuple[Reason, str]], bound: int, tx_id: bytes, exc: TxRejected
+) -> None:
+    """Keep a bounded memory of recent rejections so status can still explain them."""
+    memory[tx_id] = (exc.reason, exc.detail)
+    memory.move_to_end(tx_id)
+    if len(memory) > bound:
+        memory.popitem(last=False)
 
 
 def _stale(tx: Tx, overlay: Changes) -> TxRejected:

@@ -13,6 +13,7 @@ requires).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import signal
@@ -31,9 +32,11 @@ from consensus.engine import Engine
 from consensus.events import (
     Broadcast,
     Commit,
+    EmptyBlocks,
     MessageReceived,
     RequestSync,
     ScheduleTimeout,
+    TxsAvailable,
 )
 from consensus.ledger_app import LedgerApp
 from consensus.messages import Message as ConsensusMessage
@@ -45,9 +48,10 @@ from node.blocksync import BlockSync
 from node.config import ConfigError, NodeConfig, NodeHome
 from node.faults import FaultLayer
 from node.logs import log_event, setup_logging
-from node.mempool import Mempool
+from node.mempool import Mempool, PoolSizer
 from node.metrics import Metrics
 from node.p2p import Frame, Kind, Network, P2PNetwork
+from node.pipeline import HeightPipeline
 from node.service import CatchUp, LocalService
 from node.txgossip import TxGossip
 from node.wire import decode_consensus
@@ -95,7 +99,16 @@ class Node:
         self.net = net
         self.faults = FaultLayer(net, self.genesis, self.key, wall_clock=wall_clock)
         self.store = Store.open(home.data_dir, self.genesis)
-        self.mempool = Mempool(self.store.state, max_size=config.mempool_max_txs)
+        self.sizer = PoolSizer(
+            floor=config.mempool_min_txs,
+            ceiling=config.mempool_max_txs,
+            seconds=config.mempool_seconds,
+        )
+        self.mempool = Mempool(
+            self.store.state,
+            max_size=config.mempool_min_txs,
+            max_verified=2 * config.mempool_max_txs,
+        )
         self.app = LedgerApp(
             self.store.state,
             proposer=self.pubkey,
@@ -113,6 +126,7 @@ class Node:
             height=self.store.state.height + 1,
             last_cert=self.store.certificate(self.store.state.height),
             timeouts=config.timeouts,
+            empty_blocks=EmptyBlocks(config.create_empty_blocks, config.empty_block_interval_ms),
         )
         self.metrics = Metrics(
             height=lambda: self.store.state.height,
@@ -122,7 +136,9 @@ class Node:
             evidence=lambda: len(self.engine.evidence),
             dropped_frames=self.net.dropped_frames,
         )
+        self.pipeline = HeightPipeline(self.metrics.registry)
         self.events_send, self.events_recv = trio.open_memory_channel[object](10_000)
+        self.mempool.on_first_pending = lambda: self._txs_available(self.store.state.height + 1)
         self.gossip = TxGossip(self.mempool, self.faults)
         self.sync = BlockSync(
             self.store, self.faults, self.validators, self.genesis.chain_id, self.events_send.send
@@ -196,8 +212,12 @@ class Node:
         """The one task that owns the engine: every input is an event on one channel, so
         the engine sees one event at a time and a Commit is stored before the next."""
         self._carry_out(self.engine.start(), nursery)
+        engine, pipeline = self.engine, self.pipeline
         async for event in self.events_recv:
-            self._carry_out(self.engine.handle(event), nursery)
+            pipeline.before(event, engine.height, trio.current_time())
+            actions = engine.handle(event)
+            pipeline.after(actions, engine.height, engine.step, trio.current_time())
+            self._carry_out(actions, nursery)
 
     def _carry_out(self, actions: list, nursery: trio.Nursery) -> None:
         for action in actions:
@@ -210,6 +230,13 @@ class Node:
             elif isinstance(action, RequestSync):
                 self.sync.start(action.from_height, nursery)
 
+    def _txs_available(self, height: int) -> None:
+        """Tell the engine that a block at ``height`` would hold txs. Never blocks: with
+        the event channel full (the engine ~10,000 events behind) the signal is dropped, and
+        the empty block interval or the next commit's signal starts the height instead."""
+        with contextlib.suppress(trio.WouldBlock):
+            self.events_send.send_nowait(TxsAvailable(height))
+
     async def _timer(self, action: ScheduleTimeout) -> None:
         await trio.sleep(action.delay_ms / 1000)
         await self.events_send.send(action.timeout)
@@ -219,6 +246,10 @@ class Node:
         self.store.commit_block(block, cert, changes)
         self.mempool.on_commit(block)
         self.last_commit_time = trio.current_time()
+        self.mempool.max_size = self.sizer.record(len(block.txs), self.last_commit_time)
+        self.pipeline.committed(self.last_commit_time)
+        if self.mempool.pending_count:
+            self._txs_available(block.height + 1)
         self.metrics.on_commit(block, self.last_commit_time)
         log_event(
             log,

@@ -24,12 +24,12 @@ from prometheus_client import CollectorRegistry
 from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 
 from chain.block import Block, CommitCertificate
-from chain.errors import TxRejected
+from chain.errors import Reason, TxRejected
 from chain.escrow import Contract, Offer, OfferStatus, Settlement
 from chain.store import Store
 from chain.tx import Tx, decode_tx
 from consensus.engine import Engine
-from node.mempool import Mempool, MempoolError, TxStatus
+from node.mempool import Mempool, MempoolError, MempoolFull, TxStatus
 from node.metrics import Metrics
 from node.txgossip import TxGossip
 
@@ -311,8 +311,9 @@ class NodeService(Protocol):
         ...
 
     async def submit(self, raws: list[bytes]) -> list[SubmitResult]:
-        """Decode and admit each tx; one result per input, in order. Raises Syncing (and
-        admits nothing) while the node is catching up."""
+        """Decode and admit each tx; one result per input, in order. Raises Syncing while
+        the node is catching up, and MempoolFull when it takes no tx now; either way having
+        decoded, checked and admitted nothing."""
         ...
 
     def tx_status(self, tx_id: bytes) -> TxStatus: ...
@@ -370,12 +371,19 @@ class LocalService:
         height = self.store.state.height
         if self.catch_up.behind(height):
             raise Syncing(height, self.catch_up.network_height(height))
+        mempool = self.mempool
+        try:
+            mempool.check_room()
+        except MempoolFull:
+            self.metrics.rejected_txs.labels(Reason.MEMPOOL_FULL.value).inc(len(raws))
+            raise
         results = []
         accepted = []
         for raw in raws:
             try:
+                mempool.check_room()  # the batch may fill the pool: refuse the rest undecoded
                 tx = decode_tx(raw)
-                self.mempool.add(tx)
+                mempool.add(tx)
             except (TxRejected, MempoolError) as exc:
                 results.append(SubmitResult.rejected(raw, exc))
                 self.metrics.on_reject(exc.reason.value)

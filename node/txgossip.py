@@ -15,9 +15,9 @@ import trio
 
 from chain.errors import TxRejected
 from chain.tx import decode_tx
-from consensus.messages import BadMessage
 from node.mempool import Mempool, MempoolError
 from node.p2p import Kind, Network
+from node.wire import decode_tx_batch
 
 GOSSIP_INTERVAL = 0.005  # accepted txs are gossiped in a batch every few ms
 REGOSSIP_INTERVAL = 3.0  # txs pending this long are sent to peers again
@@ -31,40 +31,46 @@ class TxGossip:
         self.mempool = mempool
         self.net = net
         self.outgoing: list[bytes] = []  # raw txs accepted here, not yet sent
+        self._queued = trio.Event()  # set when ``outgoing`` gets its first tx
 
     def queue(self, raw: bytes) -> None:
         """Send a tx this node accepted with the next batch."""
         self.outgoing.append(raw)
+        self._queued.set()
 
     async def admit(self, payload: bytes) -> None:
         """Admit a peer's batch (a msgpack list of raw txs) into the mempool.
 
         A tx already known or no longer valid here is skipped: there is nothing to report
-        to a peer. Raises BadMessage if the batch is not a list."""
-        raws = msgpack.unpackb(payload, raw=False)
-        if not isinstance(raws, list):
-            raise BadMessage("tx batch must be a list")
-        for index, raw in enumerate(raws):
+        to a peer. Raises BadMessage if the batch is not a list of tx-sized bins."""
+        for index, raw in enumerate(decode_tx_batch(payload)):
             if index % GOSSIP_YIELD_EVERY == GOSSIP_YIELD_EVERY - 1:
                 # A batch of 2,000 new txs is ~0.3 s of signature checks: let votes,
                 # heartbeats and the API run in between.
                 await trio.lowlevel.checkpoint()
-            if type(raw) is bytes and sha256(raw).digest() in self.mempool:
+            if sha256(raw).digest() in self.mempool:
                 # Pending txs are re-gossiped every few seconds; a tx id is the hash of its
                 # bytes, so one already held needs no decoding (decoding was most of a
                 # node's CPU under load).
                 continue
+            if self.mempool.full_for_peers:
+                return  # the rest would be refused too: decode and verify none of them
             try:
-                self.mempool.add(decode_tx(raw))
+                self.mempool.add(decode_tx(raw), from_peer=True)
             except (TxRejected, MempoolError):
                 continue
 
     async def run(self) -> None:
-        """Send queued txs every GOSSIP_INTERVAL; re-send those still pending."""
+        """Send queued txs in batches, GOSSIP_INTERVAL after the first of a batch came (an
+        idle node does not wake up to find nothing to send); re-send those still pending
+        every REGOSSIP_INTERVAL."""
         pending_before: set[bytes] = set()
         next_regossip = trio.current_time() + REGOSSIP_INTERVAL
         while True:
-            await trio.sleep(GOSSIP_INTERVAL)
+            with trio.move_on_at(next_regossip):
+                await self._queued.wait()
+                await trio.sleep(GOSSIP_INTERVAL)  # let the batch fill
+            self._queued = trio.Event()
             if trio.current_time() >= next_regossip:
                 pending = self.mempool.candidates(REGOSSIP_MAX_TXS)
                 self.outgoing.extend(tx.raw for tx in pending if tx.tx_id in pending_before)

@@ -16,6 +16,8 @@ import re
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import msgpack
+
 from chain.errors import TxRejected
 from chain.state import Changes, State, check_tx
 from chain.tx import decode_tx
@@ -62,8 +64,8 @@ class FakeNetwork:
         path = parts.path
         query = f"?{parts.query}" if parts.query else ""
         self.requests.append(f"{bank} {method} {path}{query}")
-        if method == "POST" and path == "/txs":
-            return self._submit(json.loads(body or b"{}")["txs"])
+        if method == "POST" and path == "/txs":  # NodeClient.submit sends msgpack
+            return self._submit([raw.hex() for raw in msgpack.unpackb(body or b"\x90")])
         if path == "/admin/faults":
             return self._admin(bank, method, body)
         for pattern, route in (

@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import random
+from pathlib import Path
 
+import httpx
 import pytest
 from nacl.signing import SigningKey
 
 import chain.state
 import node.mempool
+import node.service
 import tests.ledger_helpers as ledger
 from chain.block import Block
 from chain.errors import Reason, TxRejected
 from chain.genesis import parse_genesis
 from chain.state import Changes, State, apply_tx, execute_block
 from chain.tx import SIGNATURE_SIZE, Tx, TxKind, decode_tx, sign_tx
-from node.mempool import Mempool, MempoolFull, TxStatus
+from node.api import create_app
+from node.config import load_template
+from node.layout import create_network
+from node.mempool import Mempool, MempoolFull, PoolSizer, TxStatus
+from node.runner import Node
 from tests.ledger_helpers import build_next
 from tests.ledger_helpers import pub as pub_of
 
@@ -352,8 +360,9 @@ def test_pool_always_matches_a_fresh_replay_of_its_candidates(
         for k in keys:
             assert pool.next_nonce(pub(k)) == replay.nonce(pub(k))
             assert pool._overlay.balance(pub(k), TOKEN) == replay.balance(pub(k), TOKEN)
-        for tx, _ in pool._queued_since.values():
+        for tx, since in pool._queued_since.values():
             assert tx.nonce > replay.nonce(tx.sender)
+            assert state.height - since < pool.max_queue_blocks
 
 
 # -- programmable payments: deadlines and order-sensitive kinds ------------------------------
@@ -411,3 +420,135 @@ def test_a_hold_committed_ahead_of_a_pending_payment_evicts_it() -> None:
     pool.add(payment)
     pool.add(hold)
     assert _seal(state, pool, [hold]) == [(payment, Reason.ACCOUNT_FROZEN)]
+
+
+def test_queued_txs_take_at_most_their_share_and_are_refused_unverified(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Txs waiting behind a gap cannot fill the pool: past ``max_queued`` a future nonce is
+    refused before its signature is checked, while the nonce that fills the gap still gets in."""
+    calls = []
+    real = node.mempool.verify_signature
+    monkeypatch.setattr(node.mempool, "verify_signature", lambda tx: calls.append(real(tx)))
+    pool = Mempool(make_state(), max_size=10, nonce_window=8, max_queued=2)
+    pool.add(pay(ALICE, 2, 1))
+    pool.add(pay(ALICE, 3, 1))
+    with pytest.raises(MempoolFull):
+        pool.add(pay(ALICE, 4, 1))
+    assert len(calls) == 2
+    pool.add(pay(ALICE, 0, 1))
+    pool.add(pay(ALICE, 1, 1))  # fills the gap: 2 and 3 are promoted
+    assert [tx.nonce for tx in pool.candidates(10)] == [0, 1, 2, 3]
+    assert pool.queued_count == 0 and len(calls) == 4
+
+
+def test_gap_expired_tx_stays_readable_after_a_flood_of_refusals() -> None:
+    """An accepted tx that is later dropped keeps its reason in a memory of its own, which
+    refusals at admission (stale gossip, say) cannot churn through."""
+    state = make_state()
+    pool = Mempool(state, max_size=10, nonce_window=4, max_queue_blocks=1, max_rejected=2)
+    orphan = pay(ALICE, 2, 1)
+    pool.add(orphan)
+    assert pool.status(orphan.tx_id).status == "queued"
+    (evicted,) = pool.on_commit(commit(state, []))
+    assert evicted[0] == orphan
+    for n in range(5):
+        rejection(pool, pay(OUTSIDER, n, 1))
+    status = pool.status(orphan.tx_id)
+    assert (status.status, status.code) == ("rejected", "bad_nonce")
+    assert "waited 1 blocks" in (status.message or "")
+
+
+def test_every_accepted_tx_ends_committed_or_readably_rejected() -> None:
+    """Random load with rival blocks, gaps and a tiny pool: each tx the pool ever accepted
+    is, at the end, committed, still held, or has a readable rejection."""
+    rng = random.Random(7)
+    keys = [ALICE, BOB, CAROL]
+    state = make_state(alice=200, bob=200, carol=200)
+    pool = Mempool(state, max_size=12, nonce_window=5, max_queue_blocks=2, max_rejected=1)
+    accepted: set[bytes] = set()
+    committed: set[bytes] = set()
+    for _ in range(400):
+        key = rng.choice(keys)
+        nonce = max(pool.next_nonce(pub(key)) + rng.choice([0, 0, 1, 2, 3]), 0)
+        tx = pay(key, nonce, rng.randint(1, 60), to=rng.choice(keys), memo=str(rng.random()))
+        with contextlib.suppress(TxRejected, MempoolFull):
+            pool.add(tx)
+            accepted.add(tx.tx_id)
+        if rng.random() < 0.15:
+            picked = pool.candidates(rng.randint(0, 6))
+            if rng.random() < 0.3:
+                rival = pay(key, state.nonces.get(pub(key), 0), 1, memo="rival")
+                picked = [t for t in picked if t.sender != pub(key)] + [rival]
+            pool.on_commit(commit(state, picked))
+            committed.update(t.tx_id for t in picked)
+    for tx_id in accepted - committed:
+        assert pool.status(tx_id).status in ("pending", "queued", "rejected")
+
+
+def test_pool_size_follows_the_commit_rate_within_floor_and_ceiling() -> None:
+    sizer = PoolSizer(floor=100, ceiling=1_000, seconds=2.0, window=5.0)
+    assert sizer.record(0, 0.0) == 100  # idle: the floor
+    now = 0.0
+    for _ in range(20):  # 300 tx/s
+        now += 0.5
+        size = sizer.record(150, now)
+    assert size == pytest.approx(600, rel=0.05)
+    for _ in range(20):  # 2,000 tx/s: capped
+        now += 0.5
+        size = sizer.record(1_000, now)
+    assert size == 1_000
+    assert sizer.size(now + 60.0) == 100  # nothing committed for a minute: the floor again
+
+
+async def test_full_node_answers_429_before_verifying_anything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through the real service and API: a full pool refuses the whole batch with 429 and
+    Retry-After, and no signature is checked for it."""
+    network = create_network(tmp_path / "net", load_template(), genesis_time_ms=1_000)
+    entry = network.nodes()[0]
+    home = network.node_home(entry.bank)
+    node_ = Node(home, home.load_config())
+    try:
+        genesis = network.genesis()
+        bank = genesis.banks[0]
+        issuer = network.wallet(bank.name).signing_key
+        account = next(a.account for a in genesis.accounts if a.bank == bank.name)
+        token = bank.tokens[0].symbol
+        mint = TxKind.MINT
+        mints = [
+            sign_tx(issuer, mint, genesis.chain_id, n, to=account, token=token, amount=1)
+            for n in range(3)
+        ]
+        node_.mempool.max_size = 1
+        transport = httpx.ASGITransport(app=create_app(node_.service))
+        async with httpx.AsyncClient(transport=transport, base_url="http://node") as http:
+            answer = await http.post("/txs", json={"txs": [mints[0].raw.hex()]})
+            assert answer.status_code == 200 and answer.json()["accepted"] == 1
+            calls = []
+            monkeypatch.setattr(node.mempool, "verify_signature", calls.append)
+            monkeypatch.setattr(node.service, "decode_tx", calls.append)
+            answer = await http.post("/txs", json={"txs": [m.raw.hex() for m in mints[1:]]})
+        assert answer.status_code == 429 and answer.headers["retry-after"] == "1"
+        assert answer.json()["error"]["code"] == "mempool_full"
+        assert calls == [] and len(node_.mempool) == 1
+    finally:
+        node_.store.close()
+
+
+def test_peers_txs_get_room_beyond_what_clients_get() -> None:
+    """A peer's tx was admitted within the peer's own bound: refusing it here would only
+    move its signature check into the block that carries it."""
+    pool = Mempool(make_state(alice=100, bob=100), max_size=8, nonce_window=16)
+    for n in range(8):
+        pool.add(pay(ALICE, n, 1))
+    with pytest.raises(MempoolFull):
+        pool.add(pay(ALICE, 8, 1))
+    room = math.ceil(node.mempool.PEER_ROOM * 8)
+    assert room > 8
+    for n in range(room - 8):
+        pool.add(pay(BOB, n, 1), from_peer=True)
+    assert len(pool) == room and pool.full_for_peers
+    with pytest.raises(MempoolFull):
+        pool.add(pay(BOB, room - 8, 1), from_peer=True)

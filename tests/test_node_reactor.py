@@ -17,7 +17,7 @@ import trio
 from prometheus_client import generate_latest
 from trio.testing import MockClock
 
-from chain.tx import TxKind, sign_tx
+from chain.tx import Tx, TxKind, sign_tx
 from node.config import load_template
 from node.layout import NetworkHome, create_network
 from node.p2p import MAX_FRAME_SIZE, Frame, Kind, RequestFailed
@@ -96,6 +96,16 @@ def build_nodes(network: NetworkHome) -> list[Node]:
     return nodes
 
 
+def mint_tx(network: NetworkHome) -> Tx:
+    """The first bank mints 7 of its token to one of its accounts (nonce 0)."""
+    genesis = network.genesis()
+    bank = genesis.banks[0]
+    account = next(a.account for a in genesis.accounts if a.bank == bank.name)
+    issuer = network.wallet(bank.name).signing_key
+    return sign_tx(issuer, TxKind.MINT, genesis.chain_id, 0, to=account,
+                   token=bank.tokens[0].symbol, amount=7)  # fmt: skip
+
+
 async def wait_until(condition: Callable[[], bool], what: str) -> None:
     """Poll ``condition`` on the virtual clock; fail after WAIT virtual seconds."""
     with trio.move_on_after(WAIT):
@@ -115,12 +125,7 @@ async def test_validators_commit_on_virtual_time_and_a_late_one_catches_up(
     first, *_, late = nodes
     for node in nodes:
         node.sync.max_answer_bytes = answer_bytes
-    genesis = network.genesis()
-    bank = genesis.banks[0]
-    account = next(a.account for a in genesis.accounts if a.bank == bank.name)
-    issuer = network.wallet(bank.name).signing_key
-    mint = sign_tx(issuer, TxKind.MINT, genesis.chain_id, 0, to=account,
-                   token=bank.tokens[0].symbol, amount=7)  # fmt: skip
+    mint = mint_tx(network)
     try:
         async with trio.open_nursery() as nursery:
             for node in nodes[:-1]:  # 3 of 4: a quorum; the 4th's rounds time out

@@ -313,9 +313,10 @@ async def test_request_without_answer_times_out(nursery: trio.Nursery) -> None:
     await start(nursery, net_b)
 
     started = trio.current_time()
-    with pytest.raises(RequestFailed, match="no answer"):
+    # Bounded from above only by the test's own guard: a loaded machine may wake us late.
+    with trio.fail_after(30), pytest.raises(RequestFailed, match="no answer"):
         await net_a.request(b.pub, Kind.SYNC_REQUEST, b"ping", timeout=0.5)
-    assert 0.5 <= trio.current_time() - started < 1.0
+    assert trio.current_time() - started >= 0.5
     request = await receive(net_b)
     net_b.respond(request, b"too late")  # the requester is gone: a no-op
 

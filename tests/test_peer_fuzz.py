@@ -447,7 +447,6 @@ class PeerFaults(logging.Handler):
 
 
 TYPED_FAULTS = ("BadMessage(", "InvalidCertificate(", "RequestFailed(")
-UNTYPED_OK = {"TXS"}  # node/txgossip.py decodes batches itself until it uses node.wire
 
 frames = st.tuples(
     st.integers(1, 3), st.sampled_from([Kind.CONSENSUS, Kind.TXS, Kind.SYNC_REQUEST])
@@ -512,9 +511,7 @@ def _run_node(inputs: list, answers: list[bytes]) -> None:
     finally:
         logger.removeHandler(faults)
         node.store.close()
-    untyped = [
-        (k, e) for k, e in faults.errors if k not in UNTYPED_OK and not e.startswith(TYPED_FAULTS)
-    ]
+    untyped = [(k, e) for k, e in faults.errors if not e.startswith(TYPED_FAULTS)]
     assert not untyped
     assert len(node.decoded) <= DECODED_CACHE_SIZE
     assert len(node.mempool) <= node.config.mempool_max_txs

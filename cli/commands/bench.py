@@ -50,6 +50,23 @@ def ledger(as_json: bool, **options: int) -> None:
         _print_table(result)
 
 
+class RateList(click.ParamType):
+    """``500,1000,2000`` -> [500, 1000, 2000]; each a non-negative integer."""
+
+    name = "rates"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, list):
+            return value
+        try:
+            rates = [int(part) for part in str(value).split(",") if part.strip()]
+        except ValueError:
+            self.fail(f"{value!r} is not a comma-separated list of integers", param, ctx)
+        if not rates or min(rates) < 0:
+            self.fail(f"{value!r} must list one or more rates >= 0", param, ctx)
+        return rates
+
+
 @bench.command("network")
 @click.option(
     "--duration",
@@ -63,13 +80,58 @@ def ledger(as_json: bool, **options: int) -> None:
     type=click.IntRange(min=0),
     default=500,
     show_default=True,
-    help="Offered load in tx/s, spread over the nodes; 0 sends each node's next batch as "
-    "soon as it answered the last one.",
+    help="Offered load in tx/s, spread over the nodes; 0: a closed loop that keeps "
+    "--in-flight txs uncommitted per node (measures capacity).",
+)
+@click.option(
+    "--in-flight",
+    type=click.IntRange(min=1),
+    default=2_000,
+    show_default=True,
+    help="Closed loop: txs each node has accepted and not yet committed.",
 )
 @click.option("--batch", type=click.IntRange(1, 1_000), default=250, show_default=True)
 @accounts_option(1_000, "Funded accounts that pay each other (spread over the banks).")
-@click.option("--banks", type=click.IntRange(1, 4), default=4, show_default=True)
+@click.option(
+    "--banks",
+    type=click.IntRange(1, 16),
+    default=4,
+    show_default=True,
+    help="Validators; banks beyond the template's are added (B5, B6, ...).",
+)
+@click.option(
+    "--warmup",
+    type=click.FloatRange(min=0),
+    default=5.0,
+    show_default=True,
+    help="Seconds of load left out of the rate and latency figures.",
+)
 @seed_option("Seeds the payments.")
+@click.option(
+    "--idle",
+    is_flag=True,
+    help="Offer nothing for --duration: blocks/s and CPU of an idle network.",
+)
+@click.option(
+    "--sweep",
+    "rates",
+    type=RateList(),
+    default=None,
+    help="Comma-separated offered rates (0: closed loop), one fresh network each, e.g. "
+    "500,1000,2000,4000: prints offered vs committed tx/s and latency.",
+)
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="With --sweep: draw the throughput-latency curve into this PNG.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the JSON figures to this file.",
+)
 @click.option(
     "--keep",
     type=click.Path(file_okay=False, path_type=Path),
@@ -77,12 +139,29 @@ def ledger(as_json: bool, **options: int) -> None:
     help="Create the network home here and keep it (logs, stores); default: a temp dir.",
 )
 @json_option
-def network(keep: Path | None, as_json: bool, **load: Any) -> None:
+def network(
+    keep: Path | None,
+    as_json: bool,
+    rates: list[int] | None,
+    plot: Path | None,
+    out: Path | None,
+    **load: Any,
+) -> None:
     """Run a local network under transfer load and report tx/s, latency and memory."""
-    result = benchmarks.run_network_bench(
-        benchmarks.NetworkLoad(**load), keep, progress=None if as_json else click.echo
-    )
-    click.echo(json.dumps(result) if as_json else json.dumps(result, indent=2))
+    if plot is not None and rates is None:
+        raise click.UsageError("--plot draws a --sweep; give --sweep too")
+    progress = None if as_json else click.echo
+    spec = benchmarks.NetworkLoad(**load)
+    if rates is None:
+        result = benchmarks.run_network_bench(spec, keep, progress=progress)
+    else:
+        result = benchmarks.run_sweep(spec, rates, keep, progress=progress)
+        if plot is not None:
+            benchmarks.plot_sweep(result, plot)
+    text = json.dumps(result) if as_json else json.dumps(result, indent=2)
+    if out is not None:
+        out.write_text(json.dumps(result, indent=2) + "\n")
+    click.echo(text)
 
 
 def _print_table(result: dict[str, Any]) -> None:

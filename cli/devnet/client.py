@@ -20,7 +20,9 @@ HTTP_TIMEOUT = 5.0
 PROBE_TIMEOUT = 1.0  # a live node answers /head in milliseconds; a frozen one never does
 
 Transport = Callable[[str, str, bytes | None], tuple[int, bytes]]
+MSGPACK = "application/msgpack"
 _JSON = {"Content-Type": "application/json"}
+_MSGPACK = {"Content-Type": MSGPACK, "Accept": MSGPACK}
 
 
 class NodeClient:
@@ -60,11 +62,13 @@ class NodeClient:
     def delete(self, path: str) -> dict:
         return self._request("DELETE", path, None, self.timeout)
 
-    def _request(self, method: str, path: str, body: bytes | None, timeout: float) -> dict:
+    def _request(
+        self, method: str, path: str, body: bytes | None, timeout: float, headers: dict = _JSON
+    ) -> dict:
         from http.client import HTTPException
 
         try:
-            status, raw = self._exchange(method, path, body, timeout)
+            status, raw, media = self._exchange(method, path, body, timeout, headers)
         except TimeoutError:
             self.close()
             raise NodeUnreachable(
@@ -78,7 +82,7 @@ class NodeClient:
                 "is the network up? (`depnet up`)"
             ) from None
         try:
-            data = json.loads(raw)
+            data = _unpack(raw) if media == MSGPACK else json.loads(raw)
         except ValueError:
             data = None
         if 200 <= status < 300 and isinstance(data, dict):
@@ -91,14 +95,14 @@ class NodeClient:
         )
 
     def _exchange(
-        self, method: str, path: str, body: bytes | None, timeout: float
-    ) -> tuple[int, bytes]:
-        """One request/response; a kept-alive connection the server has since closed is
-        replaced once (every request here is safe to repeat: a resubmitted tx is a
-        duplicate, which the node accepts)."""
+        self, method: str, path: str, body: bytes | None, timeout: float, headers: dict
+    ) -> tuple[int, bytes, str]:
+        """One request/response: status, body and its media type. A kept-alive connection
+        the server has since closed is replaced once (every request here is safe to repeat:
+        a resubmitted tx is a duplicate, which the node accepts)."""
         fake = type(self).transport  # via the class: a function stored there is not a method
         if fake is not None:
-            return fake(method, self.entry.api_url + path, body)
+            return (*fake(method, self.entry.api_url + path, body), "application/json")
         from http.client import HTTPConnection, RemoteDisconnected
 
         while True:
@@ -109,10 +113,11 @@ class NodeClient:
             if conn.sock is not None:
                 conn.sock.settimeout(timeout)
             try:
-                headers = {**self.headers, **(_JSON if body else {})}
-                conn.request(method, path, body=body, headers=headers)
+                sent = {**self.headers, **(headers if body else {})}
+                conn.request(method, path, body=body, headers=sent)
                 response = conn.getresponse()
-                return response.status, response.read()
+                media = (response.getheader("Content-Type") or "").split(";")[0].strip()
+                return response.status, response.read(), media
             except (RemoteDisconnected, BrokenPipeError, ConnectionResetError):
                 self.close()
                 if not reused:
@@ -149,12 +154,31 @@ class NodeClient:
     def offers(self, *, party: bytes | None, open_only: bool, limit: int) -> list[dict]:
         return self.get(f"/offers?{_list_query(party, open_only, limit)}")["offers"]
 
+    def metrics(self) -> str:
+        """GET /metrics: the node's Prometheus text. Raises OSError if it does not answer."""
+        _, raw, _ = self._exchange("GET", "/metrics", None, self.timeout, {})
+        return raw.decode()
+
     def tx(self, tx_id: str) -> dict:
         return self.get(f"/txs/{tx_id}")
 
     def submit(self, raws: Sequence[bytes]) -> dict:
-        """POST /txs with signed txs' wire bytes: the answer holds one result per tx."""
-        return self.post("/txs", {"txs": [raw.hex() for raw in raws]})
+        """POST /txs with signed txs' wire bytes as one msgpack array (no hex to write or
+        parse): the answer holds one result per tx. A full node answers ApiError
+        ``mempool_full`` with status 429."""
+        import msgpack
+
+        body = msgpack.packb(list(raws), use_bin_type=True)
+        return self._request("POST", "/txs", body, self.timeout, _MSGPACK)
+
+
+def _unpack(raw: bytes) -> object:
+    import msgpack
+
+    try:
+        return msgpack.unpackb(raw, raw=False)
+    except Exception as exc:  # msgpack raises several unrelated types on garbage
+        raise ValueError(f"undecodable msgpack answer: {exc}") from None
 
 
 def _list_query(party: bytes | None, open_only: bool, limit: int) -> str:
