@@ -174,6 +174,6 @@ BLOCK = Limits(
 )
 """A whole block, [header, [tx, ...], certificate or nil, [evidence, ...]]: its header,
 MAX_BLOCK_TXS txs of MAX_TX_BYTES each, a certificate of MAX_VALIDATORS signatures and
-MAX_BLOCK_EVIDENCE proofs: about 10.3 MB (9.9 MiB) at most, under the 16 MiB p2p frame. ``chain.block.Block.decode`` splits it and
-decodes each part under the limits above, so garbage of this size costs CPU in proportion
-to its bytes and no more memory than one part."""
+MAX_BLOCK_EVIDENCE proofs: about 10.3 MB (9.9 MiB) at most, under the 16 MiB p2p frame.
+``chain.block.Block.decode`` splits it and decodes each part under the limits above, so
+garbage of this size costs CPU in proportion to its bytes and no more memory than one part."""

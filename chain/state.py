@@ -791,7 +791,8 @@ def build_block(
     The time is raised to just after the parent's if the proposer's clock is behind, so
     block times stay strictly increasing. The header and txs satisfy ``execute_block`` by
     construction and ``check_structure`` checks what the caller supplied (``last_cert``
-    and ``evidence``, which the consensus app chose and checked), so the changes are bound to the block without executing it again.
+    and ``evidence``, which the consensus app chose and checked), so the changes are bound
+    to the block without executing it again.
     """
     time_ms = max(time_ms, state.last_time_ms + 1)
     changes = Changes(state, time_ms)
