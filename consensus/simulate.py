@@ -62,7 +62,12 @@ from consensus.events import (
     TimeoutFired,
     Timeouts,
 )
-from consensus.evidence import Equivocation, InvalidEvidence, verify_equivocation
+from consensus.evidence import (
+    Equivocation,
+    EvidencePool,
+    InvalidEvidence,
+    verify_equivocation,
+)
 from consensus.ledger_app import LedgerApp
 from consensus.messages import BadMessage, Message, decode_message, encode_message
 from consensus.signer import MemorySignerStorage, Signer
@@ -455,6 +460,7 @@ def sim_app(world: World, proposer: bytes, clock: Callable[[], int]) -> LedgerAp
         max_txs=TXS_PER_BLOCK,
         clock=clock,
         candidates=candidates,
+        evidence=EvidencePool(world.validators, CHAIN_ID),
         verified=world.verified,
     )
 
