@@ -206,6 +206,10 @@ class EvidencePool:
     def __len__(self) -> int:
         return len(self._pending)
 
+    def __contains__(self, key: object) -> bool:
+        """Whether a fault (an ``EvidenceKey``) is pending here."""
+        return key in self._pending
+
     def pending(self) -> list[Equivocation]:
         return list(self._pending.values())
 
