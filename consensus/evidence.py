@@ -203,6 +203,22 @@ class EvidencePool:
         self._pending: dict[EvidenceKey, Equivocation] = {}
         self._committed: dict[EvidenceKey, int] = {}  # -> height of the block that did
 
+    @classmethod
+    def restore(
+        cls,
+        validators: ValidatorSet,
+        chain_id: str,
+        head: int,
+        committed: Iterable[tuple[int, bytes]],
+    ) -> EvidencePool:
+        """A restarted node's pool: what the blocks up to ``head`` committed, as its store
+        lists it (height, proof), from ``head + 1 - MAX_EVIDENCE_AGE`` on at least."""
+        pool = cls(validators, chain_id)
+        for height, proof in committed:
+            pool.update(height, (proof,))
+        pool.update(head, ())
+        return pool
+
     def __len__(self) -> int:
         return len(self._pending)
 

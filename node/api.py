@@ -46,6 +46,7 @@ from node.service import (
     AccountTx,
     AccountTxs,
     CommittedBlock,
+    CommittedEvidence,
     ContractInfo,
     FaultControl,
     FaultsInForce,
@@ -64,7 +65,7 @@ MAX_BATCH = 1_000
 MAX_BODY_BYTES = MAX_BATCH * (2 * MAX_TX_BYTES + 4) + 1_024
 MAX_HISTORY_PAGE = 500
 DEFAULT_HISTORY_PAGE = 50
-MAX_LIST = 500  # contracts or offers per answer
+MAX_LIST = 500  # contracts, offers or evidence per answer
 DEFAULT_LIST = 100
 HEX32 = "^[0-9a-fA-F]{64}$"
 MAX_FAULT_BODY_BYTES = 64 * 1024
@@ -267,6 +268,11 @@ class ContractsOut:
 @dataclass(frozen=True, slots=True)
 class OffersOut:
     offers: Sequence[OfferInfo]
+
+
+@dataclass(frozen=True, slots=True)
+class EvidenceOut:
+    evidence: Sequence[CommittedEvidence]
 
 
 @dataclass(frozen=True, slots=True)
@@ -542,6 +548,16 @@ def create_app(
         party: PartyQuery = None, open: OpenQuery = False, limit: LimitQuery = DEFAULT_LIST
     ) -> Response:
         return _answer(OffersOut(node.offers(_party(party), open, limit)))
+
+    @get("/evidence", EvidenceOut, "Committed proofs of equivocation, in the order committed")
+    async def evidence(
+        height: Annotated[
+            int | None,
+            Query(ge=1, le=MAX_HEIGHT, description="Only those the block at this height holds."),
+        ] = None,
+        limit: LimitQuery = MAX_LIST,
+    ) -> Response:
+        return _answer(EvidenceOut(node.evidence(height, limit)))
 
     @get("/head", Head, "The committed tip")
     async def head() -> Response:
