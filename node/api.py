@@ -286,6 +286,7 @@ class HeaderOut:
     tx_root: Hex
     state_root: Hex
     last_cert_hash: Hex
+    evidence_hash: Hex
 
     @classmethod
     def of(cls, header: Header) -> HeaderOut:
@@ -321,6 +322,10 @@ class BlockOut:
         CertOut | None, PydanticField(description="The parent's commit certificate.")
     ]
     cert: Annotated[CertOut | None, PydanticField(description="This block's commit certificate.")]
+    evidence: Annotated[
+        Sequence[Hex],
+        PydanticField(description="Proofs of equivocation the block commits (GET /evidence)."),
+    ]
 
     @classmethod
     def of(cls, committed: CommittedBlock) -> BlockOut:
@@ -332,6 +337,7 @@ class BlockOut:
             [TxOut.of(tx) for tx in block.txs],
             CertOut.of(block.last_cert),
             CertOut.of(committed.cert),
+            block.evidence,
         )
 
 

@@ -149,6 +149,11 @@ class NodeClient:
     def offers(self, *, party: bytes | None, open_only: bool, limit: int) -> list[dict]:
         return self.get(f"/offers?{_list_query(party, open_only, limit)}")["offers"]
 
+    def evidence(self, height: int | None = None) -> list[dict]:
+        """Committed proofs of equivocation (GET /evidence), those of one block if given."""
+        query = "" if height is None else f"?height={height}"
+        return self.get(f"/evidence{query}")["evidence"]
+
     def tx(self, tx_id: str) -> dict:
         return self.get(f"/txs/{tx_id}")
 
