@@ -37,6 +37,7 @@ from consensus.messages import (
     Vote,
     proposal_of,
     signer_of,
+    vote_fields,
     vote_of,
 )
 from consensus.validators import ValidatorSet, signature_ok
@@ -152,15 +153,7 @@ def decode_evidence(data: object) -> Equivocation:
 
 def _message_fields(msg: Message) -> list:
     if isinstance(msg, Vote):
-        return [
-            WIRE_VOTE,
-            int(msg.kind),
-            msg.height,
-            msg.round,
-            msg.block_hash,
-            msg.validator,
-            msg.signature,
-        ]
+        return vote_fields(msg)
     header = msg.block.header.to_list()
     return [
         WIRE_PROPOSAL,

@@ -146,17 +146,20 @@ def encode_message(msg: Message) -> bytes:
                 msg.signature,
             ]
         )
-    return _pack(
-        [
-            WIRE_VOTE,
-            int(msg.kind),
-            msg.height,
-            msg.round,
-            msg.block_hash,
-            msg.validator,
-            msg.signature,
-        ]
-    )
+    return _pack(vote_fields(msg))
+
+
+def vote_fields(vote: Vote) -> list:
+    """A vote's wire fields, as ``vote_of`` reads them back."""
+    return [
+        WIRE_VOTE,
+        int(vote.kind),
+        vote.height,
+        vote.round,
+        vote.block_hash,
+        vote.validator,
+        vote.signature,
+    ]
 
 
 def decode_message(data: bytes) -> Message:
