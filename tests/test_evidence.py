@@ -5,13 +5,15 @@ recent, and then leaves the pool."""
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from nacl.signing import SigningKey
 
 from chain.block import Block, CommitCertificate, evidence_hash
 from chain.errors import InvalidBlock
-from chain.state import build_block
+from chain.state import build_block, execute_block
+from chain.store import Store
 from consensus.events import ReportEvidence
 from consensus.evidence import (
     MAX_EVIDENCE_AGE,
@@ -214,3 +216,20 @@ def test_the_engine_reports_each_fault_once() -> None:
     actions += h.feed(vote(2, VoteKind.PREVOTE, 0, a2.hash))
     reported = [a.evidence.key for a in actions if isinstance(a, ReportEvidence)]
     assert reported == [(PUB[1], 1, "proposal"), (PUB[2], 1, "prevote")]
+
+
+def test_a_restarted_pool_knows_what_the_stored_blocks_committed(tmp_path: Path) -> None:
+    """The rule must not change across a restart: the pool is rebuilt from the store's
+    evidence index, and a proof already on the chain stays refused."""
+    proof = encode_evidence(double_prevote(2, height=1))
+    with Store.open(tmp_path / "db", W.genesis) as store:
+        first, cert = CHAIN[0]
+        store.commit_block(first, cert, execute_block(store.state, first))
+        b = next_block(app_at(1), proof)
+        store.commit_block(b, CommitCertificate(2, 0, b.hash, ()), execute_block(store.state, b))
+        committed = store.evidence(store.head.height + 1 - MAX_EVIDENCE_AGE)
+        pool = EvidencePool.restore(W.validators, CHAIN_ID, store.head.height, committed)
+    assert pool.height == 2 and not pool.add(double_prevote(2, height=1))
+    with pytest.raises(InvalidBlock, match="committed at height 2"):
+        pool.check(3, [proof])
+    pool.check(3, [encode_evidence(double_prevote(3, height=1))])
