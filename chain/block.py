@@ -7,6 +7,9 @@ proposer chose, and the block ships it so every validator can check it.
 
 Certificates are plain data here; checking their signatures needs the validator set and
 the vote format, which live in ``consensus/`` (``consensus.validators.verify_certificate``).
+So is a block's evidence (proofs that a validator signed two conflicting consensus
+messages): to the chain each proof is opaque bytes that the header commits to, at most
+``MAX_BLOCK_EVIDENCE`` of them, each once; ``consensus.evidence`` reads and checks them.
 """
 
 from __future__ import annotations
@@ -20,9 +23,11 @@ import msgpack
 from chain.codec import (
     BLOCK,
     CERTIFICATE,
+    EVIDENCE_IN_BLOCK,
     HASH_SIZE,
     HEADER,
     KEY_SIZE,
+    MAX_BLOCK_EVIDENCE,
     MAX_CHAIN_ID_CHARS,
     MAX_VALIDATORS,
     SIGNATURE_SIZE,
@@ -121,6 +126,7 @@ class Header:
     tx_root: bytes
     state_root: bytes
     last_cert_hash: bytes
+    evidence_hash: bytes = EMPTY_HASH
 
     def to_list(self) -> list:
         return [
@@ -133,6 +139,7 @@ class Header:
             self.tx_root,
             self.state_root,
             self.last_cert_hash,
+            self.evidence_hash,
         ]
 
     @property
@@ -144,9 +151,9 @@ class Header:
         """A header from its decoded fields, every type and range checked before anything
         is built from them. Raises InvalidBlock only."""
         ensure(
-            type(fields) is list and len(fields) == 9,
+            type(fields) is list and len(fields) == 10,
             InvalidBlock,
-            "header must be an array of 9 fields",
+            "header must be an array of 10 fields",
         )
         chain_id, height, round_, prev_hash, proposer, time_ms, *hashes = fields  # type: ignore[misc]
         ensure(
@@ -178,6 +185,7 @@ class Block:
     header: Header
     txs: tuple[Tx, ...]
     last_cert: CommitCertificate | None
+    evidence: tuple[bytes, ...] = ()  # encoded proofs (``consensus.evidence``)
     hash: bytes = field(init=False)
 
     def __post_init__(self) -> None:
@@ -190,7 +198,8 @@ class Block:
     def encode(self) -> bytes:
         cert = None if self.last_cert is None else self.last_cert.to_list()
         return msgpack.packb(
-            [self.header.to_list(), [tx.raw for tx in self.txs], cert], use_bin_type=True
+            [self.header.to_list(), [tx.raw for tx in self.txs], cert, list(self.evidence)],
+            use_bin_type=True,
         )
 
     @classmethod
@@ -201,8 +210,8 @@ class Block:
         decoded, then each is decoded under its own limits (see ``chain.codec.BLOCK``).
         """
         parts = _split(data, BLOCK, "block")
-        ensure(len(parts) == 3, InvalidBlock, "block must be an array of 3 fields")
-        header_bytes, txs_bytes, cert_bytes = parts
+        ensure(len(parts) == 4, InvalidBlock, "block must be an array of 4 fields")
+        header_bytes, txs_bytes, cert_bytes, evidence_bytes = parts
         header = Header.from_list(_unpack(header_bytes, HEADER, "header"))
         try:
             raws = [_unpack(raw, TX_IN_BLOCK, "tx") for raw in _split(txs_bytes, BLOCK, "txs")]
@@ -211,7 +220,16 @@ class Block:
             raise InvalidBlock(f"block holds a malformed tx: {exc}") from None
         cert_fields = _unpack(cert_bytes, CERTIFICATE, "certificate")
         cert = None if cert_fields is None else CommitCertificate.from_list(cert_fields)
-        block = cls(header, txs, cert)
+        evidence_parts = _split(evidence_bytes, BLOCK, "evidence")
+        ensure(
+            len(evidence_parts) <= MAX_BLOCK_EVIDENCE,
+            InvalidBlock,
+            "a block carries at most {} evidence",
+            MAX_BLOCK_EVIDENCE,
+        )
+        evidence = tuple(_unpack(raw, EVIDENCE_IN_BLOCK, "evidence") for raw in evidence_parts)
+        ensure(all(type(e) is bytes for e in evidence), InvalidBlock, "evidence must be bytes")
+        block = cls(header, txs, cert, evidence)  # type: ignore[arg-type]
         check_structure(block)
         return block
 
@@ -227,6 +245,14 @@ def cert_hash(cert: CommitCertificate | None) -> bytes:
     return EMPTY_HASH if cert is None else cert.hash
 
 
+def evidence_hash(evidence: Sequence[bytes]) -> bytes:
+    """Commitment to the ordered evidence list; a block without evidence has the all-zero
+    hash. Each proof is hashed first, so no two lists of proofs share a commitment."""
+    if not evidence:
+        return EMPTY_HASH
+    return hashlib.sha256(b"".join(hashlib.sha256(e).digest() for e in evidence)).digest()
+
+
 def check_structure(block: Block) -> None:
     """Rules a block must follow on its own, before anyone executes it."""
     header, cert = block.header, block.last_cert
@@ -234,6 +260,22 @@ def check_structure(block: Block) -> None:
         header.tx_root == tx_root(block.txs),
         InvalidBlock,
         "tx root does not match the block's transactions",
+    )
+    ensure(
+        header.evidence_hash == evidence_hash(block.evidence),
+        InvalidBlock,
+        "evidence hash does not match the block's evidence",
+    )
+    ensure(
+        len(block.evidence) <= MAX_BLOCK_EVIDENCE,
+        InvalidBlock,
+        "a block carries at most {} evidence",
+        MAX_BLOCK_EVIDENCE,
+    )
+    ensure(
+        len(set(block.evidence)) == len(block.evidence),
+        InvalidBlock,
+        "block holds the same evidence twice",
     )
     ensure(
         header.last_cert_hash == cert_hash(cert),

@@ -34,6 +34,7 @@ MAX_CHAIN_ID_CHARS = 64
 MAX_BLOCK_TXS = 10_000  # a node's configured block_max_txs (default 2,000) must stay below
 MAX_VALIDATORS = 1_000  # banks in a genesis; bounds a certificate's signatures
 MAX_MILESTONES = 12  # in one contract; the longest array a tx holds
+MAX_BLOCK_EVIDENCE = 32  # equivocation proofs one block may carry
 
 _UINT64 = 9  # the widest msgpack integer: a marker byte and 8 bytes
 _UINT16 = 3  # an integer below 65,536 (a validator index)
@@ -118,9 +119,10 @@ TX_IN_BLOCK = Limits(max_bytes=_LEN16 + MAX_TX_BYTES, max_array=0, max_bin=MAX_T
 """One element of a block's tx list: the wire bytes of one tx, as a msgpack bin."""
 
 HEADER = Limits(
-    # [chain_id, height, round, prev_hash, proposer, time_ms, tx_root, state_root, cert hash]
-    max_bytes=1 + _LEN16 + _MAX_CHAIN_ID_BYTES + 3 * _UINT64 + 5 * (2 + HASH_SIZE),
-    max_array=9,
+    # [chain_id, height, round, prev_hash, proposer, time_ms, tx_root, state_root,
+    #  cert hash, evidence hash]
+    max_bytes=1 + _LEN16 + _MAX_CHAIN_ID_BYTES + 3 * _UINT64 + 6 * (2 + HASH_SIZE),
+    max_array=10,
     max_bin=HASH_SIZE,
     max_str=_MAX_CHAIN_ID_BYTES,
 )
@@ -139,18 +141,39 @@ CERTIFICATE = Limits(
 )
 """A commit certificate (``chain.block.CommitCertificate``): about 70 KB at most."""
 
+_SIGNED_MESSAGE = (
+    # [type, height, round, header or vote kind and hash, pol round, signer, signature]
+    1 + 1 + 3 * _UINT64 + HEADER.max_bytes + (2 + KEY_SIZE) + (2 + SIGNATURE_SIZE)
+)
+EVIDENCE = Limits(
+    max_bytes=1 + 2 * _SIGNED_MESSAGE,
+    max_array=HEADER.max_array,
+    max_bin=SIGNATURE_SIZE,
+    max_str=_MAX_CHAIN_ID_BYTES,
+)
+"""One equivocation proof, [message, message]: two signed consensus messages of one
+validator for one slot, a proposal carrying its block's header only (``consensus.evidence``
+reads it; to the chain it is opaque bytes): about 1.3 KB at most."""
+
+EVIDENCE_IN_BLOCK = Limits(
+    max_bytes=_LEN16 + EVIDENCE.max_bytes, max_array=0, max_bin=EVIDENCE.max_bytes, max_str=0
+)
+"""One element of a block's evidence list: the bytes of one proof, as a msgpack bin."""
+
 BLOCK = Limits(
     max_bytes=1
     + HEADER.max_bytes
     + _ARRAY32
     + MAX_BLOCK_TXS * TX_IN_BLOCK.max_bytes
-    + CERTIFICATE.max_bytes,
+    + CERTIFICATE.max_bytes
+    + _ARRAY32
+    + MAX_BLOCK_EVIDENCE * EVIDENCE_IN_BLOCK.max_bytes,
     max_array=MAX_BLOCK_TXS,
-    max_bin=MAX_TX_BYTES,
+    max_bin=max(MAX_TX_BYTES, EVIDENCE.max_bytes),
     max_str=_MAX_CHAIN_ID_BYTES,
 )
-"""A whole block, [header, [tx, ...], certificate or nil]: its header, MAX_BLOCK_TXS txs
-of MAX_TX_BYTES each, and a certificate of MAX_VALIDATORS signatures: about 10.3 MB
-(9.9 MiB) at most, under the 16 MiB p2p frame. ``chain.block.Block.decode`` splits it and
-decodes each part under the limits above, so garbage of this size costs CPU in proportion
-to its bytes and no more memory than one part."""
+"""A whole block, [header, [tx, ...], certificate or nil, [evidence, ...]]: its header,
+MAX_BLOCK_TXS txs of MAX_TX_BYTES each, a certificate of MAX_VALIDATORS signatures and
+MAX_BLOCK_EVIDENCE proofs: about 10.3 MB (9.9 MiB) at most, under the 16 MiB p2p frame.
+``chain.block.Block.decode`` splits it and decodes each part under the limits above, so
+garbage of this size costs CPU in proportion to its bytes and no more memory than one part."""

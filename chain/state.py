@@ -21,12 +21,20 @@ light clients (there are no inclusion proofs).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Container, Iterable
+from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, replace
 
 import msgpack
 
-from chain.block import Block, CommitCertificate, Header, cert_hash, check_structure, tx_root
+from chain.block import (
+    Block,
+    CommitCertificate,
+    Header,
+    cert_hash,
+    check_structure,
+    evidence_hash,
+    tx_root,
+)
 from chain.errors import InvalidBlock, Reason, TxRejected, ensure, present
 from chain.escrow import Contract, Offer, OfferStatus, Settlement
 from chain.genesis import Genesis, Token
@@ -778,13 +786,15 @@ def build_block(
     last_cert: CommitCertificate | None,
     max_txs: int,
     verified: Container[bytes] = (),
+    evidence: Sequence[bytes] = (),
 ) -> Built:
     """Assemble the next block from candidates in order, skipping any that no longer apply.
 
     The time is raised to just after the parent's if the proposer's clock is behind, so
     block times stay strictly increasing. The header and txs satisfy ``execute_block`` by
-    construction and ``check_structure`` checks what the caller supplied (``last_cert``),
-    so the changes are bound to the block without executing it again.
+    construction and ``check_structure`` checks what the caller supplied (``last_cert``
+    and ``evidence``, which the consensus app chose and checked), so the changes are bound
+    to the block without executing it again.
     """
     time_ms = max(time_ms, state.last_time_ms + 1)
     changes = Changes(state, time_ms)
@@ -809,8 +819,9 @@ def build_block(
         tx_root=tx_root(included),
         state_root=changes.root_acc().to_bytes(32, "big"),
         last_cert_hash=cert_hash(last_cert),
+        evidence_hash=evidence_hash(evidence),
     )
-    block = Block(header, tuple(included), last_cert)
+    block = Block(header, tuple(included), last_cert, tuple(evidence))
     check_structure(block)
     changes.block_hash = block.hash
     return Built(block, changes, tuple(rejected))

@@ -1,8 +1,8 @@
-"""The node's LevelDB store: blocks, certificates, tx indexes, state and head.
+"""The node's LevelDB store: blocks, certificates, tx and evidence indexes, state and head.
 
 One database per node (plyvel). A ``Store`` owns the committed in-memory ``State`` too,
 and ``commit_block`` is the only way either changes: it writes the block, its
-certificate, the tx indexes, every changed balance, nonce, registration, supply,
+certificate, the tx and evidence indexes, every changed balance, nonce, registration, supply,
 contract, offer and compliance hold, and the head in ONE ``WriteBatch`` with
 ``sync=True``, then folds the same ``Changes`` into the ``State``. LevelDB applies a
 batch whole or not at all, even across a crash, so after a restart the head, the blocks
@@ -30,6 +30,9 @@ Keys (heights are 8-byte big-endian, so keys sort by height):
     K + contract id     a contract (Contract.to_list), open or settled
     O + offer id        a swap offer (Offer.to_list), open or settled
     F + account         present while the account is frozen (a compliance hold)
+    E + height + position
+                        an evidence proof the block at that height committed (its bytes,
+                        position 2 bytes), so evidence lists without reading blocks
 """
 
 from __future__ import annotations
@@ -55,7 +58,9 @@ from chain.tx import KEY_SIZE, REF_KINDS, Tx, TxKind, decode_tx
 P = ParamSpec("P")
 R = TypeVar("R")
 
-SCHEMA_VERSION = 3  # 2: a supply entry is the outstanding amount; 3: contracts, offers, holds
+# 2: a supply entry is the outstanding amount; 3: contracts, offers, holds; 4: blocks
+# carry evidence, indexed by height
+SCHEMA_VERSION = 4
 
 _META = b"\x00meta"
 _HEAD = b"\x00head"
@@ -70,9 +75,11 @@ _SUPPLY = b"S"
 _CONTRACT = b"K"
 _OFFER = b"O"
 _FROZEN = b"F"
+_EVIDENCE = b"E"
 
 _height_key = struct.Struct(">Q").pack
 _location = struct.Struct(">QI")
+_evidence_key = struct.Struct(">QH").pack
 _LOCATION_SIZE = _location.size
 _pack = msgpack.Packer(use_bin_type=True).pack
 # What decoding corrupt entries can raise; ``_reads_disk`` turns each into a StoreError.
@@ -198,6 +205,8 @@ class Store:
                 if tx.kind in REF_KINDS:
                     for party in _parties(tx, changes) - {sender}:
                         put(_ACCOUNT_TX + party + where, tx_id)
+            for position, proof in enumerate(block.evidence):
+                put(_EVIDENCE + _evidence_key(header.height, position), proof)
             _write_entries(batch, changes)
             put(_HEAD, _encode_head(head))
         state.commit(changes, header)
@@ -239,7 +248,7 @@ class Store:
         data = self._db.get(_BLOCK + _height_key(height))
         if data is None:
             raise StoreError(f"tx index points at missing block {height}")
-        _, raw_txs, _ = _unpack(data)  # type: ignore[misc]
+        raw_txs = _unpack(data)[1]  # type: ignore[index]
         return decode_tx(raw_txs[position])
 
     def account_txs(
@@ -291,7 +300,7 @@ class Store:
                 data = self._db.get(_BLOCK + _height_key(height)) if height >= 1 else None
                 if data is None:
                     raise StoreError(f"no block at height {height}")
-                header_fields, raw_txs, _ = _unpack(data)  # type: ignore[misc]
+                header_fields, raw_txs, *_ = _unpack(data)  # type: ignore[misc]
                 block = blocks[height] = (Header.from_list(header_fields).time_ms, raw_txs)
             time_ms, raw_txs = block
             if not 0 <= position < len(raw_txs):
@@ -318,6 +327,19 @@ class Store:
             for key, tx_id in entries:
                 height, position = _location.unpack(key[-_LOCATION_SIZE:])
                 yield height, position, tx_id
+
+    def evidence(self, first: int = 1, last: int | None = None) -> list[tuple[int, bytes]]:
+        """(height committed at, proof bytes) of the evidence blocks first..last committed
+        (inclusive; ``last`` defaults to the head), in height and block order."""
+        start = _EVIDENCE + _height_key(max(first, 0))
+        if last is None:
+            stop = bytes([_EVIDENCE[0] + 1])  # the first key past every evidence entry
+        else:
+            stop = _EVIDENCE + _height_key(max(last + 1, 0))
+        if start >= stop:
+            return []
+        with self._db.iterator(start=start, stop=stop) as entries:
+            return [(_height_key_of(key), proof) for key, proof in entries]
 
     @_reads_disk
     def balance(self, account: bytes, token: str) -> int:
@@ -485,6 +507,10 @@ def _parties(tx: Tx, changes: Changes) -> set[bytes]:
         return {changes.offers[ref.id].maker}
     contract = changes.contracts[ref.id]
     return {contract.buyer, contract.supplier}
+
+
+def _height_key_of(key: bytes) -> int:
+    return struct.unpack_from(">Q", key, 1)[0]
 
 
 def _encode_head(head: Head) -> bytes:

@@ -51,6 +51,7 @@ from consensus.events import (
     EmptyBlocks,
     Event,
     MessageReceived,
+    ReportEvidence,
     RequestSync,
     ScheduleTimeout,
     TimeoutFired,
@@ -689,16 +690,16 @@ class Engine:
 
     def _record(self, first: Message, second: Message) -> None:
         """Keep the first proof that a validator equivocated, per validator, height and
-        message kind: one proves it faulty, more add nothing. Memory: at most 3 records
-        (~1 KB each: proposals keep only their block's header) per validator per height,
-        for the last ``EVIDENCE_HEIGHTS`` heights."""
+        message kind: one proves it faulty, more add nothing; the caller is given it to
+        put on the chain. Memory: at most 3 records (~1 KB each: proposals keep only their
+        block's header) per validator per height, for the last ``EVIDENCE_HEIGHTS`` heights."""
         evidence = detect(first, second)
         if evidence is None:
             return
-        slot = (evidence.validator, evidence.height, evidence.kind)
-        if slot not in self._evidence_slots:
-            self._evidence_slots.add(slot)
+        if evidence.key not in self._evidence_slots:
+            self._evidence_slots.add(evidence.key)
             self._evidence.append(evidence.without_blocks())
+            self._actions.append(ReportEvidence(self._evidence[-1]))
 
     def _prune_evidence(self) -> None:
         oldest = self._height - EVIDENCE_HEIGHTS

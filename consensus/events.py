@@ -13,6 +13,7 @@ from enum import IntEnum
 from typing import Protocol
 
 from chain.block import Block, CommitCertificate
+from consensus.evidence import Equivocation
 from consensus.messages import Message
 
 
@@ -155,7 +156,15 @@ class RequestSync:
     from_height: int
 
 
-Action = Broadcast | ScheduleTimeout | Commit | RequestSync
+@dataclass(frozen=True, slots=True)
+class ReportEvidence:
+    """A validator equivocated, and this is the first proof of it we hold: keep it to
+    propose and send it to peers (``consensus.evidence.EvidencePool``)."""
+
+    evidence: Equivocation
+
+
+Action = Broadcast | ScheduleTimeout | Commit | RequestSync | ReportEvidence
 
 
 class App(Protocol):

@@ -47,8 +47,8 @@ MAX_ROUND = 2**31 - 1
 MAX_HEIGHT = 2**63 - 1
 _PROPOSAL_TAG = "depnet/proposal/v1"
 _VOTE_TAG = "depnet/vote/v1"
-_WIRE_PROPOSAL = 1
-_WIRE_VOTE = 2
+WIRE_PROPOSAL = 1
+WIRE_VOTE = 2
 
 
 class BadMessage(Exception):
@@ -137,7 +137,7 @@ def encode_message(msg: Message) -> bytes:
     if isinstance(msg, Proposal):
         return _pack(
             [
-                _WIRE_PROPOSAL,
+                WIRE_PROPOSAL,
                 msg.height,
                 msg.round,
                 msg.block.encode(),
@@ -146,17 +146,20 @@ def encode_message(msg: Message) -> bytes:
                 msg.signature,
             ]
         )
-    return _pack(
-        [
-            _WIRE_VOTE,
-            int(msg.kind),
-            msg.height,
-            msg.round,
-            msg.block_hash,
-            msg.validator,
-            msg.signature,
-        ]
-    )
+    return _pack(vote_fields(msg))
+
+
+def vote_fields(vote: Vote) -> list:
+    """A vote's wire fields, as ``vote_of`` reads them back."""
+    return [
+        WIRE_VOTE,
+        int(vote.kind),
+        vote.height,
+        vote.round,
+        vote.block_hash,
+        vote.validator,
+        vote.signature,
+    ]
 
 
 def decode_message(data: bytes) -> Message:
@@ -170,34 +173,42 @@ def decode_message(data: bytes) -> Message:
         if len(parts) != 7:
             raise BadMessage("a message is an array of 7 fields")
         kind = unpack(parts[0], _FIELD)
-        if kind == _WIRE_PROPOSAL and type(kind) is int:
+        if kind == WIRE_PROPOSAL and type(kind) is int:
             fields = [unpack(p, _BLOCK_FIELD if i == 3 else _FIELD) for i, p in enumerate(parts)]
             return _decode_proposal(fields)
-        if kind == _WIRE_VOTE and type(kind) is int:
-            return _decode_vote([unpack(p, _FIELD) for p in parts])
+        if kind == WIRE_VOTE and type(kind) is int:
+            return vote_of([unpack(p, _FIELD) for p in parts])
     except DecodeError as exc:
         raise BadMessage(f"undecodable message: {exc}") from None
     raise BadMessage(f"unknown message type {kind!r}")
 
 
 def _decode_proposal(fields: list) -> Proposal:
-    _, height, round_, raw_block, pol_round, proposer, signature = fields
-    _check_height_round(height, round_)
-    if type(pol_round) is not int or not -1 <= pol_round < round_:
-        raise BadMessage(f"proposal POL round {pol_round!r} must be in [-1, round)")
-    _check_key_and_signature(proposer, signature)
+    raw_block = fields[3]
     if type(raw_block) is not bytes:
         raise BadMessage("proposal block must be bytes")
     try:
         block = Block.decode(raw_block)
     except InvalidBlock as exc:  # Block.decode turns any bytes into a Block or this
         raise BadMessage(f"proposal block: {exc}") from None
+    return proposal_of(fields, block)
+
+
+def proposal_of(fields: list, block: Block) -> Proposal:
+    """A proposal from its decoded wire fields with its block decoded apart (a whole block
+    on the wire, a header alone in evidence). Raises BadMessage only."""
+    _, height, round_, _, pol_round, proposer, signature = fields
+    _check_height_round(height, round_)
+    if type(pol_round) is not int or not -1 <= pol_round < round_:
+        raise BadMessage(f"proposal POL round {pol_round!r} must be in [-1, round)")
+    _check_key_and_signature(proposer, signature)
     if block.height != height:
         raise BadMessage("proposal block is for another height")
     return Proposal(height, round_, block, pol_round, proposer, signature)
 
 
-def _decode_vote(fields: list) -> Vote:
+def vote_of(fields: list) -> Vote:
+    """A vote from its decoded wire fields. Raises BadMessage only."""
     _, kind, height, round_, block_hash, validator, signature = fields
     if type(kind) is not int or kind not in (VoteKind.PREVOTE, VoteKind.PRECOMMIT):
         raise BadMessage(f"unknown vote kind {kind!r}")

@@ -25,10 +25,13 @@ lists the modes), never from a hand-written evil engine.
 Invariants checked: no two honest nodes commit different blocks at a height; every
 committed block re-executes on the reference state and its certificate verifies; honest
 nodes' state roots agree; every evidence record verifies and accuses a byzantine or
-amnesiac validator; at each commit, an honest engine holds no more than
-``Retained.bound`` allows. Liveness: every non-byzantine node (amnesiac ones too) reaches the
-target height by the deadline, which is measured from the time the last partition heals
-and the last crashed node restarts.
+amnesiac validator; no fault is committed as evidence twice, and every equivocation that
+f+1 honest nodes hold (so some honest node of any quorum does) is committed within
+``EVIDENCE_LAG`` heights (nodes gossip what their evidence pool holds at each commit; a
+miss is a liveness failure); at each commit, an honest engine holds no more than
+``Retained.bound`` allows. Liveness: every non-byzantine node (amnesiac ones too) reaches
+the target height by the deadline, which is measured from the time the last partition
+heals and the last crashed node restarts.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from hashlib import sha256
 from nacl.signing import SigningKey
 
 from chain.block import Block, CommitCertificate
+from chain.codec import MAX_BLOCK_EVIDENCE
 from chain.errors import InvalidBlock
 from chain.genesis import Genesis, parse_genesis
 from chain.state import State, execute_block
@@ -57,12 +61,21 @@ from consensus.events import (
     CommitReceived,
     Event,
     MessageReceived,
+    ReportEvidence,
     RequestSync,
     ScheduleTimeout,
     TimeoutFired,
     Timeouts,
 )
-from consensus.evidence import Equivocation, InvalidEvidence, verify_equivocation
+from consensus.evidence import (
+    Equivocation,
+    EvidenceKey,
+    EvidencePool,
+    InvalidEvidence,
+    decode_evidence,
+    encode_evidence,
+    verify_equivocation,
+)
 from consensus.ledger_app import LedgerApp
 from consensus.messages import BadMessage, Message, decode_message, encode_message
 from consensus.signer import MemorySignerStorage, Signer
@@ -83,6 +96,7 @@ TXS_PER_BLOCK = 4
 SYNC_BATCH = 32
 MAX_EVENTS = 3_000_000
 DECODED_CACHE = 50_000  # decoded messages remembered (each is delivered to every peer)
+EVIDENCE_LAG = 4  # heights within which a proof f+1 honest nodes hold must be committed
 
 # Simulated links take a few ms; timeouts are a few times that, as on a LAN.
 SIM_TIMEOUTS = Timeouts(
@@ -309,6 +323,7 @@ class SimResult:
     messages_duplicated: int
     sync_requests: int
     evidence: list[Equivocation]
+    committed_evidence: dict[EvidenceKey, int]  # fault -> height of the block that holds it
     byzantine: dict[int, ByzantineMode]  # validator index -> mode (amnesiac: config.amnesiac)
     sim_time_ms: int
     events: int
@@ -338,6 +353,15 @@ class SimResult:
                 "duplicated": self.messages_duplicated,
                 "sync_requests": self.sync_requests,
             },
+            "evidence_committed": [
+                {
+                    "validator_index": world(self.config.nodes).validators.index(validator),
+                    "height": height,
+                    "kind": kind,
+                    "committed_at": at,
+                }
+                for (validator, height, kind), at in self.committed_evidence.items()
+            ],
             "byzantine": {str(k): v.value for k, v in self.byzantine.items()},
             "amnesiac": sorted(self.config.amnesiac),
             "evidence": [
@@ -455,6 +479,7 @@ def sim_app(world: World, proposer: bytes, clock: Callable[[], int]) -> LedgerAp
         max_txs=TXS_PER_BLOCK,
         clock=clock,
         candidates=candidates,
+        evidence=EvidencePool(world.validators, CHAIN_ID),
         verified=world.verified,
     )
 
@@ -499,10 +524,11 @@ class _RecordingStorage(MemorySignerStorage):
 
 @dataclass(frozen=True, slots=True)
 class _Deliver:
-    """Wire bytes reach a node."""
+    """Wire bytes reach a node: a consensus message, or an evidence proof."""
 
     node: int
     data: bytes
+    evidence: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -558,6 +584,8 @@ class Simulation:
         self.decided_rounds: dict[int, int] = {}
         self.decided_at: dict[int, int] = {}
         self.evidence: dict[tuple[bytes, int, int, str], Equivocation] = {}
+        self.shared: dict[EvidenceKey, int] = {}  # held by f+1 honest nodes -> height then
+        self.committed_evidence: dict[EvidenceKey, int] = {}  # -> height of the block
         self.byzantine = self._choose_byzantine()
         self.nodes = self._make_nodes()
         self.honest = [node for node in self.nodes if node.mode is None]
@@ -624,6 +652,9 @@ class Simulation:
     def _dispatch(self, event: _SimEvent) -> None:
         node = self.nodes[event.node]
         match event:
+            case _Deliver(data=data, evidence=True):
+                if node.app is not None:
+                    self._receive_evidence(node, data)
             case _Deliver(data=data):
                 msg = self._decode(data)
                 if node.engine is not None and msg is not None:
@@ -696,6 +727,7 @@ class Simulation:
         node.engine = node.app = None
         node.epoch += 1
         node.crash_next = False
+        self.shared = {k: h for k, h in self.shared.items() if self._shared(k)}
 
     def _handle(self, node: _Node, event: Event) -> None:
         assert node.engine is not None
@@ -714,6 +746,8 @@ class Simulation:
                 self._commit(node, action.block, action.cert)
             elif isinstance(action, RequestSync):
                 self._request_sync(node, action.from_height)
+            elif isinstance(action, ReportEvidence):
+                self._report(node, action.evidence)
         if node.crash_next:
             self._crash(node)
 
@@ -731,6 +765,7 @@ class Simulation:
         if node.mode is None:
             self._check_commit(node, block, cert)
             self._check_retained(node)
+        self._gossip_evidence(node, node.app.evidence.pending()[:MAX_BLOCK_EVIDENCE])
 
     def _check_commit(self, node: _Node, block: Block, cert: CommitCertificate) -> None:
         """Safety, checked at the moment an honest node commits."""
@@ -748,6 +783,7 @@ class Simulation:
                 self.violations.append(f"height {height}: committed block is invalid: {exc}")
                 return
             self.reference.commit(changes, block.header)
+            self._note_committed_evidence(block)
             self.decided[height] = (block.hash, self.reference.state_root)
             self.decided_rounds[height] = cert.round
             self.decided_at[height] = self.now
@@ -798,15 +834,15 @@ class Simulation:
             delay += int(self.rng.random() * 5 * (cfg.delay_max_ms + 1))
         return delay
 
-    def _send(self, node: _Node, peer: _Node, data: bytes) -> None:
+    def _send(self, node: _Node, peer: _Node, data: bytes, evidence: bool = False) -> None:
         self.sent += 1
         if not self._reachable(node.id, peer.id) or self.rng.random() < self.config.drop:
             self.dropped += 1
             return
-        self._push(self.now + self._delay(), _Deliver(peer.id, data))
+        self._push(self.now + self._delay(), _Deliver(peer.id, data, evidence))
         if self.config.duplicate and self.rng.random() < self.config.duplicate:
             self.duplicated += 1
-            self._push(self.now + self._delay(), _Deliver(peer.id, data))
+            self._push(self.now + self._delay(), _Deliver(peer.id, data, evidence))
 
     def _request_sync(self, node: _Node, from_height: int) -> None:
         """Ask one random reachable peer for decided blocks; request and reply can be lost."""
@@ -835,6 +871,70 @@ class Simulation:
                 return
             self._handle(node, CommitReceived(block, cert))
 
+    # --- evidence ---------------------------------------------------------------------------
+
+    def _report(self, node: _Node, ev: Equivocation) -> None:
+        """A node's engine caught an equivocation: its pool keeps it, its peers get it."""
+        assert node.app is not None
+        if node.app.evidence.add(ev):
+            self._note_held(ev.key)
+            self._gossip_evidence(node, [ev])
+
+    def _note_held(self, key: EvidenceKey) -> None:
+        """From the moment f+1 honest nodes hold a proof, some honest node of every quorum
+        does, so the chain can be asked to commit it within ``EVIDENCE_LAG`` heights."""
+        if key not in self.shared and key not in self.committed_evidence and self._shared(key):
+            self.shared[key] = len(self.decided)
+
+    def _shared(self, key: EvidenceKey) -> bool:
+        holders = sum(1 for n in self.honest if n.app is not None and key in n.app.evidence)
+        return holders > self.world.validators.f
+
+    def _gossip_evidence(self, node: _Node, evidence: list[Equivocation]) -> None:
+        """Proofs travel apart from consensus messages and are never rewritten: a
+        byzantine validator's engine is honest, its faults are in its outbound messages."""
+        for ev in evidence:
+            data = encode_evidence(ev)
+            for peer in self.nodes:
+                if peer.id != node.id:
+                    self._send(node, peer, data, evidence=True)
+
+    def _receive_evidence(self, node: _Node, data: bytes) -> None:
+        assert node.app is not None
+        try:
+            ev = node.app.evidence.receive(data)
+        except InvalidEvidence as exc:  # every sender runs an honest engine
+            self.violations.append(f"node {node.id} received evidence that proves nothing: {exc}")
+            return
+        if ev is not None:
+            self._note_held(ev.key)
+
+    def _note_committed_evidence(self, block: Block) -> None:
+        for proof in block.evidence:
+            key = decode_evidence(proof).key
+            if key in self.committed_evidence:
+                self.violations.append(
+                    f"height {block.height}: evidence committed again "
+                    f"(first at height {self.committed_evidence[key]})"
+                )
+            self.committed_evidence.setdefault(key, block.height)
+
+    def _uncommitted_evidence(self) -> list[str]:
+        """Liveness of evidence: a proof f+1 honest nodes held when the chain was at height
+        h is on the chain by height h + ``EVIDENCE_LAG``."""
+        top = len(self.decided)
+        missing = []
+        for (validator, height, kind), shared_at in sorted(self.shared.items()):
+            if shared_at + EVIDENCE_LAG <= top and (validator, height, kind) not in (
+                self.committed_evidence
+            ):
+                accused = self.world.validators.index(validator)
+                missing.append(
+                    f"{kind} equivocation of validator {accused} at height {height}, held by "
+                    f"f+1 honest nodes at height {shared_at}, not committed by height {top}"
+                )
+        return missing
+
     # --- the verdict ------------------------------------------------------------------------
 
     def _collect_evidence(self, node: _Node) -> None:
@@ -858,8 +958,12 @@ class Simulation:
             self._collect_evidence(node)
         self._check_evidence()
         committed = {n.id: len(n.committed) for n in self.honest}
+        missing = self._uncommitted_evidence()
         if self.violations:
             verdict = Verdict.SAFETY_VIOLATION
+        elif missing:
+            verdict = Verdict.LIVENESS_FAILURE
+            self.violations += missing
         elif any(h < self.config.heights for h in committed.values()):
             verdict = Verdict.LIVENESS_FAILURE
             behind = ", ".join(
@@ -891,6 +995,7 @@ class Simulation:
             evidence=sorted(
                 self.evidence.values(), key=lambda e: (e.height, e.round, e.kind, e.validator)
             ),
+            committed_evidence=dict(self.committed_evidence),
             byzantine=self.byzantine,
             sim_time_ms=self.now,
             events=self.events,

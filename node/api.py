@@ -50,6 +50,7 @@ from node.service import (
     AccountTx,
     AccountTxs,
     CommittedBlock,
+    CommittedEvidence,
     ContractInfo,
     FaultControl,
     FaultsInForce,
@@ -77,7 +78,7 @@ SUBMIT_BATCH = Limits(
 RETRY_AFTER_S = 1  # a full pool holds ~2 s of commits: half of it has gone by then
 MAX_HISTORY_PAGE = 500
 DEFAULT_HISTORY_PAGE = 50
-MAX_LIST = 500  # contracts or offers per answer
+MAX_LIST = 500  # contracts, offers or evidence per answer
 DEFAULT_LIST = 100
 HEX32 = "^[0-9a-fA-F]{64}$"
 MAX_FAULT_BODY_BYTES = 64 * 1024
@@ -283,6 +284,11 @@ class OffersOut:
 
 
 @dataclass(frozen=True, slots=True)
+class EvidenceOut:
+    evidence: Sequence[CommittedEvidence]
+
+
+@dataclass(frozen=True, slots=True)
 class HeaderOut:
     chain_id: str
     height: int
@@ -293,6 +299,7 @@ class HeaderOut:
     tx_root: Hex
     state_root: Hex
     last_cert_hash: Hex
+    evidence_hash: Hex
 
     @classmethod
     def of(cls, header: Header) -> HeaderOut:
@@ -328,6 +335,10 @@ class BlockOut:
         CertOut | None, PydanticField(description="The parent's commit certificate.")
     ]
     cert: Annotated[CertOut | None, PydanticField(description="This block's commit certificate.")]
+    evidence: Annotated[
+        Sequence[Hex],
+        PydanticField(description="Proofs of equivocation the block commits (GET /evidence)."),
+    ]
 
     @classmethod
     def of(cls, committed: CommittedBlock) -> BlockOut:
@@ -339,6 +350,7 @@ class BlockOut:
             [TxOut.of(tx) for tx in block.txs],
             CertOut.of(block.last_cert),
             CertOut.of(committed.cert),
+            block.evidence,
         )
 
 
@@ -583,6 +595,16 @@ def create_app(
         party: PartyQuery = None, open: OpenQuery = False, limit: LimitQuery = DEFAULT_LIST
     ) -> Response:
         return _answer(OffersOut(node.offers(_party(party), open, limit)))
+
+    @get("/evidence", EvidenceOut, "Committed proofs of equivocation, in the order committed")
+    async def evidence(
+        height: Annotated[
+            int | None,
+            Query(ge=1, le=MAX_HEIGHT, description="Only those the block at this height holds."),
+        ] = None,
+        limit: LimitQuery = MAX_LIST,
+    ) -> Response:
+        return _answer(EvidenceOut(node.evidence(height, limit)))
 
     @get("/head", Head, "The committed tip")
     async def head() -> Response:

@@ -49,7 +49,12 @@ from node.service import FaultsInForce, FaultSpecError
 log = logging.getLogger("depnet.faults")
 
 KINDS = {"consensus": Kind.CONSENSUS, "txs": Kind.TXS, "sync": Kind.SYNC_REQUEST}
-_KIND_NAMES = {Kind.CONSENSUS: "consensus", Kind.TXS: "txs", Kind.SYNC_REQUEST: "sync"}
+_KIND_NAMES = {
+    Kind.CONSENSUS: "consensus",
+    Kind.EVIDENCE: "consensus",  # evidence travels, and is cut, with consensus messages
+    Kind.TXS: "txs",
+    Kind.SYNC_REQUEST: "sync",
+}
 BYZANTINE_MODES = {
     "equivocate": ByzantineMode.EQUIVOCATE,
     # A live node runs one engine per key, so a double voter is made by rewriting: each of

@@ -76,6 +76,7 @@ class Kind(IntEnum):
     TXS = 2
     SYNC_REQUEST = 3
     SYNC_RESPONSE = 4
+    EVIDENCE = 5  # an equivocation proof (``consensus.evidence``), on the consensus stream
 
 
 _KINDS = frozenset(Kind)
@@ -84,6 +85,7 @@ _STREAM_OF_KIND = {
     Kind.HEARTBEAT: CONSENSUS_PROTOCOL,
     Kind.CONSENSUS: CONSENSUS_PROTOCOL,
     Kind.TXS: TXS_PROTOCOL,
+    Kind.EVIDENCE: CONSENSUS_PROTOCOL,
 }
 _STREAM_PROTOCOLS = (CONSENSUS_PROTOCOL, TXS_PROTOCOL)
 

@@ -27,6 +27,7 @@ import trio
 from nacl.signing import SigningKey
 
 from chain.block import Block, CommitCertificate
+from chain.codec import MAX_BLOCK_EVIDENCE
 from chain.store import Store
 from consensus.engine import Engine
 from consensus.events import (
@@ -34,10 +35,12 @@ from consensus.events import (
     Commit,
     EmptyBlocks,
     MessageReceived,
+    ReportEvidence,
     RequestSync,
     ScheduleTimeout,
     TxsAvailable,
 )
+from consensus.evidence import MAX_EVIDENCE_AGE, Equivocation, EvidencePool, encode_evidence
 from consensus.ledger_app import LedgerApp
 from consensus.messages import Message as ConsensusMessage
 from consensus.messages import signer_of
@@ -109,12 +112,20 @@ class Node:
             max_size=config.mempool_min_txs,
             max_verified=2 * config.mempool_max_txs,
         )
+        head = self.store.state.height
+        self.evidence = EvidencePool.restore(
+            self.validators,
+            self.genesis.chain_id,
+            head,
+            self.store.evidence(head + 1 - MAX_EVIDENCE_AGE),
+        )
         self.app = LedgerApp(
             self.store.state,
             proposer=self.pubkey,
             max_txs=config.block_max_txs,
             clock=self.faults.wall_clock,
             candidates=lambda _height: self.mempool.candidates(config.block_max_txs),
+            evidence=self.evidence,
             verified=self.mempool.verified,
         )
         self.signer = Signer(self.key, FileSignerStorage(home.signer_file), self.genesis.chain_id)
@@ -229,6 +240,8 @@ class Node:
                 self._commit(action.block, action.cert)
             elif isinstance(action, RequestSync):
                 self.sync.start(action.from_height, nursery)
+            elif isinstance(action, ReportEvidence):
+                self._report(action.evidence)
 
     def _txs_available(self, height: int) -> None:
         """Tell the engine that a block at ``height`` would hold txs. Never blocks: with
@@ -245,6 +258,9 @@ class Node:
         changes = self.app.take_changes(block)
         self.store.commit_block(block, cert, changes)
         self.mempool.on_commit(block)
+        # Pending proofs go out again at each commit: a peer that lost them, or joined
+        # since, gets them, and a proposer that holds them puts them in its next block.
+        self._gossip_evidence(self.evidence.pending()[:MAX_BLOCK_EVIDENCE])
         self.last_commit_time = trio.current_time()
         self.mempool.max_size = self.sizer.record(len(block.txs), self.last_commit_time)
         self.pipeline.committed(self.last_commit_time)
@@ -257,8 +273,19 @@ class Node:
             height=block.height,
             round=block.header.round,
             txs=len(block.txs),
+            evidence=len(block.evidence),
             hash=block.hash.hex(),
         )
+
+    def _report(self, ev: Equivocation) -> None:
+        """Our engine caught an equivocation: keep the proof to propose, send it on."""
+        if self.evidence.add(ev):
+            self._gossip_evidence([ev])
+            log_event(log, "equivocation", **_described(ev))
+
+    def _gossip_evidence(self, evidence: list[Equivocation]) -> None:
+        for ev in evidence:
+            self.faults.broadcast(Kind.EVIDENCE, encode_evidence(ev))
 
     # --- network -------------------------------------------------------------------------
 
@@ -288,6 +315,10 @@ class Node:
             await self.gossip.admit(frame.payload)
         elif frame.kind is Kind.SYNC_REQUEST:
             self.faults.respond(frame, self.sync.serve(frame.sender, frame.payload))
+        elif frame.kind is Kind.EVIDENCE:
+            ev = self.evidence.receive(frame.payload)  # InvalidEvidence: a bad message
+            if ev is not None:
+                log_event(log, "equivocation reported by a peer", **_described(ev))
 
     def _decode_consensus(self, payload: bytes) -> ConsensusMessage:
         """Decode and verify a consensus frame, once per distinct frame.
@@ -307,6 +338,10 @@ class Node:
         if len(self.decoded) > DECODED_CACHE_SIZE:
             self.decoded.popitem(last=False)
         return msg
+
+
+def _described(ev: Equivocation) -> dict[str, object]:
+    return {"validator": ev.validator.hex()[:16], "height": ev.height, "kind": ev.kind}
 
 
 def run_node(home: Path) -> None:

@@ -29,6 +29,7 @@ from chain.escrow import Contract, Offer, OfferStatus, Settlement
 from chain.store import Store
 from chain.tx import Tx, decode_tx
 from consensus.engine import Engine
+from consensus.evidence import decode_evidence
 from node.mempool import Mempool, MempoolError, MempoolFull, TxStatus
 from node.metrics import Metrics
 from node.txgossip import TxGossip
@@ -198,6 +199,22 @@ class CommittedBlock:
 
 
 @dataclass(frozen=True, slots=True)
+class CommittedEvidence:
+    """A proof that ``validator`` (of ``bank``) signed two conflicting ``kind`` messages at
+    (height, round), committed by the block at ``committed_at``. ``proof`` is its bytes
+    (``consensus.evidence.decode_evidence``), so a reader can verify it without trusting
+    this node."""
+
+    validator: Hex
+    bank: str
+    height: int
+    round: int
+    kind: str
+    committed_at: int
+    proof: Hex
+
+
+@dataclass(frozen=True, slots=True)
 class Head:
     """The committed tip. Before the first block: height 0, a zero hash, the genesis root."""
 
@@ -343,6 +360,11 @@ class NodeService(Protocol):
         ones only if ``open_only``, in order of expiry."""
         ...
 
+    def evidence(self, height: int | None, limit: int) -> list[CommittedEvidence]:
+        """The first ``limit`` proofs of equivocation committed (by the block at ``height``
+        only, if given), in the order the chain committed them."""
+        ...
+
     def head(self) -> Head: ...
 
     def status(self) -> NodeStatus: ...
@@ -456,6 +478,26 @@ class LocalService:
     def offers(self, party: bytes | None, open_only: bool, limit: int) -> list[OfferInfo]:
         found = (OfferInfo.of(i, o) for i, o in self.store.state.offers.items())
         return _select(found, party, open_only, limit)
+
+    def evidence(self, height: int | None, limit: int) -> list[CommittedEvidence]:
+        store = self.store
+        entries = store.evidence() if height is None else store.evidence(height, height)
+        banks = {bank.validator: bank.name for bank in store.genesis.banks}
+        found = []
+        for committed_at, proof in entries[:limit]:
+            ev = decode_evidence(proof)
+            found.append(
+                CommittedEvidence(
+                    ev.validator,
+                    banks[ev.validator],
+                    ev.height,
+                    ev.round,
+                    ev.kind,
+                    committed_at,
+                    proof,
+                )
+            )
+        return found
 
     def head(self) -> Head:
         state = self.store.state

@@ -43,6 +43,7 @@ class FakeNetwork:
         self.history_page = 500  # most txs a history page holds (a real node: up to limit)
         self.faults: dict[str, list[dict]] = {}  # bank -> fault specs posted to /admin/faults
         self.times: list[int] = []  # each block's time
+        self.evidence: list[dict] = []  # what GET /evidence answers (CommittedEvidence JSON)
         self.skipped_ms = 0  # how far ``advance`` moved the clock past one second a block
 
     def advance(self, ms: int) -> None:
@@ -77,6 +78,7 @@ class FakeNetwork:
             (r"/contracts", lambda: self._records("contracts", parts.query)),
             (r"/offers/([0-9a-f]{64})", self._offer),
             (r"/offers", lambda: self._records("offers", parts.query)),
+            (r"/evidence", lambda: self._evidence(parts.query)),
             (r"/head", self._head),
             (r"/status", lambda: self._status(bank)),
         ):
@@ -241,6 +243,7 @@ class FakeNetwork:
                 "tx_root": "00" * 32,
                 "state_root": "00" * 32,
                 "last_cert_hash": "00" * 32,
+                "evidence_hash": "00" * 32,
             },
             "txs": [as_json(TxOut.of(tx)) for tx in txs],
             "last_cert": None,
@@ -250,7 +253,13 @@ class FakeNetwork:
                 "block_hash": _hash(height),
                 "signatures": [[0, "00"], [1, "00"], [2, "00"]],
             },
+            "evidence": [e["proof"] for e in self.evidence if e["committed_at"] == height],
         }
+
+    def _evidence(self, query: str) -> tuple[int, bytes]:
+        height = parse_qs(query).get("height")
+        found = [e for e in self.evidence if not height or e["committed_at"] == int(height[0])]
+        return _ok({"evidence": found})
 
     def _head(self) -> tuple[int, bytes]:
         height = len(self.blocks)

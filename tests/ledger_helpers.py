@@ -87,6 +87,7 @@ def build_next(
     *,
     verified: Container[bytes] = (),
     time_ms: int | None = None,
+    evidence: tuple[bytes, ...] = (),
 ) -> Built:
     """The next block on a store's (or a bare state's) head, from the ``txs`` that apply,
     proposed by JPM's validator at ``time_ms`` (by default 1 ms after its parent),
@@ -107,6 +108,7 @@ def build_next(
         last_cert=last_cert,
         max_txs=MAX_BLOCK_TXS,
         verified=verified,
+        evidence=evidence,
     )
 
 
@@ -116,10 +118,11 @@ def commit(
     *,
     verified: Container[bytes] = (),
     time_ms: int | None = None,
+    evidence: tuple[bytes, ...] = (),
 ) -> Block:
     """Build the next block from ``txs`` on the store's state and commit it; every tx
     must apply."""
-    built = build_next(store, txs, verified=verified, time_ms=time_ms)
+    built = build_next(store, txs, verified=verified, time_ms=time_ms, evidence=evidence)
     assert not built.rejected, built.rejected
     store.commit_block(built.block, certificate(built.block), built.changes)
     return built.block

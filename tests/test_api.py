@@ -44,6 +44,7 @@ from node.service import (
     AccountTx,
     AccountTxs,
     CommittedBlock,
+    CommittedEvidence,
     ContractInfo,
     Head,
     NodeStatus,
@@ -55,6 +56,8 @@ from tests.ledger_helpers import CHAIN_ID, USD, build_next, key, make_genesis
 CHAIN = CHAIN_ID
 ALICE = key("alice")
 BOB = key("bob")
+VALIDATOR = bytes(range(32))
+EVIDENCE = CommittedEvidence(VALIDATOR, "JPM", 3, 1, "prevote", 4, b"\x01\x02")
 
 
 def _block() -> Block:
@@ -168,6 +171,10 @@ class FakeNode:
     def offers(self, party: bytes | None, open_only: bool, limit: int) -> list[OfferInfo]:
         self.list_reads.append(("offers", party, open_only, limit))
         return [OFFER]
+
+    def evidence(self, height: int | None, limit: int) -> list[CommittedEvidence]:
+        self.list_reads.append(("evidence", height, limit))
+        return [EVIDENCE] if height in (None, EVIDENCE.committed_at) else []
 
     def head(self) -> Head:
         return Head(CHAIN, 1, BLOCK.hash, BLOCK.header.state_root, BLOCK.header.time_ms)
@@ -433,6 +440,20 @@ async def test_openapi_documents_every_route(client: httpx.AsyncClient) -> None:
     assert schema["properties"]["txs"]["maxItems"] == MAX_BATCH
     assert "422" not in json.dumps(doc["paths"])
     assert "400" in doc["paths"]["/txs/{tx_id}"]["get"]["responses"]
+
+
+async def test_committed_evidence_is_listed_whole_or_per_block(
+    client: httpx.AsyncClient, fake: FakeNode
+) -> None:
+    listed = (await client.get("/evidence")).json()["evidence"]
+    assert listed == [
+        {"validator": VALIDATOR.hex(), "bank": "JPM", "height": 3, "round": 1,
+         "kind": "prevote", "committed_at": 4, "proof": "0102"}
+    ]  # fmt: skip
+    assert (await client.get("/evidence?height=5&limit=3")).json() == {"evidence": []}
+    assert fake.list_reads == [("evidence", None, 500), ("evidence", 5, 3)]
+    for bad in ("/evidence?height=0", "/evidence?height=x", "/evidence?limit=501"):
+        assert_error(await client.get(bad), 400, "invalid_request")
 
 
 async def test_contracts_and_offers(client: httpx.AsyncClient, fake: FakeNode) -> None:

@@ -438,6 +438,26 @@ def test_chain_head_block_and_tx(home: Path, fake: FakeNetwork) -> None:
     assert run(home, "chain", "block", "0").exit_code == 2
 
 
+def test_chain_evidence_lists_who_signed_twice_and_where(home: Path, fake: FakeNetwork) -> None:
+    assert "no evidence committed" in ok(run(home, "chain", "evidence"))
+    for _ in range(3):
+        ok(transfer(home))
+    bnp = next(b for b in fake.genesis.banks if b.name == "BNP")
+    fake.evidence = [
+        {"validator": bnp.validator.hex(), "bank": "BNP", "height": 1, "round": r, "kind": kind,
+         "committed_at": 2 + r, "proof": "ab" * 8}
+        for r, kind in ((0, "proposal"), (1, "prevote"))
+    ]  # fmt: skip
+    out = ok(run(home, "chain", "evidence"))
+    assert "BNP" in out and "proposal" in out and "prevote" in out
+    assert json.loads(ok(run(home, "chain", "evidence", "--json"))) == fake.evidence
+    one = json.loads(ok(run(home, "chain", "evidence", "--height", "3", "--json")))
+    assert [e["kind"] for e in one] == ["prevote"]
+    none = ok(run(home, "chain", "evidence", "--height", "9"))
+    assert "no evidence committed at height 9" in none
+    assert "1 evidence" in ok(run(home, "chain", "block", "2"))
+
+
 # --- status -------------------------------------------------------------------------------
 
 

@@ -20,6 +20,9 @@ from cli.devnet.faults import Frames
 from cli.devnet.load import interleave, load_payers, sign_transfers
 from cli.devnet.localnet import LocalNet
 from cli.main import main
+from consensus.evidence import decode_evidence, verify_equivocation
+from consensus.messages import Proposal
+from consensus.validators import ValidatorSet
 from tests.netfixture import start_localnet
 
 pytestmark = pytest.mark.network
@@ -121,7 +124,9 @@ def test_drop_delay_and_duplicate_slow_the_network_but_it_commits(ln: LocalNet) 
     assert sum(counts["DBS"]["duplicated"].values()) > 0 and not counts["HSBC"]["duplicated"]
 
 
-def test_equivocating_proposer_is_caught_with_evidence(ln: LocalNet) -> None:
+def test_equivocating_proposer_is_caught_and_its_evidence_committed(ln: LocalNet) -> None:
+    """Two signed proposals of BNP for one height and round reach the chain as a proof
+    every node lists, and anyone holding genesis can check it."""
     faults.byzantine(ln.net, "BNP", "equivocate", seed=2)
     honest = [b for b in ln.banks if b != "BNP"]
 
@@ -133,6 +138,27 @@ def test_equivocating_proposer_is_caught_with_evidence(ln: LocalNet) -> None:
     out = CliRunner().invoke(main, ["status", "--json", "--home", str(ln.net.path)]).output
     shown = {n["bank"]: n["evidence"] for n in json.loads(out)["nodes"]}
     assert any(shown[bank] for bank in honest)
+
+    def committed() -> list[dict] | None:
+        lists = [ln.get(bank, "/evidence")["evidence"] for bank in ln.banks]
+        firsts = [next((e for e in found if e["kind"] == "proposal"), None) for found in lists]
+        return firsts if all(firsts) else None
+
+    firsts = ln.wait_for(committed, TIMEOUT, "BNP's double proposal committed as evidence")
+    first = firsts[0]
+    assert all(f == first for f in firsts) and first["bank"] == "BNP"
+    proof = decode_evidence(bytes.fromhex(first["proof"]))
+    verify_equivocation(proof, ValidatorSet(ln.genesis.validators), ln.genesis.chain_id)
+    one, two = proof.first, proof.second
+    assert isinstance(one, Proposal) and isinstance(two, Proposal)
+    assert (one.height, one.round) == (two.height, two.round) == (first["height"], first["round"])
+    assert one.block.hash != two.block.hash
+    assert first["proof"] in ln.block("JPM", first["committed_at"])["evidence"]
+    home = ["--home", str(ln.net.path)]
+    listed = json.loads(CliRunner().invoke(main, ["chain", "evidence", "--json", *home]).output)
+    assert first in listed
+    table = CliRunner().invoke(main, ["chain", "evidence", *home]).output
+    assert "BNP" in table and "proposal" in table
 
 
 def test_a_restarted_node_behind_its_peers_answers_503_syncing_until_caught_up(

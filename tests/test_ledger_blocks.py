@@ -7,7 +7,8 @@ from dataclasses import replace
 
 import pytest
 
-from chain.block import Block, cert_hash, tx_root
+from chain.block import Block, cert_hash, evidence_hash, tx_root
+from chain.codec import MAX_BLOCK_EVIDENCE
 from chain.errors import InvalidBlock
 from chain.state import State, execute_block
 from chain.tx import TxKind, sign_tx
@@ -68,6 +69,29 @@ def test_a_built_block_executes_to_its_root_and_binds_its_changes() -> None:
 
 
 # -- structure: what a block must satisfy on its own ----------------------------------------
+
+
+def test_evidence_travels_in_the_block_and_the_header_commits_to_it() -> None:
+    proofs = (b"proof one", b"proof two")
+    block = build_next(State(GENESIS), [pay(0)], evidence=proofs).block
+    assert block.evidence == proofs and block.header.evidence_hash == evidence_hash(proofs)
+    assert Block.decode(block.encode()) == block
+    assert execute_block(State(GENESIS), block).block_hash == block.hash
+    swapped = Block(block.header, block.txs, block.last_cert, proofs[::-1])
+    assert "evidence hash" in refused(State(GENESIS), swapped)
+    assert "evidence hash" in refused(State(GENESIS), Block(block.header, block.txs, None))
+
+
+def test_a_block_carries_each_evidence_once_and_at_most_the_limit() -> None:
+    twice = (b"proof", b"proof")
+    block = build_next(State(GENESIS), [], evidence=(b"proof",)).block
+    doubled = Block(replace(block.header, evidence_hash=evidence_hash(twice)), (), None, twice)
+    assert "same evidence twice" in refused(State(GENESIS), doubled)
+    many = tuple(b"%d" % i for i in range(MAX_BLOCK_EVIDENCE + 1))
+    crowded = Block(replace(block.header, evidence_hash=evidence_hash(many)), (), None, many)
+    assert "at most 32 evidence" in refused(State(GENESIS), crowded)
+    with pytest.raises(InvalidBlock, match="at most 32 evidence"):
+        Block.decode(crowded.encode())
 
 
 def test_a_tx_root_that_does_not_match_the_txs_is_refused() -> None:

@@ -225,13 +225,13 @@ def test_a_huge_declared_array_is_refused_before_anything_is_allocated() -> None
     for decoder in (Block.decode, CommitCertificate.decode):
         with pytest.raises(InvalidBlock):
             decoder(ARRAY32_OF_4G)
-    header, _, cert = msgpack.unpackb(BLOCK_2.encode(), raw=False)
-    nested = b"\x93" + encoded(header) + ARRAY32_OF_4G + encoded(cert)  # the tx list
+    header, _, cert, evidence = msgpack.unpackb(BLOCK_2.encode(), raw=False)
+    nested = b"\x94" + encoded(header) + ARRAY32_OF_4G + encoded(cert) + encoded(evidence)
     with pytest.raises(InvalidBlock, match="block: undecodable"):  # skipping ran out of bytes
         Block.decode(nested)
     too_many = b"\xdd" + (MAX_BLOCK_TXS + 1).to_bytes(4, "big") + b"\xc0" * (MAX_BLOCK_TXS + 1)
     with pytest.raises(InvalidBlock, match="txs: an array of 10001 elements, at most 10000"):
-        Block.decode(b"\x93" + encoded(header) + too_many + encoded(cert))
+        Block.decode(b"\x94" + encoded(header) + too_many + encoded(cert) + encoded(evidence))
 
 
 def test_deep_nesting_is_refused() -> None:
@@ -248,10 +248,10 @@ def test_a_4_mb_frame_of_nested_arrays_is_refused_in_bounded_memory() -> None:
     """Legal in every count and every byte limit of a block but one: its txs are arrays of
     400 empty arrays. Unpacked whole, it is 4 million lists (~257 MB); split, each
     element is refused on its own and memory stays near the frame's size."""
-    header, _, cert = msgpack.unpackb(BLOCK_2.encode(), raw=False)
+    header, _, cert, evidence = msgpack.unpackb(BLOCK_2.encode(), raw=False)
     element = b"\xdc" + (400).to_bytes(2, "big") + b"\x90" * 400
     txs = b"\xdd" + MAX_BLOCK_TXS.to_bytes(4, "big") + element * MAX_BLOCK_TXS
-    frame = b"\x93" + encoded(header) + txs + encoded(cert)
+    frame = b"\x94" + encoded(header) + txs + encoded(cert) + encoded(evidence)
     assert 4_000_000 < len(frame) <= BLOCK.max_bytes
     tracemalloc.start()
     try:

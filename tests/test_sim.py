@@ -146,6 +146,9 @@ def test_byzantine_equivocation_is_found_and_pinned_on_the_right_validator() -> 
         assert result.evidence, f"{mode}: no equivocation detected"
         accused = {world(4).validators.index(e.validator) for e in result.evidence}
         assert accused == set(result.byzantine)
+        # What the honest nodes found is committed, bar what the last heights found.
+        found = {(e.validator, e.height, e.kind) for e in result.evidence}
+        assert {key for key in found if key[1] < 12} <= set(result.committed_evidence), mode
 
 
 def test_invalid_blocks_are_never_committed() -> None:

@@ -91,6 +91,7 @@ def test_sweep_of_random_fault_mixes_is_safe_and_live() -> None:
         faults.update(str(mode) for mode in result.byzantine.values())
         faults.update(str(crash.kind) for crash in config.crashes)
         faults.update("skew" for _ in config.skew)
+        faults.update("evidence committed" for _ in result.committed_evidence)
         if result.verdict is not Verdict.OK:
             failures.append(
                 f"{nodes} validators, seed {seed}: {result.verdict.value}: "
@@ -100,6 +101,6 @@ def test_sweep_of_random_fault_mixes_is_safe_and_live() -> None:
     print(f"\nsweep: {len(SWEEP)} runs in {elapsed:.1f} s; faults: {dict(sorted(faults.items()))}")
     # Every new mode and fault is in the mix, not only in the code.
     assert set(faults) >= {str(m) for m in ByzantineMode if m is not ByzantineMode.MIXED}
-    assert set(faults) >= {str(k) for k in CrashKind} | {"skew"}
+    assert set(faults) >= {str(k) for k in CrashKind} | {"skew", "evidence committed"}
     if failures:
         pytest.fail(f"{len(failures)} of {len(SWEEP)} runs failed:\n" + "\n".join(failures))

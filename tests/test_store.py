@@ -74,6 +74,19 @@ def test_committed_blocks_read_back_by_height_and_tx_id(store: Store) -> None:
     assert store.head.height == 2 and store.head.hash == second.hash
 
 
+def test_committed_evidence_is_listed_by_height_without_reading_blocks(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "db", GENESIS) as store:
+        commit(store, [], evidence=(b"first", b"second"))
+        commit(store, [])
+        commit(store, [], evidence=(b"third",))
+        assert store.evidence() == [(1, b"first"), (1, b"second"), (3, b"third")]
+        assert store.evidence(2) == [(3, b"third")] and store.evidence(1, 2)[-1] == (1, b"second")
+        assert store.evidence(4) == [] and store.evidence(3, 2) == []
+        assert store.block(1).evidence == (b"first", b"second")  # type: ignore[union-attr]
+    with Store.open(tmp_path / "db", GENESIS) as reopened:
+        assert len(reopened.evidence()) == 3
+
+
 def test_disk_reads_follow_every_kind_of_change(store: Store) -> None:
     commit(
         store,

@@ -1,4 +1,5 @@
-"""`depnet chain head | block H | tx ID`: read the committed chain from a live node."""
+"""`depnet chain head | block H | tx ID | evidence`: read the committed chain from a live
+node."""
 
 from __future__ import annotations
 
@@ -82,6 +83,8 @@ def block(height: int, home: Path, node: str | None, as_json: bool) -> None:
     if cert is not None:
         click.echo(f"  committed by {len(cert['signatures'])} precommits in round {cert['round']}")
     click.echo(f"  {len(found['txs'])} txs")
+    if found["evidence"]:
+        click.echo(f"  {len(found['evidence'])} evidence (depnet chain evidence --height {height})")
     if found["txs"]:
         print_table(
             ["tx", "kind", "from", "to", "amount", "memo"],
@@ -124,6 +127,37 @@ def tx(tx_id: str, home: Path, node: str | None, as_json: bool) -> None:
             f"{names.get(body['sender'], body['sender'])} to {names.get(body['to'], body['to'])}"
             + (f", memo {body['memo']}" if body["memo"] else "")
         )
+
+
+@chain.command()
+@click.option("--height", type=click.IntRange(1), help="Only what the block at HEIGHT holds.")
+@read_options
+def evidence(height: int | None, home: Path, node: str | None, as_json: bool) -> None:
+    """Equivocations committed on the chain: who signed twice, where, and which block
+    committed the proof."""
+    client, _, _ = _client(home, node)
+    with client:
+        found = client.evidence(height)
+    if as_json:
+        echo_json(found)
+        return
+    if not found:
+        click.echo("no evidence committed" + (f" at height {height}" if height else ""))
+        return
+    print_table(
+        ["bank", "validator", "height", "round", "kind", "committed at"],
+        [
+            [
+                e["bank"],
+                short_hex(e["validator"]),
+                e["height"],
+                e["round"],
+                e["kind"],
+                e["committed_at"],
+            ]
+            for e in found
+        ],
+    )
 
 
 def _amount(tx: dict, decimals: dict[str, int]) -> str:

@@ -208,7 +208,10 @@ def _print(result: SimResult) -> None:
         f"{result.messages_dropped} dropped, {result.messages_duplicated} duplicated; "
         f"{result.sync_requests} sync requests"
     )
-    echo(f"evidence: {len(result.evidence)} equivocations")
+    echo(
+        f"evidence: {len(result.evidence)} equivocations, "
+        f"{len(result.committed_evidence)} committed on the chain"
+    )
     for ev in result.evidence[:5]:
         where = f"height {ev.height} round {ev.round}"
         echo(f"  validator {index(ev.validator)}: two {ev.kind}s at {where}")

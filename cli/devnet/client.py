@@ -159,6 +159,11 @@ class NodeClient:
         _, raw, _ = self._exchange("GET", "/metrics", None, self.timeout, {})
         return raw.decode()
 
+    def evidence(self, height: int | None = None) -> list[dict]:
+        """Committed proofs of equivocation (GET /evidence), those of one block if given."""
+        query = "" if height is None else f"?height={height}"
+        return self.get(f"/evidence{query}")["evidence"]
+
     def tx(self, tx_id: str) -> dict:
         return self.get(f"/txs/{tx_id}")
 
