@@ -10,6 +10,7 @@ import click
 
 from cli.commands.bench import bench
 from cli.commands.chain import chain
+from cli.commands.check import check
 from cli.commands.demo import demo
 from cli.commands.network import down, init, logs, status, up
 from cli.commands.node import node
@@ -28,7 +29,7 @@ def main() -> None:
 
 
 main.add_command(node)
-for command in (init, up, down, status, logs, wallet, chain, demo):
+for command in (init, up, down, status, logs, wallet, chain, check, demo):
     main.add_command(command)
 main.add_command(bench)
 main.add_command(sim)
