@@ -14,6 +14,7 @@ from cli.commands.check import check
 from cli.commands.demo import demo
 from cli.commands.network import down, init, logs, status, up
 from cli.commands.node import node
+from cli.commands.scenario import scenario
 from cli.commands.sim import sim
 from cli.commands.wallet import wallet
 
@@ -33,3 +34,4 @@ for command in (init, up, down, status, logs, wallet, chain, check, demo):
     main.add_command(command)
 main.add_command(bench)
 main.add_command(sim)
+main.add_command(scenario)
