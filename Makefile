@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test demo lint format bench clean
+.PHONY: venv test scenarios-long demo lint format bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -14,6 +14,11 @@ venv: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The long scenario variants (`slow = true` in configs/scenarios/*.toml): 7 validators,
+# 10 power cycles of every node. Each prints its run time, blocks and recovery time.
+scenarios-long: $(STAMP)
+	DEPNET_SLOW=1 $(PY) -m pytest -q -s -m slow tests/test_scenarios.py
 
 demo: $(STAMP)
 	$(VENV)/bin/depnet demo

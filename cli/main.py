@@ -25,7 +25,8 @@ def main() -> None:
     """depnet: a local network of bank validators settling tokenized deposits.
 
     Start with `depnet up`, pay with `depnet wallet transfer`, watch with `depnet status`,
-    and test consensus under faults with `depnet sim`.
+    test consensus under faults with `depnet sim`, or on real processes with
+    `depnet scenario run` and `depnet check`.
     """
 
 

@@ -73,7 +73,7 @@ def _print(report: ScenarioReport, out: Path) -> None:
     rows = []
     for result in report.phases:
         phase = result.phase
-        expected = "commits" if phase.liveness else "no commits"
+        expected = {True: "commits", False: "no commits", None: "safety only"}[phase.liveness]
         if phase.recovery is not None:
             expected += f", recovers <= {phase.recovery:g} s"
         heights = " ".join("-" if h is None else str(h) for h in result.heights_end.values())

@@ -127,9 +127,10 @@ class ScenarioReport:
 
     @property
     def recovery_s(self) -> float | None:
-        """The longest recovery measured in the run."""
+        """The recovery measured after the last step that heals: from the moment the
+        network is whole again until every node commits above where it stood."""
         times = [p.recovery_s for p in self.phases if p.recovery_s is not None]
-        return max(times) if times else None
+        return times[-1] if times else None
 
     def bands(self) -> list[tuple[float, float | None, str]]:
         """The fault bands at the times the steps were really carried out."""
@@ -138,6 +139,25 @@ class ScenarioReport:
             (done.get(start, start), None if end is None else done.get(end, end), command)
             for start, end, command in self.scenario.bands(self.seed)
         ]
+
+    def draw(self, path: Path) -> None:
+        """The timeline picture (cli/devnet/timeline.py) of this run."""
+        from cli.devnet.timeline import draw_timeline
+
+        heights: dict[str, list[tuple[float, int | None]]] = {b: [] for b in self.scenario.banks}
+        for sample in self.samples:
+            heights[sample.bank].append((sample.at, sample.height))
+        end = max([s.at for s in self.samples] + [self.scenario.load.duration])
+        per_second = [0] * (int(end) + 1)
+        for block in self.committed:
+            if 0 <= block.at <= end:
+                per_second[int(block.at)] += block.txs
+        scenario = self.scenario
+        title = (
+            f"{scenario.name}: {scenario.validators} validators, {scenario.load.rate} tx/s "
+            f"offered, seed {self.seed} — {'PASS' if self.ok else 'FAIL'}"
+        )
+        draw_timeline(path, title, heights, per_second, self.bands())
 
     def to_json(self) -> dict[str, Any]:
         scenario = self.scenario
@@ -201,9 +221,7 @@ def run_scenario(
             report = _Run(scenario, ln, acks, seed, say).run()
     report.run_seconds = time.monotonic() - started
     (out / "report.json").write_text(json.dumps(report.to_json(), indent=2) + "\n")
-    from cli.devnet.timeline import draw_timeline
-
-    draw_timeline(report, out / "timeline.png")
+    report.draw(out / "timeline.png")
     return report
 
 
@@ -260,7 +278,7 @@ class _Run:
         phases = judge_phases(
             scenario.phases(self.seed), applied, self.monitor.samples, workload.committed, end
         )
-        if problems and not phases[-1].phase.liveness:
+        if problems and phases[-1].phase.liveness is False:
             problems = [p for p in problems if not p.startswith("did not settle")]
         return ScenarioReport(
             scenario=scenario,
@@ -408,19 +426,24 @@ def judge_phases(
         start = starts[i]
         stop = starts[i + 1] if i + 1 < len(phases) else end
         before, after = _heights_at(samples, start), _heights_at(samples, stop)
-        top_before = max((h for h in before.values() if h is not None), default=0)
-        top_after = max((h for h in after.values() if h is not None), default=0)
+        top_before = _top(before)
+        top_after = _top(after)
         txs = sum(c.txs for c in committed if start <= c.at < stop)
         seconds = max(stop - start, 1e-9)
         recovery = _recovery(samples, start, top_before) if phase.heals else None
         problems = []
-        if not phase.liveness:
+        if phase.liveness is False:
             graced = _top(_heights_at(samples, min(start + LIVENESS_GRACE, stop)))
             if top_after > graced:
                 problems.append(
                     f"{top_after - graced} blocks committed while no commit was expected"
                 )
-        elif stop - start >= MIN_JUDGED and top_after == top_before and phase.recovery is None:
+        elif (
+            phase.liveness
+            and stop - start >= MIN_JUDGED
+            and top_after == top_before
+            and phase.recovery is None
+        ):
             problems.append(f"no block committed in {stop - start:.1f} s")
         if phase.recovery is not None:
             if recovery is None:

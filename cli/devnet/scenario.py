@@ -20,7 +20,9 @@ of each phase of the run, as CometBFT's e2e manifests and Jepsen's nemesis sched
     recovery = "10s"     # after it, every running node commits again within 10 s
 
 ``[power_cycles]`` (cycles, down, from, to) adds kill/restart pairs of every node at
-moments drawn from the run's seed, one node down at a time.
+moments drawn from the run's seed, one node down at a time. A restarted process takes
+seconds to answer again, so cycles may overlap a node's start-up: liveness is not judged
+inside the cycles' window, only that the network settles after it.
 
 The timeline cuts the run into phases; in each phase safety is always expected, liveness
 unless an active fault says ``liveness = false`` (then not one block may commit: the
@@ -139,7 +141,7 @@ class Phase:
     start: float
     end: float
     faults: tuple[str, ...]  # the commands in force
-    liveness: bool
+    liveness: bool | None  # commits expected, none allowed, or not judged (None)
     recovery: float | None  # bound on recovery from the phase start, if any
     opened_by: str  # the commands that start the phase ("" for the first)
     heals: bool  # it starts with a fault undone or a node back: recovery is measured
@@ -210,13 +212,17 @@ class Scenario:
                     start=start,
                     end=end,
                     faults=tuple(f.command for f in active),
-                    liveness=all(f.liveness for f in active),
+                    liveness=None if self._cycling(start) else all(f.liveness for f in active),
                     recovery=self._recovery_after(opened),
                     opened_by="; ".join(s.command for s in opened),
                     heals=any(s.heals for s in opened),
                 )
             )
         return tuple(phases)
+
+    def _cycling(self, time: float) -> bool:
+        cycles = self.power_cycles
+        return cycles is not None and cycles.start <= time < cycles.end
 
     def _ends(self, index: int) -> float | None:
         """When fault ``index`` stops: its ``until``, or the first later step that undoes
