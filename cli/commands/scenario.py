@@ -76,7 +76,10 @@ def _print(report: ScenarioReport, out: Path) -> None:
         expected = {True: "commits", False: "no commits", None: "safety only"}[phase.liveness]
         if phase.recovery is not None:
             expected += f", recovers <= {phase.recovery:g} s"
-        heights = " ".join("-" if h is None else str(h) for h in result.heights_end.values())
+        heights = " ".join(
+            "-" if (h := result.heights_end.get(bank)) is None else str(h)
+            for bank in report.scenario.banks
+        )
         rows.append(
             [
                 f"{result.start:.1f}-{result.end:.1f} s",
@@ -89,7 +92,7 @@ def _print(report: ScenarioReport, out: Path) -> None:
                 "[green]ok[/]" if result.ok else f"[red]FAIL[/] {'; '.join(result.problems)}",
             ]
         )
-    banks = " ".join(n.bank for n in report.check.nodes)
+    banks = " ".join(report.scenario.banks)
     print_table(
         [
             "phase",

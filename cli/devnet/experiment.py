@@ -470,12 +470,12 @@ def judge_phases(
 
 def _heights_at(samples: Sequence[Sample], at: float) -> dict[str, int | None]:
     """Each node's last sampled height at or before ``at`` (None: it did not answer);
-    its first sample if it has none that early (the start of the run)."""
+    its first sample if it has none that early (the start of the run). By bank name."""
     last: dict[str, int | None] = {}
     for sample in samples:
         if sample.at <= at or sample.bank not in last:
             last[sample.bank] = sample.height
-    return last
+    return dict(sorted(last.items()))
 
 
 def _top(heights: dict[str, int | None]) -> int:
