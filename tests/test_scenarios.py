@@ -75,7 +75,10 @@ def test_every_bundled_scenario_parses_and_covers_the_fault_catalogue() -> None:
         (with_fault(command="explode BNP"), "fault[0].command", "unknown fault 'explode'"),
         (with_fault(command="kill CITI"), "fault[0].command", "unknown bank 'CITI'"),
         (with_fault(command="partition JPM,HSBC"), "fault[0].command", "groups"),
+        (with_fault(command="partition --oneway JPM"), "fault[0].command", "'A -> B'"),
+        (with_fault(command="partition --oneway JPM -> ABN"), "fault[0].command", "'ABN'"),
         (with_fault(command="drop --rate 3"), "fault[0].command", "between 0 and 1"),
+        (with_fault(command="skew DBS"), "fault[0].command", "--ms N"),
         (with_fault(command="byzantine JPM lie"), "fault[0].command", "double-vote"),
         (with_fault(command="wipe DBS"), "fault[0].until", "cannot be undone"),
         (with_fault(until=None), "fault[0].recovery", "needs 'until'"),
@@ -94,6 +97,24 @@ def test_a_mistake_is_one_line_naming_file_and_key(doc: dict, key: str, what: st
     message = str(caught.value)
     assert message.startswith(f"bad.toml: {key}: ") and what in message, message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "partition JPM,HSBC / DBS,BNP",
+        "partition JPM,HSBC DBS,BNP",
+        "partition --oneway JPM -> DBS",
+        "partition --oneway JPM->DBS",
+        "drop --rate 0.3 --from JPM --to DBS --kind consensus",
+        "delay --ms 200 --jitter 100",
+        "skew DBS --ms -30000",
+        "byzantine HSBC double-vote",
+    ],
+)
+def test_commands_are_written_as_depnet_fault_takes_them(command: str) -> None:
+    (fault,) = parse_scenario(with_fault(command=command), "ok.toml").faults
+    assert fault.command == command and fault.undo() is not None
 
 
 def test_a_file_that_is_not_toml_is_one_line(tmp_path: Path) -> None:
@@ -154,7 +175,9 @@ def test_power_cycles_take_every_node_down_in_turn_from_the_seed() -> None:
 
 def test_placeholders_name_the_proposer_and_the_other_banks() -> None:
     assert resolve("partition {proposer} / {rest}", "DBS", BANKS) == "partition DBS / JPM,HSBC,BNP"
-    assert resolve("oneway {proposer} -> {rest}", "JPM", BANKS) == "oneway JPM -> HSBC,DBS,BNP"
+    assert resolve("partition --oneway {proposer} -> {rest}", "JPM", BANKS) == (
+        "partition --oneway JPM -> HSBC,DBS,BNP"
+    )
     assert resolve("kill BNP", "JPM", BANKS) == "kill BNP"
 
 

@@ -48,9 +48,7 @@ from cli.devnet.errors import DevnetError
 from node.config import load_template
 
 PROCESS_KINDS = frozenset({"kill", "pause", "resume", "restart", "wipe"})
-NETWORK_KINDS = frozenset(
-    {"partition", "oneway", "heal", "drop", "delay", "duplicate", "skew", "clear"}
-)
+NETWORK_KINDS = frozenset({"partition", "heal", "drop", "delay", "duplicate", "skew", "clear"})
 BYZANTINE_KINDS = frozenset({"byzantine"})
 KINDS = PROCESS_KINDS | NETWORK_KINDS | BYZANTINE_KINDS
 HEALING_KINDS = frozenset({"heal", "resume", "restart", "clear"})
@@ -275,7 +273,7 @@ def _undo(command: str) -> str | None:
         return f"restart {args[0]}"
     if kind == "pause":
         return f"resume {args[0]}"
-    if kind in ("partition", "oneway"):
+    if kind == "partition":
         return "heal"
     if kind in ("drop", "delay", "duplicate"):
         return "clear"
@@ -480,20 +478,21 @@ def command_problem(command: str, banks: list[str]) -> str | None:
             return bank_list(args[0])
     if kind == "byzantine" and (len(args) != 2 or args[1] not in BYZANTINE_MODES):
         return f"byzantine BANK needs one of {', '.join(sorted(BYZANTINE_MODES))}"
-    if kind == "skew" and ("--ms" not in args or not _number_after(args, "--ms")):
+    if kind == "skew" and _number_after(args, "--ms") is None:
         return "skew BANK needs --ms N"
+    if kind == "partition" and args[:1] == ["--oneway"]:
+        ends = oneway_ends(args[1:])
+        if ends is None:
+            return "partition --oneway needs 'A -> B'"
+        return bank_list(ends[0]) or bank_list(ends[1])
     if kind == "partition":
-        sides = " ".join(args).split("/")
-        if len(sides) < 2 or any(not s.strip() for s in sides):
-            return "partition needs groups such as 'JPM,HSBC / DBS,BNP'"
-        for side in sides:
-            problem = bank_list(side.strip().replace(" ", ""))
+        groups = partition_groups(args)
+        if len(groups) < 2:
+            return "partition needs two groups or more, such as 'JPM,HSBC / DBS,BNP'"
+        for group in groups:
+            problem = bank_list(",".join(group))
             if problem:
                 return problem
-    if kind == "oneway":
-        if len(args) != 3 or args[1] != "->":
-            return "oneway needs 'A -> B'"
-        return bank_list(args[0]) or bank_list(args[2])
     if kind in ("drop", "duplicate"):
         rate = _number_after(args, "--rate")
         if rate is None or not 0 <= rate <= 1:
@@ -507,6 +506,18 @@ def command_problem(command: str, banks: list[str]) -> str | None:
             if problem:
                 return problem
     return None
+
+
+def partition_groups(args: list[str]) -> list[list[str]]:
+    """The groups of `partition JPM,HSBC / DBS,BNP` (the ``/`` may be left out)."""
+    return [g.split(",") for g in " ".join(args).replace("/", " ").split()]
+
+
+def oneway_ends(args: list[str]) -> tuple[str, str] | None:
+    """(senders, receivers) of `partition --oneway A -> B` (also ``A->B`` or ``A B``);
+    each side may list several banks, comma separated."""
+    ends = " ".join(args).replace("->", " ").split()
+    return (ends[0], ends[1]) if len(ends) == 2 else None
 
 
 def _number_after(args: list[str], flag: str) -> float | None:
