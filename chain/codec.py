@@ -33,6 +33,7 @@ MAX_TX_BYTES = 1024  # a tx on the wire: body + signature
 MAX_CHAIN_ID_CHARS = 64
 MAX_BLOCK_TXS = 10_000  # a node's configured block_max_txs (default 2,000) must stay below
 MAX_VALIDATORS = 1_000  # banks in a genesis; bounds a certificate's signatures
+MAX_MILESTONES = 12  # in one contract; the longest array a tx holds
 
 _UINT64 = 9  # the widest msgpack integer: a marker byte and 8 bytes
 _UINT16 = 3  # an integer below 65,536 (a validator index)
@@ -104,7 +105,9 @@ def split_array(data: object, limits: Limits) -> list[memoryview]:
 
 TX_BODY = Limits(
     max_bytes=MAX_TX_BYTES - SIGNATURE_SIZE,
-    max_array=8,  # [kind, chain_id, sender, nonce, to, token, amount, memo]
+    # [kind, chain_id, sender, nonce, to, token, amount, memo, args?]; the longest array
+    # is a contract's milestones (each [name, amount, due]).
+    max_array=max(9, MAX_MILESTONES),
     max_bin=KEY_SIZE,
     # Not the memo's own limit: a memo over it is decoded, then refused as MEMO_TOO_LONG.
     max_str=MAX_TX_BYTES,

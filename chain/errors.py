@@ -28,6 +28,31 @@ class Reason(StrEnum):
     MEMO_TOO_LONG = "memo_too_long"
     DUPLICATE = "duplicate"
     MEMPOOL_FULL = "mempool_full"  # not a ledger rule: a node's mempool is at its limit
+    # compliance holds
+    ACCOUNT_FROZEN = "account_frozen"
+    NOT_REGISTERING_BANK = "not_registering_bank"
+    ALREADY_FROZEN = "already_frozen"
+    NOT_FROZEN = "not_frozen"
+    # contracts
+    BAD_EXPIRY = "bad_expiry"
+    APPROVER_NOT_REGISTERED = "approver_not_registered"
+    UNKNOWN_CONTRACT = "unknown_contract"
+    NOT_APPROVER = "not_approver"
+    NOT_BUYER = "not_buyer"
+    NOT_SUPPLIER = "not_supplier"
+    UNKNOWN_MILESTONE = "unknown_milestone"
+    MILESTONE_RELEASED = "milestone_released"
+    MILESTONE_OVERDUE = "milestone_overdue"
+    CONTRACT_EXPIRED = "contract_expired"
+    CONTRACT_NOT_EXPIRED = "contract_not_expired"
+    CONTRACT_CLOSED = "contract_closed"
+    # swaps
+    UNKNOWN_OFFER = "unknown_offer"
+    NOT_COUNTERPARTY = "not_counterparty"
+    NOT_OFFERER = "not_offerer"
+    OFFER_EXPIRED = "offer_expired"
+    OFFER_TAKEN = "offer_taken"
+    OFFER_CANCELLED = "offer_cancelled"
 
 
 class LedgerError(Exception):

@@ -1,4 +1,4 @@
-"""The ledger's rules: apply a transaction or a block to the balances and nonces. No I/O.
+"""The ledger's rules: apply a transaction or a block to the ledger's state. No I/O.
 
 ``State`` is the committed state (mirrored from the store). Execution never touches it
 directly: it writes into a ``Changes`` overlay, so a block can be executed to check its
@@ -6,8 +6,12 @@ state root before the node votes for it, and thrown away if the block is not com
 ``State.commit(changes)`` folds an overlay in, and the store writes the same overlay in
 one batch, so memory and disk change together.
 
+Rules that depend on time read the block's time (``Changes.time_ms``): the header's
+``time_ms``, which every validator executes the block at, so they all agree.
+
 The state root is an incremental multiset hash: the sum, modulo 2**256, of the sha256 of
-every non-empty entry (balance, nonce, registration, outstanding supply). A block changes
+every non-empty entry (balance, nonce, registration, outstanding supply, contract, offer,
+compliance hold). A block changes
 a few entries, so its root costs a few hashes per changed entry instead of a pass over all
 accounts.
 It lets replicas prove they hold the same state; it is not meant as a proof system for
@@ -18,14 +22,24 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Container, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import msgpack
 
 from chain.block import Block, CommitCertificate, Header, cert_hash, check_structure, tx_root
 from chain.errors import InvalidBlock, Reason, TxRejected, ensure
+from chain.escrow import Contract, Offer, OfferStatus, Settlement
 from chain.genesis import Genesis, Token
-from chain.tx import MAX_AMOUNT, Tx, TxKind, verify_signature
+from chain.tx import (
+    MAX_AMOUNT,
+    MAX_TIME_MS,
+    ContractTerms,
+    Ref,
+    SwapTerms,
+    Tx,
+    TxKind,
+    verify_signature,
+)
 
 ROOT_MODULUS = 2**256
 
@@ -40,7 +54,8 @@ def entry_hash(entry: tuple) -> int:
 
 
 class State:
-    """Committed balances, nonces, registrations and supply, plus the chain's tip."""
+    """Committed balances, nonces, registrations, supply, contracts, offers and holds,
+    plus the chain's tip."""
 
     def __init__(self, genesis: Genesis) -> None:
         self.chain_id = genesis.chain_id
@@ -50,6 +65,9 @@ class State:
         self.nonces: dict[bytes, int] = {}
         self.accounts: dict[bytes, str] = {}
         self.supply: dict[str, int] = {}  # token -> outstanding: minted minus burned
+        self.contracts: dict[bytes, Contract] = {}  # id (the opening tx's id) -> contract
+        self.offers: dict[bytes, Offer] = {}  # id (the offering tx's id) -> offer
+        self.frozen: dict[bytes, bool] = {}  # accounts under a compliance hold -> True
         self.height = 0
         self.last_hash = bytes(32)
         self.last_time_ms = genesis.genesis_time_ms
@@ -74,6 +92,9 @@ class State:
         nonces: dict[bytes, int],
         accounts: dict[bytes, str],
         supply: dict[str, int],
+        contracts: dict[bytes, Contract],
+        offers: dict[bytes, Offer],
+        frozen: dict[bytes, bool],
         height: int,
         last_hash: bytes,
         last_time_ms: int,
@@ -88,6 +109,9 @@ class State:
         state.nonces = dict(nonces)
         state.accounts = dict(accounts)
         state.supply = dict(supply)
+        state.contracts = dict(contracts)
+        state.offers = dict(offers)
+        state.frozen = dict(frozen)
         state.height = height
         state.last_hash = last_hash
         state.last_time_ms = last_time_ms
@@ -129,8 +153,13 @@ class State:
         self.last_time_ms = header.time_ms
 
     def _merge(self, changes: Changes) -> None:
-        """Fold changes in; a balance or a supply that falls to zero leaves no entry."""
-        for table, written in ((self.balances, changes.balances), (self.supply, changes.supply)):
+        """Fold changes in; a balance or a supply that falls to zero, or a hold lifted,
+        leaves no entry."""
+        for table, written in (
+            (self.balances, changes.balances),
+            (self.supply, changes.supply),
+            (self.frozen, changes.frozen),
+        ):
             for key, value in written.items():
                 if value:
                     table[key] = value
@@ -138,6 +167,8 @@ class State:
                     table.pop(key, None)
         self.nonces.update(changes.nonces)
         self.accounts.update(changes.accounts)
+        self.contracts.update(changes.contracts)
+        self.offers.update(changes.offers)
 
 
 class Changes:
@@ -147,17 +178,38 @@ class Changes:
     ``block_hash`` is set by ``execute_block`` and ``build_block`` once every rule of that
     block held, and cleared by any later write: committing asks for it, so only the
     checked execution of a block can be committed as that block.
+
+    ``time_ms`` is the block time the rules apply at (see the property).
+    ``valid_before_ms`` is the earliest deadline a tx applied here met (an expiry, a due
+    time): from that time on, some of them would be refused, so a pool that keeps txs
+    applied on an overlay must check them again.
     """
 
-    def __init__(self, base: State) -> None:
+    def __init__(self, base: State, time_ms: int | None = None) -> None:
         self.base = base
         self.base_height = base.height
+        self._time_ms = time_ms
+        self.valid_before_ms = MAX_TIME_MS
         self.block_hash: bytes | None = None
         self.balances: dict[tuple[bytes, str], int] = {}
         self.nonces: dict[bytes, int] = {}
         self.accounts: dict[bytes, str] = {}
         self.supply: dict[str, int] = {}
+        self.contracts: dict[bytes, Contract] = {}
+        self.offers: dict[bytes, Offer] = {}
+        self.frozen: dict[bytes, bool] = {}  # False: a hold lifted in these changes
         self._root_memo: int | None = None  # root_acc() until the next apply_tx
+
+    @property
+    def time_ms(self) -> int:
+        """The block time the rules apply at: the block's own when executing or building
+        one. Without one (a mempool's overlay), the earliest time the next block on the
+        committed state can carry, which moves on as blocks commit: a pool then admits a
+        tx only if it would apply in that block, so every node judges a tx by the same
+        committed block time, never by its own clock. A deadline passed in the meantime
+        is what ``valid_before_ms`` tells the pool about."""
+        time_ms = self._time_ms
+        return self.base.last_time_ms + 1 if time_ms is None else time_ms
 
     def balance(self, account: bytes, token: str) -> int:
         key = (account, token)
@@ -173,9 +225,20 @@ class Changes:
 
     def supply_of(self, token: str) -> int:
         """The outstanding supply of ``token``: minted (opening balances included) minus
-        burned, which is also the sum of every balance of it."""
+        burned, which is also the sum of every balance of it plus what contracts and
+        offers lock of it."""
         value = self.supply.get(token)
         return self.base.supply.get(token, 0) if value is None else value
+
+    def contract(self, contract_id: bytes) -> Contract | None:
+        return self.contracts.get(contract_id) or self.base.contracts.get(contract_id)
+
+    def offer(self, offer_id: bytes) -> Offer | None:
+        return self.offers.get(offer_id) or self.base.offers.get(offer_id)
+
+    def is_frozen(self, account: bytes) -> bool:
+        value = self.frozen.get(account)
+        return self.base.frozen.get(account, False) if value is None else value
 
     def root_acc(self) -> int:
         """The state root after these changes, from the base root and the changed entries.
@@ -193,12 +256,15 @@ class Changes:
 
 
 def _tables(holder: State | Changes) -> tuple[tuple[str, dict], ...]:
-    """The state's four tables, each with the tag its entries carry in the root."""
+    """The state's tables, each with the tag its entries carry in the root."""
     return (
         ("b", holder.balances),
         ("n", holder.nonces),
         ("a", holder.accounts),
         ("s", holder.supply),
+        ("c", holder.contracts),
+        ("o", holder.offers),
+        ("f", holder.frozen),
     )
 
 
@@ -211,9 +277,13 @@ def _root_delta(
     added: list[tuple] = []
     for (tag, table), (_, base_table) in zip(tables, base_tables, strict=True):
         wide = tag == "b"  # a balance is keyed by (account, token), its entry is flat
+        record = tag in "co"  # a contract or an offer enters as its plain values
         for key, new in table.items():
             old = base_table.get(key)
             if old != new:
+                if record:
+                    old = old and old.to_list()
+                    new = new.to_list()
                 if old:
                     removed.append((tag, *key, old) if wide else (tag, key, old))
                 if new:
@@ -267,10 +337,12 @@ def _mint(changes: Changes, tx: Tx) -> None:
         token.symbol,
     )
     _require_registered(changes, tx.to)
+    _require_unfrozen(changes, tx.to)
     outstanding = changes.supply_of(tx.token)
-    # The outstanding supply is the sum of every balance of the token, so capping it caps
-    # every balance and sum too: no amount outgrows the 64-bit integers of the canonical
-    # encoding (entries, txs, the store). What a burn redeems can be issued again.
+    # The outstanding supply is the sum of every balance of the token and of what is
+    # locked of it, so capping it caps every balance, lock and sum too: no amount outgrows
+    # the 64-bit integers of the canonical encoding (entries, txs, the store). What a burn
+    # redeems can be issued again.
     ensure(
         outstanding + tx.amount <= MAX_AMOUNT,
         Reason.BAD_AMOUNT,
@@ -278,12 +350,13 @@ def _mint(changes: Changes, tx: Tx) -> None:
         tx.token,
         MAX_AMOUNT,
     )
-    changes.balances[(tx.to, tx.token)] = changes.balance(tx.to, tx.token) + tx.amount
+    _credit(changes, tx.to, tx.token, tx.amount)
     changes.supply[tx.token] = outstanding + tx.amount
 
 
 def _burn(changes: Changes, tx: Tx) -> None:
     _token(changes, tx.token)
+    _require_unfrozen(changes, tx.sender)
     _debit_sender(changes, tx, "burns")
     changes.supply[tx.token] = changes.supply_of(tx.token) - tx.amount
 
@@ -291,12 +364,268 @@ def _burn(changes: Changes, tx: Tx) -> None:
 def _transfer(changes: Changes, tx: Tx) -> None:
     _token(changes, tx.token)
     _require_registered(changes, tx.to)
+    _require_unfrozen(changes, tx.sender)
+    _require_unfrozen(changes, tx.to)
     _debit_sender(changes, tx, "sends")
-    changes.balances[(tx.to, tx.token)] = changes.balance(tx.to, tx.token) + tx.amount
+    _credit(changes, tx.to, tx.token, tx.amount)
+
+
+# -- compliance holds -----------------------------------------------------------------------
+
+
+def _freeze(changes: Changes, tx: Tx) -> None:
+    _require_registering_bank(changes, tx)
+    ensure(not changes.is_frozen(tx.to), Reason.ALREADY_FROZEN, "{} is already frozen", tx.to)
+    changes.frozen[tx.to] = True
+
+
+def _unfreeze(changes: Changes, tx: Tx) -> None:
+    _require_registering_bank(changes, tx)
+    ensure(changes.is_frozen(tx.to), Reason.NOT_FROZEN, "{} is not frozen", tx.to)
+    changes.frozen[tx.to] = False
+
+
+def _require_registering_bank(changes: Changes, tx: Tx) -> None:
+    """A hold is the decision of the bank that admitted the account (its KYC, its AML)."""
+    bank = changes.base.banks.get(tx.sender)
+    ensure(bank is not None, Reason.NOT_A_BANK, "only a bank's issuer account can hold accounts")
+    _require_registered(changes, tx.to)
+    registrar = changes.bank_of(tx.to)
+    ensure(
+        registrar == bank,
+        Reason.NOT_REGISTERING_BANK,
+        "{} was registered by {}, not {}",
+        tx.to,
+        registrar,
+        bank,
+    )
+
+
+# -- contracts: milestone escrow ------------------------------------------------------------
+
+
+def _contract_open(changes: Changes, tx: Tx) -> None:
+    terms: ContractTerms = tx.args  # type: ignore[assignment]
+    _token(changes, tx.token)
+    _require_registered(changes, tx.to)
+    ensure(
+        changes.bank_of(terms.approver) is not None,
+        Reason.APPROVER_NOT_REGISTERED,
+        "approver {} is not registered",
+        terms.approver,
+    )
+    _require_unfrozen(changes, tx.sender)
+    _require_unfrozen(changes, tx.to)
+    deadline = min(_deadlines(terms))
+    ensure(
+        changes.time_ms < deadline,
+        Reason.BAD_EXPIRY,
+        "the contract (or a milestone) is due at {}, not after the block time {}",
+        deadline,
+        changes.time_ms,
+    )
+    _debit_sender(changes, tx, "locks")
+    contract = Contract(
+        buyer=tx.sender,
+        supplier=tx.to,
+        approver=terms.approver,
+        token=tx.token,
+        expiry_ms=terms.expiry_ms,
+        terms_hash=terms.terms_hash,
+        milestones=terms.milestones,
+        settled=(Settlement.LOCKED,) * len(terms.milestones),
+    )
+    changes.contracts[tx.tx_id] = contract
+    _met_deadline(changes, deadline)
+
+
+def _contract_release(changes: Changes, tx: Tx) -> None:
+    ref: Ref = tx.args  # type: ignore[assignment]
+    contract = _contract(changes, ref)
+    ensure(
+        tx.sender == contract.approver,
+        Reason.NOT_APPROVER,
+        "only the approver {} releases milestones",
+        contract.approver,
+    )
+    position = contract.index(ref.milestone)
+    ensure(position is not None, Reason.UNKNOWN_MILESTONE, "no milestone {!r}", ref.milestone)
+    settled = contract.settled[position]  # type: ignore[index]
+    ensure(
+        settled is not Settlement.RELEASED,
+        Reason.MILESTONE_RELEASED,
+        "milestone {!r} was already released",
+        ref.milestone,
+    )
+    ensure(
+        settled is Settlement.LOCKED,
+        Reason.CONTRACT_CLOSED,
+        "the contract was refunded to the buyer",
+    )
+    now = changes.time_ms
+    ensure(
+        now < contract.expiry_ms,
+        Reason.CONTRACT_EXPIRED,
+        "the contract expired at {} (block time {})",
+        contract.expiry_ms,
+        now,
+    )
+    milestone = contract.milestones[position]  # type: ignore[index]
+    ensure(
+        not milestone.due_ms or now < milestone.due_ms,
+        Reason.MILESTONE_OVERDUE,
+        "milestone {!r} was due by {} (block time {})",
+        milestone.name,
+        milestone.due_ms,
+        now,
+    )
+    _require_unfrozen(changes, contract.supplier)
+    _credit(changes, contract.supplier, contract.token, milestone.amount)
+    changes.contracts[ref.id] = contract.settle([position], Settlement.RELEASED)  # type: ignore[list-item]
+    _met_deadline(changes, min(contract.expiry_ms, milestone.due_ms or MAX_TIME_MS))
+
+
+def _contract_refund(changes: Changes, tx: Tx) -> None:
+    ref: Ref = tx.args  # type: ignore[assignment]
+    contract = _open_contract(changes, ref)
+    ensure(tx.sender == contract.buyer, Reason.NOT_BUYER, "only the buyer takes a refund")
+    ensure(
+        changes.time_ms >= contract.expiry_ms,
+        Reason.CONTRACT_NOT_EXPIRED,
+        "the contract expires at {} (block time {})",
+        contract.expiry_ms,
+        changes.time_ms,
+    )
+    _refund_the_rest(changes, ref, contract)
+
+
+def _contract_cancel(changes: Changes, tx: Tx) -> None:
+    ref: Ref = tx.args  # type: ignore[assignment]
+    contract = _open_contract(changes, ref)
+    ensure(tx.sender == contract.supplier, Reason.NOT_SUPPLIER, "only the supplier cancels")
+    _refund_the_rest(changes, ref, contract)
+
+
+def _refund_the_rest(changes: Changes, ref: Ref, contract: Contract) -> None:
+    """The last rule of a refund or a cancel (a hold keeps the buyer from being paid),
+    then every milestone still locked goes back to the buyer."""
+    _require_unfrozen(changes, contract.buyer)
+    _credit(changes, contract.buyer, contract.token, contract.locked)
+    locked = [i for i, s in enumerate(contract.settled) if s is Settlement.LOCKED]
+    changes.contracts[ref.id] = contract.settle(locked, Settlement.REFUNDED)
+
+
+def _contract(changes: Changes, ref: Ref) -> Contract:
+    contract = changes.contract(ref.id)
+    ensure(contract is not None, Reason.UNKNOWN_CONTRACT, "no contract {}", ref.id)
+    return contract  # type: ignore[return-value]
+
+
+def _open_contract(changes: Changes, ref: Ref) -> Contract:
+    contract = _contract(changes, ref)
+    ensure(contract.is_open, Reason.CONTRACT_CLOSED, "the contract has nothing locked any more")
+    return contract
+
+
+def _deadlines(terms: ContractTerms) -> list[int]:
+    return [terms.expiry_ms, *(m.due_ms for m in terms.milestones if m.due_ms)]
+
+
+# -- swaps: payment versus payment ----------------------------------------------------------
+
+
+def _swap_offer(changes: Changes, tx: Tx) -> None:
+    terms: SwapTerms = tx.args  # type: ignore[assignment]
+    _token(changes, tx.token)
+    _token(changes, terms.ask_token)
+    if tx.to:
+        _require_registered(changes, tx.to)
+    _require_unfrozen(changes, tx.sender)
+    ensure(
+        changes.time_ms < terms.expiry_ms,
+        Reason.BAD_EXPIRY,
+        "the offer expires at {}, not after the block time {}",
+        terms.expiry_ms,
+        changes.time_ms,
+    )
+    _debit_sender(changes, tx, "offers")
+    changes.offers[tx.tx_id] = Offer(
+        maker=tx.sender,
+        counterparty=tx.to,
+        token=tx.token,
+        amount=tx.amount,
+        ask_token=terms.ask_token,
+        ask_amount=terms.ask_amount,
+        expiry_ms=terms.expiry_ms,
+    )
+    _met_deadline(changes, terms.expiry_ms)
+
+
+def _swap_accept(changes: Changes, tx: Tx) -> None:
+    ref: Ref = tx.args  # type: ignore[assignment]
+    offer = _open_offer(changes, ref)
+    taker = tx.sender
+    ensure(
+        not offer.counterparty or taker == offer.counterparty,
+        Reason.NOT_COUNTERPARTY,
+        "the offer is for {} only",
+        offer.counterparty,
+    )
+    ensure(
+        changes.time_ms < offer.expiry_ms,
+        Reason.OFFER_EXPIRED,
+        "the offer expired at {} (block time {})",
+        offer.expiry_ms,
+        changes.time_ms,
+    )
+    _require_unfrozen(changes, taker)
+    _require_unfrozen(changes, offer.maker)
+    held = changes.balance(taker, offer.ask_token)
+    ensure(
+        held >= offer.ask_amount,
+        Reason.INSUFFICIENT_FUNDS,
+        "holds {} {}, the offer asks {}",
+        held,
+        offer.ask_token,
+        offer.ask_amount,
+    )
+    # Both legs in one tx: the taker's payment and the maker's locked amount move together.
+    changes.balances[(taker, offer.ask_token)] = held - offer.ask_amount
+    _credit(changes, offer.maker, offer.ask_token, offer.ask_amount)
+    _credit(changes, taker, offer.token, offer.amount)
+    changes.offers[ref.id] = replace(offer, status=OfferStatus.TAKEN, taker=taker)
+    _met_deadline(changes, offer.expiry_ms)
+
+
+def _swap_cancel(changes: Changes, tx: Tx) -> None:
+    ref: Ref = tx.args  # type: ignore[assignment]
+    offer = _open_offer(changes, ref)
+    ensure(
+        tx.sender == offer.maker or changes.time_ms >= offer.expiry_ms,
+        Reason.NOT_OFFERER,
+        "only the maker cancels before the expiry at {} (block time {})",
+        offer.expiry_ms,
+        changes.time_ms,
+    )
+    _require_unfrozen(changes, offer.maker)
+    _credit(changes, offer.maker, offer.token, offer.amount)
+    changes.offers[ref.id] = replace(offer, status=OfferStatus.CANCELLED)
+
+
+def _open_offer(changes: Changes, ref: Ref) -> Offer:
+    offer = changes.offer(ref.id)
+    ensure(offer is not None, Reason.UNKNOWN_OFFER, "no offer {}", ref.id)
+    status = offer.status  # type: ignore[union-attr]
+    ensure(status is not OfferStatus.TAKEN, Reason.OFFER_TAKEN, "the offer was already taken")
+    ensure(status is OfferStatus.OPEN, Reason.OFFER_CANCELLED, "the offer was cancelled")
+    return offer  # type: ignore[return-value]
+
+
+# -- shared rules and writes ----------------------------------------------------------------
 
 
 def _debit_sender(changes: Changes, tx: Tx, verb: str) -> None:
-    """The last rule of a burn or a transfer (the sender holds the amount), then its debit."""
+    """The last rule of a tx that spends (the sender holds the amount), then its debit."""
     held = changes.balance(tx.sender, tx.token)
     ensure(
         held >= tx.amount,
@@ -308,6 +637,16 @@ def _debit_sender(changes: Changes, tx: Tx, verb: str) -> None:
         tx.amount,
     )
     changes.balances[(tx.sender, tx.token)] = held - tx.amount
+
+
+def _credit(changes: Changes, account: bytes, token: str, amount: int) -> None:
+    changes.balances[(account, token)] = changes.balance(account, token) + amount
+
+
+def _met_deadline(changes: Changes, deadline: int) -> None:
+    """Note that a tx just applied relied on the block time being before ``deadline``."""
+    if deadline < changes.valid_before_ms:
+        changes.valid_before_ms = deadline
 
 
 def _token(changes: Changes, symbol: str) -> Token:
@@ -325,11 +664,30 @@ def _require_registered(changes: Changes, account: bytes) -> None:
     )
 
 
+def _require_unfrozen(changes: Changes, account: bytes) -> None:
+    """A frozen account neither sends nor receives, by any kind of tx."""
+    ensure(
+        not changes.is_frozen(account),
+        Reason.ACCOUNT_FROZEN,
+        "{} is frozen by its bank",
+        account,
+    )
+
+
 _RULES: dict[TxKind, Callable[[Changes, Tx], None]] = {
     TxKind.REGISTER: _register,
     TxKind.MINT: _mint,
     TxKind.BURN: _burn,
     TxKind.TRANSFER: _transfer,
+    TxKind.CONTRACT_OPEN: _contract_open,
+    TxKind.CONTRACT_RELEASE: _contract_release,
+    TxKind.CONTRACT_REFUND: _contract_refund,
+    TxKind.CONTRACT_CANCEL: _contract_cancel,
+    TxKind.SWAP_OFFER: _swap_offer,
+    TxKind.SWAP_ACCEPT: _swap_accept,
+    TxKind.SWAP_CANCEL: _swap_cancel,
+    TxKind.FREEZE: _freeze,
+    TxKind.UNFREEZE: _unfreeze,
 }
 
 
@@ -354,7 +712,7 @@ def execute_block(state: State, block: Block, verified: Container[bytes] = ()) -
     header = block.header
     check_structure(block)
     validate_header(state, header)
-    changes = apply_txs(state, block.txs, verified)
+    changes = apply_txs(state, block.txs, verified, time_ms=header.time_ms)
     ensure(
         changes.root_acc() == int.from_bytes(header.state_root, "big"),
         InvalidBlock,
@@ -384,10 +742,13 @@ def validate_header(state: State, header: Header) -> None:
     )
 
 
-def apply_txs(state: State, txs: Iterable[Tx], verified: Container[bytes] = ()) -> Changes:
-    """Check and apply a block's txs in order on a fresh overlay of ``state``: one tx that
-    breaks a rule makes the whole block invalid. Raises InvalidBlock naming that tx."""
-    changes = Changes(state)
+def apply_txs(
+    state: State, txs: Iterable[Tx], verified: Container[bytes] = (), *, time_ms: int
+) -> Changes:
+    """Check and apply a block's txs in order, at the block's time, on a fresh overlay of
+    ``state``: one tx that breaks a rule makes the whole block invalid. Raises
+    InvalidBlock naming that tx."""
+    changes = Changes(state, time_ms)
     for position, tx in enumerate(txs):
         try:
             check_tx(changes, tx, verified)
@@ -423,7 +784,8 @@ def build_block(
     construction and ``check_structure`` checks what the caller supplied (``last_cert``),
     so the changes are bound to the block without executing it again.
     """
-    changes = Changes(state)
+    time_ms = max(time_ms, state.last_time_ms + 1)
+    changes = Changes(state, time_ms)
     included: list[Tx] = []
     rejected: list[tuple[Tx, TxRejected]] = []
     for tx in candidates:
@@ -441,7 +803,7 @@ def build_block(
         round=round,
         prev_hash=state.last_hash,
         proposer=proposer,
-        time_ms=max(time_ms, state.last_time_ms + 1),
+        time_ms=time_ms,
         tx_root=tx_root(included),
         state_root=changes.root_acc().to_bytes(32, "big"),
         last_cert_hash=cert_hash(last_cert),

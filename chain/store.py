@@ -2,11 +2,12 @@
 
 One database per node (plyvel). A ``Store`` owns the committed in-memory ``State`` too,
 and ``commit_block`` is the only way either changes: it writes the block, its
-certificate, the tx indexes, every changed balance, nonce, registration and supply, and
-the head in ONE ``WriteBatch`` with ``sync=True``, then folds the same ``Changes`` into
-the ``State``. LevelDB applies a batch whole or not at all, even across a crash, so
-after a restart the head, the blocks and the state always belong together; reopening
-recomputes the state root from every entry and checks it against the head to prove it.
+certificate, the tx indexes, every changed balance, nonce, registration, supply,
+contract, offer and compliance hold, and the head in ONE ``WriteBatch`` with
+``sync=True``, then folds the same ``Changes`` into the ``State``. LevelDB applies a
+batch whole or not at all, even across a crash, so after a restart the head, the blocks
+and the state always belong together; reopening recomputes the state root from every
+entry and checks it against the head to prove it.
 
 Keys (heights are 8-byte big-endian, so keys sort by height):
 
@@ -16,15 +17,19 @@ Keys (heights are 8-byte big-endian, so keys sort by height):
     c + height          this node's commit certificate for the block at that height
     t + tx id           height (8 bytes) + position in the block (4 bytes)
     h + account + height + position
-                        tx id: one entry per tx for its sender and one for its recipient
-                        (when it has one and it is not the sender); an account's entries
-                        sort by height and position, so its history reads newest first
-                        with one reverse range scan
+                        tx id: one entry per tx for each account it names or pays: its
+                        sender, its recipient, and for a tx on a contract or an offer,
+                        the contract's buyer and supplier or the offer's maker; an
+                        account's entries sort by height and position, so its history
+                        reads newest first with one reverse range scan
     B + account + token balance (absent when zero, as in State)
     N + account         nonce (the next one expected)
     A + account         name of the bank that registered the account
     S + token           outstanding supply: minted (opening balances included) minus
                         burned (absent when zero)
+    K + contract id     a contract (Contract.to_list), open or settled
+    O + offer id        a swap offer (Offer.to_list), open or settled
+    F + account         present while the account is frozen (a compliance hold)
 """
 
 from __future__ import annotations
@@ -42,14 +47,15 @@ import plyvel
 
 from chain.block import EMPTY_HASH, Block, CommitCertificate, Header
 from chain.errors import InvalidBlock, StoreError, TxRejected, ensure
+from chain.escrow import Contract, Offer
 from chain.genesis import Genesis
 from chain.state import Changes, State
-from chain.tx import KEY_SIZE, Tx, decode_tx
+from chain.tx import KEY_SIZE, REF_KINDS, Ref, Tx, TxKind, decode_tx
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-SCHEMA_VERSION = 2  # 2: a supply entry is the outstanding amount, not [minted, burned]
+SCHEMA_VERSION = 3  # 2: a supply entry is the outstanding amount; 3: contracts, offers, holds
 
 _META = b"\x00meta"
 _HEAD = b"\x00head"
@@ -61,6 +67,9 @@ _BALANCE = b"B"
 _NONCE = b"N"
 _ACCOUNT = b"A"
 _SUPPLY = b"S"
+_CONTRACT = b"K"
+_OFFER = b"O"
+_FROZEN = b"F"
 
 _height_key = struct.Struct(">Q").pack
 _location = struct.Struct(">QI")
@@ -72,6 +81,7 @@ _CORRUPT = (
     ValueError,
     TypeError,
     IndexError,
+    KeyError,
     InvalidBlock,
     TxRejected,
     struct.error,
@@ -178,15 +188,17 @@ class Store:
             put(_CERT + height, cert.encode())
             location = _location.pack
             for position, tx in enumerate(block.txs):
-                tx_id, sender, to = tx.tx_id, tx.sender, tx.to
+                tx_id = tx.tx_id
                 where = location(header.height, position)
                 put(_TX + tx_id, where)
+                sender, to = tx.sender, tx.to
                 put(_ACCOUNT_TX + sender + where, tx_id)
                 if to and to != sender:
                     put(_ACCOUNT_TX + to + where, tx_id)
-            _write_entries(
-                batch, changes.balances, changes.nonces, changes.accounts, changes.supply
-            )
+                if tx.kind in REF_KINDS:
+                    for party in _parties(tx, changes) - {sender}:
+                        put(_ACCOUNT_TX + party + where, tx_id)
+            _write_entries(batch, changes)
             put(_HEAD, _encode_head(head))
         state.commit(changes, header)
         self._head = head
@@ -338,6 +350,31 @@ class Store:
         data = self._db.get(_SUPPLY + token.encode())
         return 0 if data is None else _unpack(data)  # type: ignore[return-value]
 
+    @_reads_disk
+    def contract(self, contract_id: bytes) -> Contract | None:
+        data = self._db.get(_CONTRACT + contract_id)
+        return None if data is None else Contract.from_list(_unpack(data))  # type: ignore[arg-type]
+
+    @_reads_disk
+    def contracts(self) -> list[tuple[bytes, Contract]]:
+        """Every contract, open or settled, with its id, in id order."""
+        with self._db.iterator(prefix=_CONTRACT) as entries:
+            return [(k[1:], Contract.from_list(_unpack(v))) for k, v in entries]  # type: ignore[arg-type]
+
+    @_reads_disk
+    def offer(self, offer_id: bytes) -> Offer | None:
+        data = self._db.get(_OFFER + offer_id)
+        return None if data is None else Offer.from_list(_unpack(data))  # type: ignore[arg-type]
+
+    @_reads_disk
+    def offers(self) -> list[tuple[bytes, Offer]]:
+        """Every offer, open or settled, with its id, in id order."""
+        with self._db.iterator(prefix=_OFFER) as entries:
+            return [(k[1:], Offer.from_list(_unpack(v))) for k, v in entries]  # type: ignore[arg-type]
+
+    def is_frozen(self, account: bytes) -> bool:
+        return self._db.get(_FROZEN + account) is not None
+
     def size_bytes(self) -> int:
         """Bytes the database takes on disk."""
         return sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
@@ -374,6 +411,15 @@ class Store:
             nonces={k[1:]: _unpack(v) for k, v in db.iterator(prefix=_NONCE)},
             accounts={k[1:]: v.decode() for k, v in db.iterator(prefix=_ACCOUNT)},
             supply={k[1:].decode(): _unpack(v) for k, v in db.iterator(prefix=_SUPPLY)},
+            contracts={
+                k[1:]: Contract.from_list(_unpack(v))  # type: ignore[arg-type]
+                for k, v in db.iterator(prefix=_CONTRACT)
+            },
+            offers={
+                k[1:]: Offer.from_list(_unpack(v))  # type: ignore[arg-type]
+                for k, v in db.iterator(prefix=_OFFER)
+            },
+            frozen={k[1:]: True for k in db.iterator(prefix=_FROZEN, include_value=False)},
             height=head.height,
             last_hash=head.hash,
             last_time_ms=head.time_ms,
@@ -404,32 +450,46 @@ class Store:
         state = State(genesis)
         head = Head(0, EMPTY_HASH, genesis.genesis_time_ms, state.state_root)
         with self._db.write_batch(sync=True) as batch:
-            _write_entries(batch, state.balances, state.nonces, state.accounts, state.supply)
+            _write_entries(batch, state)
             batch.put(_HEAD, _encode_head(head))
             batch.put(_META, _pack([SCHEMA_VERSION, genesis.chain_id, genesis.hash]))
         return state, head
 
 
-def _write_entries(
-    batch: plyvel.WriteBatch,
-    balances: dict[tuple[bytes, str], int],
-    nonces: dict[bytes, int],
-    accounts: dict[bytes, str],
-    supply: dict[str, int],
-) -> None:
+def _write_entries(batch: plyvel.WriteBatch, entries: State | Changes) -> None:
     """Queue state entries (a block's changes, or the genesis state) into a batch."""
     put, delete = batch.put, batch.delete
-    amounts = [(_BALANCE + a + token.encode(), v) for (a, token), v in balances.items()]
-    amounts += [(_SUPPLY + token.encode(), v) for token, v in supply.items()]
+    amounts = [(_BALANCE + a + token.encode(), v) for (a, token), v in entries.balances.items()]
+    amounts += [(_SUPPLY + token.encode(), v) for token, v in entries.supply.items()]
     for key, amount in amounts:
         if amount:
             put(key, _pack(amount))
         else:
             delete(key)  # State drops zero amounts; the store must not resurrect them
-    for account, nonce in nonces.items():
+    for account, nonce in entries.nonces.items():
         put(_NONCE + account, _pack(nonce))
-    for account, bank in accounts.items():
+    for account, bank in entries.accounts.items():
         put(_ACCOUNT + account, bank.encode())
+    for contract_id, contract in entries.contracts.items():
+        put(_CONTRACT + contract_id, _pack(contract.to_list()))
+    for offer_id, offer in entries.offers.items():
+        put(_OFFER + offer_id, _pack(offer.to_list()))
+    for account, frozen in entries.frozen.items():
+        if frozen:
+            put(_FROZEN + account, b"")
+        else:
+            delete(_FROZEN + account)  # a hold lifted: State drops the entry too
+
+
+def _parties(tx: Tx, changes: Changes) -> set[bytes]:
+    """Who a tx on a contract or an offer pays or acts for: the contract's buyer and
+    supplier, or the offer's maker. Read from the block's own changes, which hold every
+    record its txs settled."""
+    ref: Ref = tx.args  # type: ignore[assignment]
+    if tx.kind in (TxKind.SWAP_ACCEPT, TxKind.SWAP_CANCEL):
+        return {changes.offers[ref.id].maker}
+    contract = changes.contracts[ref.id]
+    return {contract.buyer, contract.supplier}
 
 
 def _encode_head(head: Head) -> bytes:

@@ -11,11 +11,13 @@ import click
 from cli.commands.bench import bench
 from cli.commands.chain import chain
 from cli.commands.check import check
+from cli.commands.contract import contract
 from cli.commands.demo import demo
 from cli.commands.network import down, init, logs, status, up
 from cli.commands.node import node
 from cli.commands.scenario import scenario
 from cli.commands.sim import sim
+from cli.commands.swap import swap
 from cli.commands.wallet import wallet
 
 
@@ -31,7 +33,7 @@ def main() -> None:
 
 
 main.add_command(node)
-for command in (init, up, down, status, logs, wallet, chain, check, demo):
+for command in (init, up, down, status, logs, wallet, contract, swap, chain, check, demo):
     main.add_command(command)
 main.add_command(bench)
 main.add_command(sim)

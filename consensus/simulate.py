@@ -50,7 +50,7 @@ from chain.block import Block, CommitCertificate
 from chain.errors import InvalidBlock
 from chain.genesis import Genesis, parse_genesis
 from chain.state import State, execute_block
-from chain.tx import Tx, TxKind, sign_tx
+from chain.tx import ContractTerms, Milestone, Ref, SwapTerms, Tx, TxKind, sign_tx
 from consensus.engine import Engine
 from consensus.events import (
     Action,
@@ -78,8 +78,9 @@ from consensus.validators import (
 CHAIN_ID = "depnet-sim"
 GENESIS_TIME_MS = 1_764_000_000_000
 TOKEN = "USD.BANK0"
+ASK_TOKEN = "EUR.BANK0"  # what the load's swap offers ask for
 ACCOUNTS = 8
-TXS_PER_ACCOUNT = 40  # 320 pre-signed transfers; later blocks are empty
+TXS_PER_ACCOUNT = 40  # 320 pre-signed txs; later blocks are empty
 TXS_PER_BLOCK = 4
 SYNC_BATCH = 32
 MAX_EVENTS = 3_000_000
@@ -351,23 +352,36 @@ def _key(label: str) -> SigningKey:
 @lru_cache(maxsize=4)
 def _accounts() -> tuple[tuple[SigningKey, ...], tuple[tuple[Tx, ...], ...]]:
     keys = tuple(_key(f"account/{i}") for i in range(ACCOUNTS))
-    pool = tuple(
-        tuple(
-            sign_tx(
-                keys[a],
-                TxKind.TRANSFER,
-                CHAIN_ID,
-                nonce,
-                to=bytes(keys[(a + 1) % ACCOUNTS].verify_key),
-                token=TOKEN,
-                amount=1 + nonce,
-                memo=f"inv-{a}-{nonce}",
-            )
-            for nonce in range(TXS_PER_ACCOUNT)
+    pool = []
+    for a, key in enumerate(keys):
+        txs: list[Tx] = []
+        for nonce in range(TXS_PER_ACCOUNT):
+            txs.append(_load_tx(key, bytes(keys[(a + 1) % ACCOUNTS].verify_key), nonce, txs))
+        pool.append(tuple(txs))
+    return keys, tuple(pool)
+
+
+def _load_tx(key: SigningKey, to: bytes, nonce: int, before: list[Tx]) -> Tx:
+    """An account's tx ``nonce``, in a cycle of the kinds a client signs: a transfer; a
+    contract (approved by the buyer itself) and the release of one of its milestones; a
+    swap offer and its cancel. Their deadlines lie beyond any run, so no account's txs
+    ever stop applying, whatever the faults delay."""
+    step = nonce % 5
+    far = GENESIS_TIME_MS + 10**9
+    kind, fields = TxKind.TRANSFER, {"to": to, "token": TOKEN, "amount": 1 + nonce}
+    if step == 1:
+        terms = ContractTerms(
+            bytes(key.verify_key), far, bytes(32), (Milestone("a", 1), Milestone("b", 1 + nonce))
         )
-        for a in range(ACCOUNTS)
-    )
-    return keys, pool
+        kind, fields = TxKind.CONTRACT_OPEN, {**fields, "amount": 2 + nonce, "args": terms}
+    elif step == 2:
+        kind, fields = TxKind.CONTRACT_RELEASE, {"args": Ref(before[nonce - 1].tx_id, "a")}
+    elif step == 3:
+        terms = SwapTerms(ASK_TOKEN, 1 + nonce, far)
+        kind, fields = TxKind.SWAP_OFFER, {"token": TOKEN, "amount": 1 + nonce, "args": terms}
+    elif step == 4:
+        kind, fields = TxKind.SWAP_CANCEL, {"args": Ref(before[nonce - 1].tx_id)}
+    return sign_tx(key, kind, CHAIN_ID, nonce, memo=f"inv-{nonce}", **fields)  # type: ignore[arg-type]
 
 
 @lru_cache(maxsize=8)
@@ -384,7 +398,8 @@ def world(nodes: int) -> World:
                     "name": f"BANK{i}",
                     "validator": bytes(keys[i].verify_key).hex(),
                     "issuer": bytes(_key(f"issuer/{i}").verify_key).hex(),
-                    "tokens": [{"symbol": f"USD.BANK{i}", "decimals": 2}],
+                    "tokens": [{"symbol": f"USD.BANK{i}", "decimals": 2}]
+                    + ([{"symbol": ASK_TOKEN, "decimals": 2}] if i == 0 else []),
                 }
                 for i in range(nodes)
             ],

@@ -37,7 +37,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from chain.block import CommitCertificate, Header
-from chain.tx import MAX_TX_BYTES, Tx
+from chain.tx import MAX_TX_BYTES, Args, ContractTerms, SwapTerms, Tx
 from consensus.messages import MAX_HEIGHT
 from node.mempool import TxStatus
 from node.service import (
@@ -45,10 +45,12 @@ from node.service import (
     AccountTx,
     AccountTxs,
     CommittedBlock,
+    ContractInfo,
     Head,
     Hex,
     NodeService,
     NodeStatus,
+    OfferInfo,
     SubmitResult,
 )
 
@@ -57,12 +59,20 @@ MAX_BATCH = 1_000
 MAX_BODY_BYTES = MAX_BATCH * (2 * MAX_TX_BYTES + 4) + 1_024
 MAX_HISTORY_PAGE = 500
 DEFAULT_HISTORY_PAGE = 50
+MAX_LIST = 500  # contracts or offers per answer
+DEFAULT_LIST = 100
 HEX32 = "^[0-9a-fA-F]{64}$"
 
 log = logging.getLogger("depnet.api")
 T = TypeVar("T")
 TxIdParam = Annotated[str, Path(pattern=HEX32, description="tx id (sha256 of its bytes)")]
 AccountParam = Annotated[str, Path(pattern=HEX32, description="account public key")]
+RecordParam = Annotated[str, Path(pattern=HEX32, description="id: the opening tx's id")]
+PartyQuery = Annotated[
+    str | None, Query(pattern=HEX32, description="Only those this account is a party to.")
+]
+OpenQuery = Annotated[bool, Query(description="Only those still open.")]
+LimitQuery = Annotated[int, Query(ge=1, le=MAX_LIST, description="At most this many.")]
 
 
 # --- JSON shapes ------------------------------------------------------------------------
@@ -111,9 +121,68 @@ class TxStatusOut(TxStatus):
 
 
 @dataclass(frozen=True, slots=True)
+class MilestoneOut:
+    name: str
+    amount: int
+    due_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ContractTermsOut:
+    """The args of a contract_open: ``to`` is the supplier, ``amount`` the total."""
+
+    approver: Hex
+    expiry_ms: int
+    terms_hash: Hex
+    milestones: Sequence[MilestoneOut]
+
+
+@dataclass(frozen=True, slots=True)
+class SwapTermsOut:
+    """The args of a swap_offer: what it asks for its ``amount`` of ``token``."""
+
+    ask_token: str
+    ask_amount: int
+    expiry_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class RefOut:
+    """The args of a tx on a contract or an offer: its id (and a release's milestone)."""
+
+    id: Hex
+    milestone: str
+
+
+def _args_out(args: Args | None) -> ContractTermsOut | SwapTermsOut | RefOut | None:
+    if args is None:
+        return None
+    if isinstance(args, ContractTerms):
+        milestones = [MilestoneOut(m.name, m.amount, m.due_ms) for m in args.milestones]
+        return ContractTermsOut(args.approver, args.expiry_ms, args.terms_hash, milestones)
+    if isinstance(args, SwapTerms):
+        return SwapTermsOut(args.ask_token, args.ask_amount, args.expiry_ms)
+    return RefOut(args.id, args.milestone)
+
+
+@dataclass(frozen=True, slots=True)
 class TxOut:
     tx_id: Hex
-    kind: Literal["register", "mint", "burn", "transfer"]
+    kind: Literal[
+        "register",
+        "mint",
+        "burn",
+        "transfer",
+        "contract_open",
+        "contract_release",
+        "contract_refund",
+        "contract_cancel",
+        "swap_offer",
+        "swap_accept",
+        "swap_cancel",
+        "freeze",
+        "unfreeze",
+    ]
     chain_id: str
     sender: Hex
     nonce: int
@@ -122,6 +191,11 @@ class TxOut:
     amount: int
     memo: str
     signature: Hex
+    args: Annotated[
+        ContractTermsOut | SwapTermsOut | RefOut | None,
+        PydanticField(description="A contract's or a swap's terms, or the contract or offer "
+                      "acted on; null for the other kinds."),
+    ] = None  # fmt: skip
 
     @staticmethod
     def fields(tx: Tx) -> dict[str, Any]:
@@ -136,6 +210,7 @@ class TxOut:
             "amount": tx.amount,
             "memo": tx.memo,
             "signature": tx.signature,
+            "args": _args_out(tx.args),
         }
 
     @classmethod
@@ -175,6 +250,16 @@ class AccountTxsOut:
     @classmethod
     def of(cls, account: bytes, page: AccountTxs) -> AccountTxsOut:
         return cls(account, [AccountTxOut.of_entry(e) for e in page.txs], page.next_before)
+
+
+@dataclass(frozen=True, slots=True)
+class ContractsOut:
+    contracts: Sequence[ContractInfo]
+
+
+@dataclass(frozen=True, slots=True)
+class OffersOut:
+    offers: Sequence[OfferInfo]
 
 
 @dataclass(frozen=True, slots=True)
@@ -411,6 +496,30 @@ def create_app(node: NodeService) -> FastAPI:
         committed = _found(node.block(height), "block_not_found", f"no block at height {height}")
         return _answer(BlockOut.of(committed))
 
+    @get("/contracts/{contract_id}", ContractInfo, "A contract in escrow", missing="contract")
+    async def contract(contract_id: RecordParam) -> Response:
+        key = bytes.fromhex(contract_id)
+        found = node.contract(key)
+        return _answer(_found(found, "contract_not_found", f"no contract {key.hex()}"))
+
+    @get("/contracts", ContractsOut, "Contracts, in order of expiry")
+    async def contracts(
+        party: PartyQuery = None, open: OpenQuery = False, limit: LimitQuery = DEFAULT_LIST
+    ) -> Response:
+        chosen = node.contracts(_party(party), open, limit)
+        return _answer(ContractsOut(chosen))
+
+    @get("/offers/{offer_id}", OfferInfo, "A swap offer", missing="offer")
+    async def offer(offer_id: RecordParam) -> Response:
+        key = bytes.fromhex(offer_id)
+        return _answer(_found(node.offer(key), "offer_not_found", f"no offer {key.hex()}"))
+
+    @get("/offers", OffersOut, "Swap offers, in order of expiry")
+    async def offers(
+        party: PartyQuery = None, open: OpenQuery = False, limit: LimitQuery = DEFAULT_LIST
+    ) -> Response:
+        return _answer(OffersOut(node.offers(_party(party), open, limit)))
+
     @get("/head", Head, "The committed tip")
     async def head() -> Response:
         return _answer(node.head())
@@ -470,6 +579,10 @@ async def _read_json(request: Request) -> object:
         return json.loads(b"".join(chunks))
     except (ValueError, RecursionError):  # JSONDecodeError, bad UTF-8, huge ints, deep nesting
         raise ApiError(400, "malformed_json", "request body is not valid JSON") from None
+
+
+def _party(text: str | None) -> bytes | None:
+    return None if text is None else bytes.fromhex(text)
 
 
 def _unregistered(account: bytes) -> tuple[str, str]:

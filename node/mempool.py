@@ -34,7 +34,7 @@ from typing import Literal
 from chain.block import Block
 from chain.errors import Reason, TxRejected
 from chain.state import Changes, State, apply_tx, check_chain_and_sender
-from chain.tx import Tx, verify_signature
+from chain.tx import ORDER_SENSITIVE_KINDS, Tx, verify_signature
 
 
 class MempoolError(Exception):
@@ -158,11 +158,16 @@ class Mempool:
         remaining pending tx still applies in admission order: the overlay holds absolute
         values equal to old state + all pending = new state + remaining pending, and moving
         some txs earlier only adds credits before the others (a sender's own debits come in
-        nonce order, so none of them can have moved ahead of an earlier one). Then the
-        commit costs one dict deletion per block tx. Otherwise (a tx this node never saw, or
-        a conflicting one) pending txs are re-applied in admission order onto a fresh
-        overlay, one ``apply_tx`` each: those that no longer apply are evicted, except that
-        a tx now beyond a gap in its sender's nonces goes back to the queue.
+        nonce order, so none of them can have moved ahead of an earlier one; two txs that
+        settle the same offer or milestone never both pass admission). Two things break
+        that argument, and then the pool rechecks: a block tx whose kind can make another
+        sender's earlier tx fail (``ORDER_SENSITIVE_KINDS``: a compliance hold, a contract
+        refund or cancel), and a block time that reaches a deadline a pending tx relied on
+        (``valid_before_ms``: an offer's or a contract's expiry). Otherwise the commit costs
+        one dict deletion per block tx. The recheck (also for a tx this node never saw, or
+        a conflicting one) re-applies pending txs in admission order onto a fresh overlay,
+        one ``apply_tx`` each: those that no longer apply are evicted, except that a tx now
+        beyond a gap in its sender's nonces goes back to the queue.
         """
         state = self._state
         if state.height != block.height:
@@ -171,7 +176,13 @@ class Mempool:
         for tx_id in committed:
             self._verified.pop(tx_id, None)  # a committed tx is stale: never verified again
         evicted: list[tuple[Tx, TxRejected]] = []
-        if committed <= self._pending.keys() and not self._overlay_oversized():
+        overlay = self._overlay  # its time has moved on to after the block's (Changes.time_ms)
+        if (
+            committed <= self._pending.keys()
+            and not self._overlay_oversized()
+            and overlay.time_ms < overlay.valid_before_ms
+            and not any(tx.kind in ORDER_SENSITIVE_KINDS for tx in block.txs)
+        ):
             for tx_id in committed:
                 del self._pending[tx_id]
         else:

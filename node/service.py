@@ -9,10 +9,10 @@ gossip); every other call reads.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from hashlib import sha256
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any, Literal, Protocol, TypeVar
 
 import trio
 from prometheus_client import CollectorRegistry
@@ -20,6 +20,7 @@ from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 
 from chain.block import Block, CommitCertificate
 from chain.errors import TxRejected
+from chain.escrow import Contract, Offer, OfferStatus, Settlement
 from chain.store import Store
 from chain.tx import Tx, decode_tx
 from consensus.engine import Engine
@@ -68,6 +69,96 @@ class AccountInfo:
     nonce: int  # committed: the number of txs this account has had applied
     next_nonce: int  # counting its txs in the mempool: the nonce its next tx should carry
     balances: Mapping[str, int]  # token symbol -> amount in minor units; zero balances left out
+    # what it has locked in open contracts (as the buyer) and open offers (as the maker)
+    locked: Mapping[str, int] = field(default_factory=dict)
+    frozen: bool = False  # under a compliance hold by its bank
+
+
+@dataclass(frozen=True, slots=True)
+class MilestoneInfo:
+    name: str
+    amount: int
+    due_ms: int  # the block time it must be released before; 0: the contract's expiry
+    state: Literal["locked", "released", "refunded"]
+
+
+@dataclass(frozen=True, slots=True)
+class ContractInfo:
+    """A contract in escrow (open while it still locks something), by its id: the id of
+    the tx that opened it. Amounts in the token's minor units; times are block times."""
+
+    id: Hex
+    status: Literal["open", "closed"]
+    buyer: Hex
+    supplier: Hex
+    approver: Hex
+    token: str
+    total: int
+    locked: int
+    released: int  # paid to the supplier
+    refunded: int  # returned to the buyer
+    expiry_ms: int
+    terms_hash: Hex  # sha256 of the terms document
+    milestones: Sequence[MilestoneInfo]
+
+    @classmethod
+    def of(cls, contract_id: bytes, contract: Contract) -> ContractInfo:
+        return cls(
+            id=contract_id,
+            status="open" if contract.is_open else "closed",
+            buyer=contract.buyer,
+            supplier=contract.supplier,
+            approver=contract.approver,
+            token=contract.token,
+            total=sum(m.amount for m in contract.milestones),
+            locked=contract.locked,
+            released=contract.total(Settlement.RELEASED),
+            refunded=contract.total(Settlement.REFUNDED),
+            expiry_ms=contract.expiry_ms,
+            terms_hash=contract.terms_hash,
+            milestones=[
+                MilestoneInfo(m.name, m.amount, m.due_ms, s.name.lower())  # type: ignore[arg-type]
+                for m, s in zip(contract.milestones, contract.settled, strict=True)
+            ],
+        )
+
+    def involves(self, account: bytes) -> bool:
+        return account in (self.buyer, self.supplier, self.approver)
+
+
+@dataclass(frozen=True, slots=True)
+class OfferInfo:
+    """A PvP swap offer by its id (the id of the tx that made it): ``amount`` of ``token``
+    locked from the maker, for ``ask_amount`` of ``ask_token``."""
+
+    id: Hex
+    status: Literal["open", "taken", "cancelled"]
+    maker: Hex
+    counterparty: Hex  # empty: anyone may accept
+    token: str
+    amount: int
+    ask_token: str
+    ask_amount: int
+    expiry_ms: int
+    taker: Hex  # who accepted it; empty unless taken
+
+    @classmethod
+    def of(cls, offer_id: bytes, offer: Offer) -> OfferInfo:
+        return cls(
+            id=offer_id,
+            status=offer.status.name.lower(),  # type: ignore[arg-type]
+            maker=offer.maker,
+            counterparty=offer.counterparty,
+            token=offer.token,
+            amount=offer.amount,
+            ask_token=offer.ask_token,
+            ask_amount=offer.ask_amount,
+            expiry_ms=offer.expiry_ms,
+            taker=offer.taker,
+        )
+
+    def involves(self, account: bytes) -> bool:
+        return account in (self.maker, self.counterparty, self.taker)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +243,20 @@ class NodeService(Protocol):
 
     def block(self, height: int) -> CommittedBlock | None: ...
 
+    def contract(self, contract_id: bytes) -> ContractInfo | None: ...
+
+    def contracts(self, party: bytes | None, open_only: bool, limit: int) -> list[ContractInfo]:
+        """Up to ``limit`` contracts (those ``party`` is buyer, supplier or approver of, if
+        given), open ones only if ``open_only``, in order of expiry."""
+        ...
+
+    def offer(self, offer_id: bytes) -> OfferInfo | None: ...
+
+    def offers(self, party: bytes | None, open_only: bool, limit: int) -> list[OfferInfo]:
+        """Up to ``limit`` offers (those ``party`` made, may take or took, if given), open
+        ones only if ``open_only``, in order of expiry."""
+        ...
+
     def head(self) -> Head: ...
 
     def status(self) -> NodeStatus: ...
@@ -213,6 +318,8 @@ class LocalService:
                 for symbol in state.tokens
                 if (units := state.balances.get((account, symbol), 0))
             },
+            locked=locked_by(state.contracts.values(), state.offers.values(), account),
+            frozen=state.frozen.get(account, False),
         )
 
     def account_txs(
@@ -236,6 +343,22 @@ class LocalService:
         if not 1 <= height <= self.store.state.height:
             return None
         return CommittedBlock(self.store.block(height), self.store.certificate(height))
+
+    def contract(self, contract_id: bytes) -> ContractInfo | None:
+        contract = self.store.state.contracts.get(contract_id)
+        return None if contract is None else ContractInfo.of(contract_id, contract)
+
+    def contracts(self, party: bytes | None, open_only: bool, limit: int) -> list[ContractInfo]:
+        found = (ContractInfo.of(i, c) for i, c in self.store.state.contracts.items())
+        return _select(found, party, open_only, limit)
+
+    def offer(self, offer_id: bytes) -> OfferInfo | None:
+        offer = self.store.state.offers.get(offer_id)
+        return None if offer is None else OfferInfo.of(offer_id, offer)
+
+    def offers(self, party: bytes | None, open_only: bool, limit: int) -> list[OfferInfo]:
+        found = (OfferInfo.of(i, o) for i, o in self.store.state.offers.items())
+        return _select(found, party, open_only, limit)
 
     def head(self) -> Head:
         state = self.store.state
@@ -266,3 +389,33 @@ class LocalService:
             seconds_since_commit=round(self.since_commit(), 3),
             consensus=engine.status().to_json(),
         )
+
+
+def locked_by(
+    contracts: Iterable[Contract], offers: Iterable[Offer], account: bytes
+) -> dict[str, int]:
+    """What ``account`` has locked, by token: its open contracts as the buyer and its open
+    offers as the maker (one pass over the records: a query, not a hot path)."""
+    locked: dict[str, int] = {}
+    for contract in contracts:
+        if contract.buyer == account and contract.is_open:
+            locked[contract.token] = locked.get(contract.token, 0) + contract.locked
+    for offer in offers:
+        if offer.maker == account and offer.status is OfferStatus.OPEN:
+            locked[offer.token] = locked.get(offer.token, 0) + offer.amount
+    return dict(sorted(locked.items()))
+
+
+Record = TypeVar("Record", ContractInfo, OfferInfo)
+
+
+def _select(
+    records: Iterable[Record], party: bytes | None, open_only: bool, limit: int
+) -> list[Record]:
+    chosen = [
+        r
+        for r in records
+        if (party is None or r.involves(party)) and (not open_only or r.status == "open")
+    ]
+    chosen.sort(key=lambda r: (r.expiry_ms, r.id))
+    return chosen[:limit]

@@ -2,8 +2,10 @@
 
 Every node of the network answers from one shared ledger (chain/state.py), so a CLI test
 sees real rejections (insufficient funds, unknown token, unregistered recipient) without
-starting processes. Each accepted tx commits at once in a block of its own. A test can take
-nodes down (connection refused), fill the mempool, or set what /status reports.
+starting processes. Each accepted tx commits at once in a block of its own, dated a
+second after the one before (``advance`` moves the clock on further, so deadlines can
+pass). A test can take nodes down (connection refused), fill the mempool, or set what
+/status reports.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from chain.state import Changes, State, check_tx
 from chain.tx import decode_tx
 from node.api import TxOut, as_json
 from node.layout import NetworkHome
+from node.service import ContractInfo, OfferInfo, locked_by
+from tests.ledger_helpers import at_time
 
 
 class FakeNetwork:
@@ -35,6 +39,18 @@ class FakeNetwork:
         self.status: dict[str, dict] = {}  # bank -> fields that override /status
         self.requests: list[str] = []
         self.history_page = 500  # most txs a history page holds (a real node: up to limit)
+        self.times: list[int] = []  # each block's time
+        self.skipped_ms = 0  # how far ``advance`` moved the clock past one second a block
+
+    def advance(self, ms: int) -> None:
+        """Date the next block ``ms`` later than it would be."""
+        self.skipped_ms += ms
+
+    def time_of(self, height: int) -> int:
+        """The time of block ``height`` (the genesis time at 0; the next one's if not yet)."""
+        if 1 <= height <= len(self.times):
+            return self.times[height - 1]
+        return self.genesis.genesis_time_ms + 1000 * height + self.skipped_ms
 
     def transport(self, method: str, url: str, body: bytes | None) -> tuple[int, bytes]:
         """What cli.devnet.client.NodeClient calls instead of the network."""
@@ -52,6 +68,10 @@ class FakeNetwork:
             (r"/accounts/([0-9a-f]{64})", self._account),
             (r"/accounts/([0-9a-f]{64})/txs", lambda a: self._account_txs(a, parts.query)),
             (r"/blocks/(\d+)", self._block),
+            (r"/contracts/([0-9a-f]{64})", self._contract),
+            (r"/contracts", lambda: self._records("contracts", parts.query)),
+            (r"/offers/([0-9a-f]{64})", self._offer),
+            (r"/offers", lambda: self._records("offers", parts.query)),
             (r"/head", self._head),
             (r"/status", lambda: self._status(bank)),
         ):
@@ -70,11 +90,14 @@ class FakeNetwork:
             if self.mempool_full:
                 results.append(_result(tx.tx_id.hex(), False, "mempool_full", "pool is full"))
                 continue
+            height = len(self.blocks) + 1
+            self.changes = at_time(self.changes, self.time_of(height))
             try:
                 check_tx(self.changes, tx)
             except TxRejected as exc:
                 results.append(_result(tx.tx_id.hex(), False, exc.reason.value, exc.detail))
                 continue
+            self.times.append(self.time_of(height))
             self.blocks.append([tx])
             self.committed[tx.tx_id.hex()] = (len(self.blocks), 0)
             results.append(_result(tx.tx_id.hex(), True, None, None))
@@ -109,6 +132,7 @@ class FakeNetwork:
             if self.changes.balance(key, t)
         }
         nonce = self.changes.nonce(key)
+        contracts, offers = self._all()
         return _ok(
             {
                 "account": account,
@@ -116,8 +140,45 @@ class FakeNetwork:
                 "nonce": nonce,
                 "next_nonce": nonce,
                 "balances": balances,
+                "locked": locked_by(contracts.values(), offers.values(), key),
+                "frozen": self.changes.is_frozen(key),
             },
         )
+
+    def _all(self) -> tuple[dict, dict]:
+        base = self.changes.base
+        return (
+            {**base.contracts, **self.changes.contracts},
+            {**base.offers, **self.changes.offers},
+        )
+
+    def _contract(self, contract_id: str) -> tuple[int, bytes]:
+        found = self._all()[0].get(bytes.fromhex(contract_id))
+        if found is None:
+            return _error(404, "contract_not_found", f"no contract {contract_id}")
+        return _ok(as_json(ContractInfo.of(bytes.fromhex(contract_id), found)))
+
+    def _offer(self, offer_id: str) -> tuple[int, bytes]:
+        found = self._all()[1].get(bytes.fromhex(offer_id))
+        if found is None:
+            return _error(404, "offer_not_found", f"no offer {offer_id}")
+        return _ok(as_json(OfferInfo.of(bytes.fromhex(offer_id), found)))
+
+    def _records(self, what: str, query: str) -> tuple[int, bytes]:
+        """GET /contracts or /offers with the API's party, open and limit parameters."""
+        params = {k: v[-1] for k, v in parse_qs(query).items()}
+        party = bytes.fromhex(params["party"]) if "party" in params else None
+        contracts, offers = self._all()
+        shape = ContractInfo if what == "contracts" else OfferInfo
+        records = contracts if what == "contracts" else offers
+        infos = [shape.of(i, r) for i, r in records.items()]  # type: ignore[attr-defined]
+        chosen = [
+            as_json(r)
+            for r in sorted(infos, key=lambda r: (r.expiry_ms, r.id))
+            if (party is None or r.involves(party))
+            and (params.get("open") != "true" or r.status == "open")
+        ]
+        return _ok({what: chosen[: int(params.get("limit", "100"))]})
 
     def _account_txs(self, account: str, query: str) -> tuple[int, bytes]:
         """GET /accounts/{account}/txs: each block here holds one tx, so no page splits one."""
@@ -138,7 +199,6 @@ class FakeNetwork:
                 if account in (tx.sender.hex(), tx.to.hex()):
                     found.append((height, position, tx))
         page = found[: min(limit, self.history_page)]
-        time_ms = self.genesis.genesis_time_ms
         return _ok(
             {
                 "account": account,
@@ -147,7 +207,7 @@ class FakeNetwork:
                         **as_json(TxOut.of(tx)),
                         "height": h,
                         "position": p,
-                        "time_ms": time_ms + 1000 * h,
+                        "time_ms": self.time_of(h),
                     }
                     for h, p, tx in page
                 ],
@@ -172,7 +232,7 @@ class FakeNetwork:
                 "round": 0,
                 "prev_hash": _hash(height - 1),
                 "proposer": self.genesis.banks[height % len(self.genesis.banks)].validator.hex(),
-                "time_ms": self.genesis.genesis_time_ms + 1000 * height,
+                "time_ms": self.time_of(height),
                 "tx_root": "00" * 32,
                 "state_root": "00" * 32,
                 "last_cert_hash": "00" * 32,
@@ -195,7 +255,7 @@ class FakeNetwork:
                 "height": height,
                 "hash": _hash(height),
                 "state_root": "00" * 32,
-                "time_ms": self.genesis.genesis_time_ms + 1000 * height,
+                "time_ms": self.time_of(height),
             },
         )
 

@@ -20,9 +20,10 @@ from pydantic import TypeAdapter
 
 from chain.block import Block, CommitCertificate
 from chain.errors import Reason, TxRejected
+from chain.escrow import Contract, Offer, Settlement
 from chain.genesis import parse_genesis
 from chain.state import State, build_block
-from chain.tx import TxKind, decode_tx, sign_tx
+from chain.tx import Milestone, Ref, TxKind, decode_tx, sign_tx
 from node.api import (
     DEFAULT_HISTORY_PAGE,
     MAX_BATCH,
@@ -32,7 +33,9 @@ from node.api import (
     BlockOut,
     ErrorOut,
     SubmitOut,
+    TxOut,
     TxStatusOut,
+    as_json,
     create_app,
     serve_api,
 )
@@ -43,8 +46,10 @@ from node.service import (
     AccountTx,
     AccountTxs,
     CommittedBlock,
+    ContractInfo,
     Head,
     NodeStatus,
+    OfferInfo,
     SubmitResult,
 )
 
@@ -88,6 +93,16 @@ def _block() -> Block:
 
 
 BLOCK = _block()
+ALICE_PUB, BOB_PUB = bytes(ALICE.verify_key), bytes(BOB.verify_key)
+CONTRACT = ContractInfo.of(
+    b"\xc0" * 32,
+    Contract(
+        ALICE_PUB, BOB_PUB, ALICE_PUB, "USD.JPM", 9_000, b"\x7e" * 32,
+        (Milestone("shipment", 30), Milestone("delivery", 70, 5_000)),
+        (Settlement.RELEASED, Settlement.LOCKED),
+    ),
+)  # fmt: skip
+OFFER = OfferInfo.of(b"\x0f" * 32, Offer(BOB_PUB, b"", "USD.JPM", 5, "HKD.HSBC", 39, 9_000))
 CERT = CommitCertificate(1, 1, BLOCK.hash, ((0, b"\x09" * 64),))
 GOOD_TX = BLOCK.txs[0]
 T = TypeVar("T")
@@ -122,6 +137,7 @@ class FakeNode:
         }
         self.fail_status = False
         self.history_reads: list[tuple[bytes, int | None, int]] = []
+        self.list_reads: list[tuple] = []
 
     @property
     def registry(self):  # type: ignore[no-untyped-def]
@@ -160,6 +176,20 @@ class FakeNode:
 
     def block(self, height: int) -> CommittedBlock | None:
         return CommittedBlock(BLOCK, CERT) if height == 1 else None
+
+    def contract(self, contract_id: bytes) -> ContractInfo | None:
+        return CONTRACT if contract_id == CONTRACT.id else None
+
+    def contracts(self, party: bytes | None, open_only: bool, limit: int) -> list[ContractInfo]:
+        self.list_reads.append(("contracts", party, open_only, limit))
+        return [CONTRACT]
+
+    def offer(self, offer_id: bytes) -> OfferInfo | None:
+        return OFFER if offer_id == OFFER.id else None
+
+    def offers(self, party: bytes | None, open_only: bool, limit: int) -> list[OfferInfo]:
+        self.list_reads.append(("offers", party, open_only, limit))
+        return [OFFER]
 
     def head(self) -> Head:
         return Head(CHAIN, 1, BLOCK.hash, BLOCK.header.state_root, BLOCK.header.time_ms)
@@ -253,6 +283,8 @@ async def test_account(client: httpx.AsyncClient, fake: FakeNode) -> None:
         "nonce": 1,
         "next_nonce": 3,
         "balances": {"USD.JPM": 475},
+        "locked": {},
+        "frozen": False,
     }
     assert_error(await client.get(f"/accounts/{'cd' * 32}"), 404, "account_not_found")
 
@@ -276,6 +308,7 @@ async def test_account_txs_page(client: httpx.AsyncClient, fake: FakeNode) -> No
         "amount": 25,
         "memo": "INV-1",
         "signature": GOOD_TX.signature.hex(),
+        "args": None,
         "height": 1,
         "position": 0,
         "time_ms": 2_000,
@@ -410,12 +443,47 @@ async def test_openapi_documents_every_route(client: httpx.AsyncClient) -> None:
     assert response.status_code == 200
     doc = response.json()
     assert {"/txs", "/txs/{tx_id}", "/accounts/{account}", "/accounts/{account}/txs",
-            "/blocks/{height}", "/head", "/status", "/metrics"} <= doc["paths"].keys()  # fmt: skip
+            "/blocks/{height}", "/head", "/status", "/metrics", "/contracts",
+            "/contracts/{contract_id}", "/offers", "/offers/{offer_id}",
+            } <= doc["paths"].keys()  # fmt: skip
     submit = doc["paths"]["/txs"]["post"]
     schema = submit["requestBody"]["content"]["application/json"]["schema"]
     assert schema["properties"]["txs"]["maxItems"] == MAX_BATCH
     assert "422" not in json.dumps(doc["paths"])
     assert "400" in doc["paths"]["/txs/{tx_id}"]["get"]["responses"]
+
+
+async def test_contracts_and_offers(client: httpx.AsyncClient, fake: FakeNode) -> None:
+    response = await client.get(f"/contracts/{CONTRACT.id.hex()}")
+    assert response.status_code == 200 and parse(ContractInfo, response) == CONTRACT
+    body = response.json()
+    assert (body["status"], body["total"], body["locked"], body["released"]) == (
+        "open",
+        100,
+        70,
+        30,
+    )
+    assert body["milestones"][1] == {
+        "name": "delivery", "amount": 70, "due_ms": 5_000, "state": "locked"
+    }  # fmt: skip
+    assert_error(await client.get(f"/contracts/{'ab' * 32}"), 404, "contract_not_found")
+    listed = await client.get(f"/contracts?party={ALICE_PUB.hex()}&open=true&limit=7")
+    assert listed.json()["contracts"][0]["id"] == CONTRACT.id.hex()
+    offer = await client.get(f"/offers/{OFFER.id.hex()}")
+    assert parse(OfferInfo, offer) == OFFER and offer.json()["counterparty"] == ""
+    assert_error(await client.get(f"/offers/{'ab' * 32}"), 404, "offer_not_found")
+    assert (await client.get("/offers")).json()["offers"][0]["ask_token"] == "HKD.HSBC"
+    assert fake.list_reads == [("contracts", ALICE_PUB, True, 7), ("offers", None, False, 100)]
+    for bad in ("/contracts?party=zz", "/offers?limit=0", f"/offers?limit={10**6}"):
+        assert_error(await client.get(bad), 400, "invalid_request")
+
+
+def test_a_tx_shows_its_args() -> None:
+    release = sign_tx(BOB, TxKind.CONTRACT_RELEASE, CHAIN, 0, args=Ref(CONTRACT.id, "delivery"))
+    shown = as_json(TxOut.of(release))
+    assert shown["kind"] == "contract_release"
+    assert shown["args"] == {"id": CONTRACT.id.hex(), "milestone": "delivery"}
+    assert as_json(TxOut.of(GOOD_TX))["args"] is None
 
 
 # --- bad requests -----------------------------------------------------------------------

@@ -19,7 +19,7 @@ from chain.codec import MAX_BLOCK_TXS
 from chain.errors import InvalidBlock
 from chain.state import State, build_block, execute_block
 from chain.store import Store
-from chain.tx import Tx, TxKind, sign_tx
+from chain.tx import ContractTerms, Milestone, Ref, SwapTerms, Tx, TxKind, sign_tx
 from cli.devnet.check import _block_of, check_chains, read_acks, read_network
 from cli.devnet.start import free_ports
 from cli.main import main
@@ -254,6 +254,29 @@ def test_a_block_read_through_the_api_rebuilds_to_the_same_hash(maker: ChainMake
     data["header"]["time_ms"] += 1
     with pytest.raises(InvalidBlock, match="does not hash"):
         _block_of(data)
+
+
+def test_programmable_payments_read_through_the_api_rebuild_to_the_same_bytes(
+    maker: ChainMaker,
+) -> None:
+    buyer = maker.net.wallet("acme-buyer").signing_key
+    approver = bytes.fromhex(maker.net.wallet("JPM").account)
+    supplier = bytes.fromhex(maker.net.wallet("lyon-textiles").account)
+    chain_id = maker.genesis.chain_id
+    terms = ContractTerms(
+        approver, 1_900_000_000_000, bytes(32), (Milestone("ship", 600, 5), Milestone("pay", 400))
+    )
+    txs = (
+        sign_tx(buyer, TxKind.CONTRACT_OPEN, chain_id, 0, to=supplier, token="USD.JPM",
+                amount=1_000, args=terms),
+        sign_tx(buyer, TxKind.SWAP_OFFER, chain_id, 1, token="USD.JPM", amount=5,
+                args=SwapTerms("HKD.HSBC", 40, 1_900_000_000_000)),
+        sign_tx(buyer, TxKind.CONTRACT_RELEASE, chain_id, 2, args=Ref(bytes(range(32)), "ship")),
+        sign_tx(buyer, TxKind.SWAP_CANCEL, chain_id, 3, args=Ref(bytes(32))),
+    )  # fmt: skip
+    block = Block(maker.payments(1)[0][0].header, txs, None)
+    rebuilt, cert = _block_of(as_json(BlockOut.of(CommittedBlock(block, None))))
+    assert [tx.raw for tx in rebuilt.txs] == [tx.raw for tx in txs] and cert is None
 
 
 def test_check_of_a_missing_network_is_one_line(tmp_path: Path) -> None:

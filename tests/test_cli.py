@@ -615,14 +615,196 @@ def test_demo_story_settles_each_step_and_prints_balances_that_match(
     from cli.commands import demo
 
     monkeypatch.setattr(demo, "bring_up", lambda net, timeout, as_json: None)  # fake is "up"
+
+    def wait_for_block_time(net: NetworkHome, time_ms: int) -> float:
+        fake.advance(max(0, time_ms - fake.time_of(len(fake.blocks) + 1)))
+        return 0.0
+
+    monkeypatch.setattr(demo, "wait_for_block_time", wait_for_block_time)
     out = ok(run(home, "demo"))
-    assert out.count("settled in") == 5 and "INV-2025-1001" in out
-    assert "redeemed 62,500.00 USD.JPM with JPM" in out
+    assert out.count("settled in") == 9 and "PO-2025-0042" in out
+    assert "tradeflow-platform released shipment (37,500.00 USD.JPM) to pearl-river" in out
+    assert "pearl-river-electronics paid 37,500.00 USD.JPM to hsbc-treasury" in out
+    assert "acme-buyer took back 18,400.00 USD.JPM (refund)" in out
+    assert "refused: account frozen (compliance hold)" in out
     assert "Stop it with `depnet down`" in out
-    table = out[out.index("Final balances:") :].split("\n\n")[0].splitlines()[2:]
-    for name, _bank, amount, token in (line.split() for line in table):
-        shown = json.loads(ok(run(home, "wallet", "balance", name, "--json")))["balances"]
-        assert shown[token] == amount.replace(",", "")
+    table = out[out.index("Final balances") :].split("\n\n")[0].splitlines()[2:]
+    rows = {(r[0], r[3]): r for r in (line.split() for line in table) if len(r) == 6}
+    assert rows[("hsbc-treasury", "HKD.HSBC")][4] == "778,000.00"  # the standing quote
+    assert rows[("pearl-river-electronics", "USD.JPM")][2] == "87,500.00"
+    for (name, token), (_, _, available, _, locked, _) in rows.items():
+        shown = json.loads(ok(run(home, "wallet", "balance", name, "--json")))
+        assert shown["balances"].get(token, "0.00") == available.replace(",", "")
+        assert shown["locked"].get(token, "0.00") == locked.replace(",", "")
+    assert "orient-sourcing JPM frozen (AML hold)" in " ".join(out.split())
+
+
+# --- contracts, swaps and holds -------------------------------------------------------
+
+TERMS = """\
+buyer = "acme-buyer"
+supplier = "pearl-river-electronics"
+approver = "tradeflow-platform"
+token = "USD.JPM"
+expires = "30d"
+invoices = ["INV-1", "INV-2"]
+
+[[milestones]]
+name = "shipment"
+amount = "300.00"
+
+[[milestones]]
+name = "delivery"
+amount = "700.00"
+due = "10d"
+"""
+
+
+def opened(home: Path, terms: str = TERMS, name: str = "terms.toml") -> dict:
+    path = home / name
+    path.write_text(terms)
+    return json.loads(ok(run(home, "contract", "open", "--terms", str(path), "--json")))
+
+
+def test_a_contract_locks_then_pays_the_supplier_milestone_by_milestone(
+    home: Path, fake: FakeNetwork
+) -> None:
+    opening = opened(home)
+    contract_id = opening["contract_id"]
+    assert opening["committed"] and opening["amount"] == "1000.00"
+    assert opening["memo"] == "INV-1, INV-2"
+    buyer = json.loads(ok(run(home, "wallet", "balance", BUYER, "--json")))
+    assert buyer["balances"]["USD.JPM"] == "2499000.00" and buyer["locked"] == {
+        "USD.JPM": "1000.00"
+    }
+    out = ok(run(home, "contract", "release", contract_id, "--milestone", "shipment"))
+    assert "tradeflow-platform released shipment (300.00 USD.JPM) to pearl-river" in out
+    shown = json.loads(ok(run(home, "contract", "show", contract_id, "--json")))
+    assert (shown["locked"], shown["released"]) == (70_000, 30_000)
+    assert [m["state"] for m in shown["milestones"]] == ["released", "locked"]
+    text = ok(run(home, "contract", "show", contract_id))
+    assert "approver tradeflow-platform" in text and "700.00 USD.JPM" in text
+    listed = json.loads(ok(run(home, "contract", "list", "--party", SUPPLIER, "--open", "--json")))
+    assert [c["id"] for c in listed] == [contract_id]
+    ok(run(home, "contract", "release", contract_id, "--milestone", "delivery"))
+    assert fake.balance_of(account_of(home, SUPPLIER), "USD.JPM") == 100_000
+    assert json.loads(ok(run(home, "contract", "list", "--open", "--json"))) == []
+    fails(
+        run(home, "contract", "release", contract_id, "--milestone", "delivery"),
+        "rejected (milestone_released)",
+    )
+
+
+def test_a_refund_waits_for_the_expiry_in_block_time(home: Path, fake: FakeNetwork) -> None:
+    contract_id = opened(home, TERMS.replace('"30d"', '"5s"').replace('due = "10d"\n', ""))[
+        "contract_id"
+    ]
+    fails(run(home, "contract", "refund", contract_id), "the contract has not expired yet")
+    fake.advance(5_000)
+    assert "acme-buyer took back 1,000.00 USD.JPM (refund)" in ok(
+        run(home, "contract", "refund", contract_id)
+    )
+    assert json.loads(ok(run(home, "wallet", "balance", BUYER, "--json")))["locked"] == {}
+
+
+def test_the_supplier_cancels_and_the_buyer_is_refunded(home: Path, fake: FakeNetwork) -> None:
+    contract_id = opened(home)["contract_id"]
+    out = ok(run(home, "contract", "cancel", contract_id))
+    assert "pearl-river-electronics cancelled: 1,000.00 USD.JPM back to acme-buyer" in out
+    assert fake.balance_of(account_of(home, BUYER), "USD.JPM") == 250_000_000
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda t: t.replace('buyer = "acme-buyer"\n', ""), "buyer: is required"),
+        (lambda t: t.replace('"300.00"', '"3e2"'), "milestones.0.amount: must be a decimal"),
+        (lambda t: t.replace('"300.00"', "300"), "milestones.0.amount: Input should be a valid"),
+        (lambda t: t.replace('"300.00"', '"300.001"'), "milestones.0.amount: too many decimals"),
+        (lambda t: t.replace('"30d"', '"soon"'), "expires: must be a duration"),
+        (lambda t: t.replace('"10d"', '"60d"'), "milestones.1.due: must lie after"),
+        (lambda t: t.replace('"tradeflow-platform"', '"nobody"'), "approver: unknown wallet"),
+        (lambda t: t.replace('"USD.JPM"', '"XYZ.JPM"'), "token: unknown token"),
+        (lambda t: t + 'colour = "red"\n', "colour: is not a field of a terms file"),
+        (lambda t: t.replace('"delivery"', '"shipment"'), "milestones: names must differ"),
+        (lambda t: t.replace("buyer =", "buyer"), "not valid TOML"),
+        (lambda t: t.replace('"acme-buyer"', '"tradeflow-platform"'), "insufficient funds"),
+    ],
+    ids=["missing", "exponent", "number", "decimals", "expiry", "due", "approver", "token",
+         "extra", "names", "toml", "funds"],
+)  # fmt: skip
+def test_a_bad_terms_file_is_one_line_naming_the_field(
+    home: Path, fake: FakeNetwork, change, expected: str
+) -> None:
+    path = home / "terms.toml"
+    path.write_text(change(TERMS))
+    fails(run(home, "contract", "open", "--terms", str(path)), expected)
+    assert not fake.blocks
+
+
+def test_a_json_terms_file_and_the_schema_it_follows(home: Path, fake: FakeNetwork) -> None:
+    schema = json.loads(ok(CliRunner().invoke(main, ["contract", "schema"])))
+    assert set(schema["required"]) == {"buyer", "supplier", "token", "expires", "milestones"}
+    assert schema["additionalProperties"] is False
+    document = {
+        "buyer": BUYER, "supplier": SUPPLIER, "token": "USD.JPM", "expires": "2030-01-01T00:00:00Z",
+        "milestones": [{"name": "all", "amount": "12.50"}],
+    }  # fmt: skip
+    opening = opened(home, json.dumps(document), "terms.json")
+    shown = json.loads(ok(run(home, "contract", "show", opening["contract_id"], "--json")))
+    assert shown["approver"] == account_of(home, BUYER)  # the buyer approves by default
+    assert shown["expiry_ms"] == 1_893_456_000_000
+    fails(run(home, "contract", "show", "ab" * 32), "no contract")
+    fails(run(home, "contract", "show", "xyz"), "is not 64 hex characters")
+
+
+def test_a_swap_settles_both_legs_once(home: Path, fake: FakeNetwork) -> None:
+    offer = json.loads(ok(run(
+        home, "swap", "offer", "--from", "hsbc-treasury", "--give", "7780.00", "HKD.HSBC",
+        "--want", "1000.00", "USD.JPM", "--expires", "10m", "--json",
+    )))  # fmt: skip
+    offer_id = offer["offer_id"]
+    listed = ok(run(home, "swap", "list"))
+    assert offer_id in listed and "anyone" in listed
+    fails(run(home, "swap", "accept", offer_id), "name the accepting wallet with --from")
+    out = ok(run(home, "swap", "accept", offer_id, "--from", BUYER))
+    assert "acme-buyer paid 1,000.00 USD.JPM to hsbc-treasury and received 7,780.00" in out
+    assert fake.balance_of(account_of(home, BUYER), "HKD.HSBC") == 778_000
+    assert fake.balance_of(account_of(home, "hsbc-treasury"), "USD.JPM") == 100_000
+    fails(run(home, "swap", "accept", offer_id, "--from", BUYER), "the offer was already taken")
+    fails(run(home, "swap", "cancel", offer_id), "the offer was already taken")
+    assert json.loads(ok(run(home, "swap", "list", "--json"))) == []
+    everything = json.loads(ok(run(home, "swap", "list", "--all", "--json")))
+    assert everything[0]["status"] == "taken"
+
+
+def test_the_maker_cancels_an_offer(home: Path, fake: FakeNetwork) -> None:
+    offer_id = json.loads(ok(run(
+        home, "swap", "offer", "--from", BUYER, "--give", "10.00", "USD.JPM", "--want",
+        "78.00", "HKD.HSBC", "--to", SUPPLIER, "--json",
+    )))["offer_id"]  # fmt: skip
+    assert "offer: 10.00 USD.JPM back to acme-buyer" in ok(run(home, "swap", "cancel", offer_id))
+    fails(
+        run(home, "swap", "offer", "--from", BUYER, "--give", "1", "USD.JPM", "--want", "1",
+            "USD.JPM"),
+        "gives one token and wants another",
+    )  # fmt: skip
+
+
+def test_a_frozen_account_is_refused_until_its_bank_unfreezes_it(
+    home: Path, fake: FakeNetwork
+) -> None:
+    assert "JPM froze orient-sourcing (compliance hold)" in ok(
+        run(home, "wallet", "freeze", "orient-sourcing")
+    )
+    pay = ("wallet", "transfer", "--from", BUYER, "--to", "orient-sourcing", "--amount", "5",
+           "--token", "USD.JPM")  # fmt: skip
+    fails(run(home, *pay), "account frozen (compliance hold)")
+    assert json.loads(ok(run(home, "wallet", "balance", "orient-sourcing", "--json")))
+    fails(run(home, "wallet", "freeze", "orient-sourcing", "--bank", "HSBC"), "only the bank")
+    ok(run(home, "wallet", "unfreeze", "orient-sourcing"))
+    ok(run(home, *pay))
+    assert fake.balance_of(account_of(home, "orient-sourcing"), "USD.JPM") == 500
 
 
 def test_init_writes_the_peer_ids_libp2p_derives(home: Path) -> None:

@@ -166,15 +166,16 @@ def test_new_wallet_mint_burn_history(network: tuple[Path, dict]) -> None:
 
 def test_demo_balances_match_wallet_balance(network: tuple[Path, dict]) -> None:
     home, _ = network
-    out = ok(depnet(home, "demo", timeout=120))
+    out = ok(depnet(home, "demo", timeout=180))
     assert "network already up" in out and "Stop it with `depnet down`" in out
-    assert out.count("settled in") == 5
-    table = out[out.index("Final balances:") :].split("\n\n")[0].splitlines()[2:]
-    rows = [line.split() for line in table]
-    assert len(rows) >= 4 and all(len(row) == 4 for row in rows)
-    for name, _bank, amount, token in rows:
-        shown = ok_json(home, "wallet", "balance", name)["balances"]
-        assert shown[token] == amount.replace(",", "")
+    assert out.count("settled in") == 9 and "refused: account frozen" in out
+    table = out[out.index("Final balances") :].split("\n\n")[0].splitlines()[2:]
+    rows = [line.split() for line in table if "frozen" not in line]
+    assert len(rows) >= 5 and all(len(row) == 6 for row in rows)
+    for name, _bank, available, token, locked, _ in rows:
+        shown = ok_json(home, "wallet", "balance", name)
+        assert shown["balances"].get(token, "0.00") == available.replace(",", "")
+        assert shown["locked"].get(token, "0.00") == locked.replace(",", "")
 
 
 def test_status_explains_a_stall_when_two_of_four_stop(network: tuple[Path, dict]) -> None:

@@ -20,8 +20,18 @@ from chain.block import Block, CommitCertificate
 from chain.codec import BLOCK, MAX_BLOCK_TXS, TX_BODY, split_array, unpack
 from chain.errors import DecodeError, InvalidBlock, Reason, TxRejected
 from chain.state import State
-from chain.tx import TxKind, decode_tx, sign_tx
-from tests.ledger_helpers import CHAIN_ID, USD, build_next, key, make_genesis, pub
+from chain.tx import Ref, SwapTerms, TxKind, decode_tx, sign_tx
+from tests.ledger_helpers import (
+    CHAIN_ID,
+    EXPIRY,
+    SGD,
+    USD,
+    build_next,
+    contract_terms,
+    key,
+    make_genesis,
+    pub,
+)
 
 GENESIS = make_genesis()
 TX_REASONS = {Reason.MALFORMED, Reason.BAD_AMOUNT, Reason.MEMO_TOO_LONG}
@@ -43,6 +53,14 @@ def second_block() -> Block:
 
 BLOCK_2 = second_block()
 TX = BLOCK_2.txs[0]
+# One tx of each shape of args: a contract's terms (the deepest), a swap's, a reference.
+PAYMENT_TXS = [
+    sign_tx(key("alice"), TxKind.CONTRACT_OPEN, CHAIN_ID, 0, to=pub("bob"), token=USD,
+            amount=1_000, memo="PO-1", args=contract_terms(due={"shipment": EXPIRY - 1})),
+    sign_tx(key("bob"), TxKind.SWAP_OFFER, CHAIN_ID, 0, token=SGD, amount=1_350,
+            args=SwapTerms(USD, 1_000, EXPIRY)),
+    sign_tx(key("carol"), TxKind.CONTRACT_RELEASE, CHAIN_ID, 0, args=Ref(bytes(32), "shipment")),
+]  # fmt: skip
 CERT = BLOCK_2.last_cert
 assert CERT is not None
 SIGNATURE = bytes(64)
@@ -114,10 +132,11 @@ FUZZ = settings(max_examples=300, deadline=None)
 @FUZZ
 @given(data=st.data())
 def test_a_mutated_tx_is_a_typed_rejection(data: st.DataObject) -> None:
-    body = msgpack.unpackb(TX.body, raw=False)
+    tx = data.draw(st.sampled_from([TX, *PAYMENT_TXS]))
+    body = msgpack.unpackb(tx.body, raw=False)
     raw = encoded(mutate(body, data)) + SIGNATURE
     decodes_or_refuses(decode_tx, TxRejected, raw)
-    decodes_or_refuses(decode_tx, TxRejected, mangle(TX.raw, data))
+    decodes_or_refuses(decode_tx, TxRejected, mangle(tx.raw, data))
 
 
 @FUZZ
@@ -264,4 +283,5 @@ def test_the_codec_raises_only_decode_errors() -> None:
 def test_valid_encodings_still_decode() -> None:
     assert Block.decode(BLOCK_2.encode()) == BLOCK_2
     assert CommitCertificate.decode(CERT.encode()) == CERT
-    assert decode_tx(TX.raw) == TX
+    for tx in (TX, *PAYMENT_TXS):
+        assert decode_tx(tx.raw) == tx

@@ -70,7 +70,7 @@ def test_the_example_genesis_is_the_template_with_the_example_keys(tmp_path: Pat
     )
     with Store.open(tmp_path / "db", example) as store:
         assert store.state.state_root == State(example).state_root
-        assert store.supply("HKD.HSBC") == 80_000_000
+        assert store.supply("HKD.HSBC") == 80_000_000 + 5_000_000_000  # pearl-river + treasury
 
 
 def test_template_names_are_checked_before_any_key_is_made() -> None:

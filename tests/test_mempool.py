@@ -10,6 +10,7 @@ from nacl.signing import SigningKey
 
 import chain.state
 import node.mempool
+import tests.ledger_helpers as ledger
 from chain.block import Block, CommitCertificate
 from chain.errors import Reason, TxRejected
 from chain.genesis import parse_genesis
@@ -382,3 +383,60 @@ def test_pool_always_matches_a_fresh_replay_of_its_candidates(
             assert pool._overlay.balance(pub(k), TOKEN) == replay.balance(pub(k), TOKEN)
         for tx, _ in pool._queued_since.values():
             assert tx.nonce > replay.nonce(tx.sender)
+
+
+# -- programmable payments: deadlines and order-sensitive kinds ------------------------------
+
+
+def _ledger_pool() -> tuple[State, Mempool]:
+    state = State(ledger.make_genesis())
+    return state, Mempool(state, max_size=20, nonce_window=4)
+
+
+def _seal(state: State, pool: Mempool, txs: list[Tx], time_ms: int | None = None) -> list:
+    """Another proposer's block of exactly ``txs``, committed; returns what the pool evicts."""
+    built = ledger.build_next(state, txs, time_ms=time_ms)
+    assert not built.rejected, built.rejected
+    state.commit(built.changes, built.block.header)
+    return [(tx, exc.reason) for tx, exc in pool.on_commit(built.block)]
+
+
+def test_the_pool_judges_time_by_the_next_block_on_the_committed_chain() -> None:
+    """A refund is admitted once the next block's earliest time reaches the expiry: every
+    node decides from the committed block time, none from its own clock."""
+    state, pool = _ledger_pool()
+    book = ledger.Book()
+    contract_id = book.open_contract()
+    pool.add(book.applied[0])
+    assert _seal(state, pool, book.applied) == []
+    refund = book.on("alice", TxKind.CONTRACT_REFUND, contract_id)
+    assert rejection(pool, refund).reason is Reason.CONTRACT_NOT_EXPIRED
+    assert _seal(state, pool, [], time_ms=ledger.EXPIRY - 1) == []
+    pool.add(refund)  # the next block is dated at the expiry at the earliest
+    assert pool.candidates(10) == [refund]
+
+
+def test_a_pending_accept_is_evicted_when_a_block_reaches_the_offer_expiry() -> None:
+    state, pool = _ledger_pool()
+    book = ledger.Book()
+    offer_id = book.offer("bob")
+    assert _seal(state, pool, book.applied) == []
+    accept = book.on("alice", TxKind.SWAP_ACCEPT, offer_id)
+    pool.add(accept)
+    assert _seal(state, pool, [], time_ms=ledger.EXPIRY - 2) == []  # still before it
+    assert pool.candidates(10) == [accept]
+    assert _seal(state, pool, [], time_ms=ledger.EXPIRY) == [(accept, Reason.OFFER_EXPIRED)]
+    assert pool.candidates(10) == []
+
+
+def test_a_hold_committed_ahead_of_a_pending_payment_evicts_it() -> None:
+    """Both were pending here, payment first; a block carries only the hold. The pool
+    cannot keep its overlay: the hold made the earlier payment fail."""
+    state, pool = _ledger_pool()
+    payment = sign_tx(ledger.key("alice"), TxKind.TRANSFER, ledger.CHAIN_ID, 0,
+                      to=ledger.pub("carol"), token=ledger.USD, amount=10)  # fmt: skip
+    hold = sign_tx(ledger.key("jpm-issuer"), TxKind.FREEZE, ledger.CHAIN_ID, 0,
+                   to=ledger.pub("alice"))  # fmt: skip
+    pool.add(payment)
+    pool.add(hold)
+    assert _seal(state, pool, [hold]) == [(payment, Reason.ACCOUNT_FROZEN)]

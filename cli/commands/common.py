@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -302,6 +303,13 @@ def rejection_message(code: str, message: str) -> str:
         Reason.NOT_ISSUER.value: "only the issuing bank can do this",
         Reason.ALREADY_REGISTERED.value: "account already registered",
         "mempool_full": "mempool full: the node holds its maximum of pending txs; retry shortly",
+        Reason.ACCOUNT_FROZEN.value: "account frozen (compliance hold)",
+        Reason.NOT_REGISTERING_BANK.value: "only the bank that registered the account can",
+        Reason.NOT_APPROVER.value: "only the contract's approver releases milestones",
+        Reason.CONTRACT_EXPIRED.value: "the contract has expired",
+        Reason.CONTRACT_NOT_EXPIRED.value: "the contract has not expired yet",
+        Reason.OFFER_TAKEN.value: "the offer was already taken",
+        Reason.OFFER_EXPIRED.value: "the offer has expired",
     }.get(code, f"rejected ({code})")
     return f"{words}: {message}" if message and message not in words else words
 
@@ -333,3 +341,76 @@ def _poll(fetch: Callable[[], dict], deadline: float) -> Iterator[dict]:
             if exc.status != 404:
                 raise
         time.sleep(POLL_INTERVAL)
+
+
+# --- contracts and offers --------------------------------------------------------------
+
+
+def parse_id(text: str) -> bytes:
+    """A contract or offer id: the 64 hex characters of the tx id that opened it."""
+    key = parse_account(text.strip().lower())
+    if key is None:
+        raise CliError(f"id {text!r} is not 64 hex characters (the id printed when it opened)")
+    return key
+
+
+def get_record(fetch: Callable[[bytes], dict], key: bytes, what: str) -> dict:
+    """``fetch(key)`` (a contract or an offer), or the one-line "no such" error."""
+    try:
+        return fetch(key)
+    except ApiError as exc:
+        if exc.status == 404:
+            raise CliError(f"no {what} {key.hex()} on the ledger") from None
+        raise
+
+
+def names_of(net: NetworkHome) -> dict[str, str]:
+    """Wallet names by account hex, to show accounts by name."""
+    return {w.account: w.name for w in net.wallets()}
+
+
+def wallet_holding(net: NetworkHome, account: str, role: str) -> Wallet:
+    """The wallet here that holds the key of ``account`` (hex): it signs as ``role``."""
+    for wallet in net.wallets():
+        if wallet.account == account and wallet.seed:
+            return wallet
+    raise CliError(f"no wallet here holds the key of {role} ({short_hex(account)})")
+
+
+def party_account(net: NetworkHome, text: str | None) -> bytes | None:
+    return None if text is None else resolve_party(net, text).account
+
+
+def money_text(net: NetworkHome, units: int, symbol: str) -> str:
+    """``units`` of the token ``symbol`` as ``1,250.00 USD.JPM``."""
+    token = net.genesis().tokens.get(symbol)
+    return f"{format_amount(units, token.decimals)} {symbol}" if token else f"{units} {symbol}"
+
+
+def block_time_text(time_ms: int) -> str:
+    """A block time (ms since the epoch) as a UTC time to the second."""
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(time_ms / 1000))
+
+
+TIME_HELP = (
+    'a duration from the current block time such as "30d", "12h" or "5s", '
+    'or a UTC time such as "2026-03-31T00:00:00Z"'
+)
+_DURATION = re.compile(r"(\d+)(ms|s|m|h|d)")
+_UNIT_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def to_time_ms(text: str, *, now_ms: int) -> int:
+    """A duration after ``now_ms`` (a block time) or a UTC time, in ms since the epoch.
+    Raises ValueError."""
+    text = text.strip()
+    match = _DURATION.fullmatch(text)
+    if match:
+        return now_ms + int(match.group(1)) * _UNIT_MS[match.group(2)]
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"must be {TIME_HELP}") from None
+    if when.tzinfo is None:
+        raise ValueError("a time needs its zone, e.g. 2026-03-31T00:00:00Z")
+    return int(when.timestamp() * 1000)

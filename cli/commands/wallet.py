@@ -19,7 +19,7 @@ from typing import Any
 import click
 
 from chain.genesis import Genesis, Token
-from chain.tx import TxKind, sign_tx
+from chain.tx import Args, TxKind, sign_tx
 from cli.commands.common import (
     CliError,
     Party,
@@ -57,7 +57,7 @@ WALLET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}")
 
 @click.group(cls=SafeGroup)
 def wallet() -> None:
-    """Wallets: create, list, check balances, pay, mint, redeem, register, history."""
+    """Wallets: create, list, check balances, pay, mint, redeem, register, hold, history."""
 
 
 @dataclass(frozen=True)
@@ -122,8 +122,13 @@ class Payment:
     token: Token | None = None
     amount: int = 0
     memo: str = ""
+    args: Args | None = None  # a contract's or a swap's terms, or the one acted on
+    what: str = ""  # how a command on a contract, a swap or a hold words what it did
 
     def describe(self) -> str:
+        memo = f" (memo {self.memo})" if self.memo else ""
+        if self.what:
+            return self.what + memo
         what = self._amount_text()
         to = self.to.label if self.to else ""
         return {
@@ -131,7 +136,7 @@ class Payment:
             TxKind.MINT: f"{self.signer.name} minted {what} to {to}",
             TxKind.BURN: f"{self.signer.name} redeemed {what} with {self._issuer}",
             TxKind.REGISTER: f"{self.signer.name} registered {to}",
-        }[self.kind] + (f" (memo {self.memo})" if self.memo else "")
+        }[self.kind] + memo
 
     def _amount_text(self) -> str:
         if self.token is None:
@@ -194,17 +199,20 @@ def send(
             token=payment.token.symbol if payment.token else "",
             amount=payment.amount,
             memo=payment.memo,
+            args=payment.args,
         )
         started = time.monotonic()
         submit_tx(client, tx, payment.explain(info["balances"]))
         if on_accepted is not None:
             on_accepted()
         settled = wait_committed(client, tx.tx_id, started) if wait else None
+    created = _CREATES.get(payment.kind)  # what the tx opens is named by the tx's id
     if as_json:
         echo_json(
             {
                 **payment.to_json(),
                 "tx_id": tx.tx_id.hex(),
+                **({f"{created}_id": tx.tx_id.hex()} if created else {}),
                 "node": client.bank,
                 "committed": settled is not None,
                 **(settled.to_json() if settled else {}),
@@ -212,6 +220,8 @@ def send(
         )
     else:
         click.echo(payment.describe())
+        if created:
+            click.echo(f"  {created} id {tx.tx_id.hex()}")
         if settled is None:
             click.echo(f"  tx {tx.tx_id.hex()} accepted by {client.bank}; not waiting for commit")
         else:
@@ -220,6 +230,9 @@ def send(
                 f"settled in {settled.seconds:.2f} s"
             )
     return settled
+
+
+_CREATES = {TxKind.CONTRACT_OPEN: "contract", TxKind.SWAP_OFFER: "offer"}
 
 
 def _account_info(client: NodeClient, account: bytes, label: str) -> dict:
@@ -332,6 +345,42 @@ def _register(
     sending.send(net, payment, on_accepted)
 
 
+@wallet.command()
+@click.argument("who", metavar="NAME|ACCOUNT")
+@click.option("--bank", help="The bank that registered the account (default: its wallet's).")
+@send_options
+def freeze(who: str, bank: str | None, sending: Sending) -> None:
+    """Put a compliance (AML) hold on an account: it can neither send nor receive, and
+    what it has locked does not pay out to it, until unfrozen. Its bank signs."""
+    _hold(TxKind.FREEZE, who, bank, sending)
+
+
+@wallet.command()
+@click.argument("who", metavar="NAME|ACCOUNT")
+@click.option("--bank", help="The bank that registered the account (default: its wallet's).")
+@send_options
+def unfreeze(who: str, bank: str | None, sending: Sending) -> None:
+    """Lift a compliance hold (its bank signs)."""
+    _hold(TxKind.UNFREEZE, who, bank, sending)
+
+
+def _hold(kind: TxKind, who: str, bank: str | None, sending: Sending) -> None:
+    net = open_network(sending.home)
+    sending.send(net, holding(net, kind, who, bank))
+
+
+def holding(net: NetworkHome, kind: TxKind, who: str, bank: str | None) -> Payment:
+    """A FREEZE or UNFREEZE of ``who`` signed by its bank's issuer wallet."""
+    party = resolve_party(net, who)
+    bank = bank or party.bank
+    if bank is None:
+        raise CliError(f"no wallet here knows {party.label}'s bank: name it with --bank")
+    issuer = _issuer_wallet(net, bank)
+    verb = "froze" if kind is TxKind.FREEZE else "unfroze"
+    what = f"{issuer.name} {verb} {party.label} (compliance hold)"
+    return Payment(kind, issuer, party, what=what)
+
+
 def _check_new_name(net: NetworkHome, name: str) -> None:
     if not WALLET_NAME.fullmatch(name) or parse_account(name) is not None:
         raise CliError(
@@ -394,6 +443,7 @@ def balance(who: str, node: str | None, home: Path, as_json: bool) -> None:
     balances = {
         symbol: (units, tokens[symbol].decimals) for symbol, units in holdings(info).items()
     }
+    locked = {symbol: (units, tokens[symbol].decimals) for symbol, units in info["locked"].items()}
     if as_json:
         echo_json(
             {
@@ -403,14 +453,19 @@ def balance(who: str, node: str | None, home: Path, as_json: bool) -> None:
                 "nonce": info["nonce"],
                 "balances": {s: plain_amount(u, d) for s, (u, d) in balances.items()},
                 "units": {s: u for s, (u, _) in balances.items()},
+                "locked": {s: plain_amount(u, d) for s, (u, d) in locked.items()},
+                "frozen": info["frozen"],
             }
         )
         return
-    click.echo(f"{party.label} at {info['bank']} ({info['account']}), nonce {info['nonce']}")
+    held = " (frozen: compliance hold)" if info["frozen"] else ""
+    click.echo(f"{party.label} at {info['bank']} ({info['account']}), nonce {info['nonce']}{held}")
     if not balances:
         click.echo("  no balances")
     for symbol, (units, decimals) in balances.items():
         click.echo(f"  {format_amount(units, decimals):>20} {symbol}")
+    for symbol, (units, decimals) in locked.items():
+        click.echo(f"  {format_amount(units, decimals):>20} {symbol} locked in contracts/offers")
 
 
 @wallet.command()

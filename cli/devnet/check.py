@@ -35,7 +35,16 @@ from chain.block import Block, CommitCertificate, Header
 from chain.errors import InvalidBlock, StoreError
 from chain.genesis import Genesis
 from chain.state import State, execute_block
-from chain.tx import Tx, TxKind, decode_tx
+from chain.tx import (
+    Args,
+    ContractTerms,
+    Milestone,
+    Ref,
+    SwapTerms,
+    Tx,
+    TxKind,
+    decode_tx,
+)
 from cli.devnet.client import NodeClient
 from cli.devnet.errors import DevnetError
 from cli.devnet.health import running_pid
@@ -191,19 +200,41 @@ _HEADER_BYTES = frozenset(
 
 
 def _tx_of(data: Mapping[str, Any]) -> Tx:
-    body = _pack(
-        [
-            int(TxKind[data["kind"].upper()]),
-            data["chain_id"],
-            bytes.fromhex(data["sender"]),
-            data["nonce"],
-            bytes.fromhex(data["to"]),
-            data["token"],
-            data["amount"],
-            data["memo"],
-        ]
-    )
-    return decode_tx(body + bytes.fromhex(data["signature"]))
+    kind = TxKind[data["kind"].upper()]
+    fields = [
+        int(kind),
+        data["chain_id"],
+        bytes.fromhex(data["sender"]),
+        data["nonce"],
+        bytes.fromhex(data["to"]),
+        data["token"],
+        data["amount"],
+        data["memo"],
+    ]
+    args = _args_of(kind, data.get("args"))
+    if args is not None:
+        fields.append(args.to_list())
+    return decode_tx(_pack(fields) + bytes.fromhex(data["signature"]))
+
+
+def _args_of(kind: TxKind, data: Mapping[str, Any] | None) -> Args | None:
+    """A programmable payment's args from the API's JSON of them (the API's rendering,
+    reversed)."""
+    if data is None:
+        return None
+    if kind is TxKind.CONTRACT_OPEN:
+        milestones = tuple(
+            Milestone(m["name"], m["amount"], m["due_ms"]) for m in data["milestones"]
+        )
+        return ContractTerms(
+            bytes.fromhex(data["approver"]),
+            data["expiry_ms"],
+            bytes.fromhex(data["terms_hash"]),
+            milestones,
+        )
+    if kind is TxKind.SWAP_OFFER:
+        return SwapTerms(data["ask_token"], data["ask_amount"], data["expiry_ms"])
+    return Ref(bytes.fromhex(data["id"]), data["milestone"])
 
 
 def _cert_of(data: Mapping[str, Any] | None) -> CommitCertificate | None:

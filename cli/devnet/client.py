@@ -132,12 +132,29 @@ class NodeClient:
         query = f"limit={limit}" + ("" if before is None else f"&before={before}")
         return self.get(f"/accounts/{account.hex()}/txs?{query}")
 
+    def contract(self, contract_id: bytes) -> dict:
+        return self.get(f"/contracts/{contract_id.hex()}")
+
+    def contracts(self, *, party: bytes | None, open_only: bool, limit: int) -> list[dict]:
+        return self.get(f"/contracts?{_list_query(party, open_only, limit)}")["contracts"]
+
+    def offer(self, offer_id: bytes) -> dict:
+        return self.get(f"/offers/{offer_id.hex()}")
+
+    def offers(self, *, party: bytes | None, open_only: bool, limit: int) -> list[dict]:
+        return self.get(f"/offers?{_list_query(party, open_only, limit)}")["offers"]
+
     def tx(self, tx_id: str) -> dict:
         return self.get(f"/txs/{tx_id}")
 
     def submit(self, raws: Sequence[bytes]) -> dict:
         """POST /txs with signed txs' wire bytes: the answer holds one result per tx."""
         return self.post("/txs", {"txs": [raw.hex() for raw in raws]})
+
+
+def _list_query(party: bytes | None, open_only: bool, limit: int) -> str:
+    query = f"limit={limit}&open={'true' if open_only else 'false'}"
+    return query + ("" if party is None else f"&party={party.hex()}")
 
 
 def connect(net: NetworkHome, prefer: str | None = None, *, only: bool = False) -> NodeClient:
