@@ -15,6 +15,7 @@ scenario that needs them fails before anything starts while that layer is missin
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 import threading
 import time
@@ -26,6 +27,7 @@ from typing import Any
 from cli.devnet.check import CheckReport, check_chains, read_acks, read_network
 from cli.devnet.client import NodeClient
 from cli.devnet.errors import DevnetError, WaitTimeout
+from cli.devnet.health import console_log
 from cli.devnet.load import funded_template
 from cli.devnet.localnet import LocalNet
 from cli.devnet.scenario import (
@@ -215,14 +217,32 @@ def run_scenario(
         per_bank = max(1, scenario.load.accounts // scenario.validators)
         template = funded_template(per_bank, base=load_template(banks=scenario.validators))
         with LocalNet.create(Path(tmp) / "net", template) as ln:
-            say(f"starting {scenario.validators} validators")
-            ln.start_all()
-            ln.wait_healthy(timeout=START_TIMEOUT)
-            report = _Run(scenario, ln, acks, seed, say).run()
+            try:
+                say(f"starting {scenario.validators} validators")
+                ln.start_all()
+                ln.wait_healthy(timeout=START_TIMEOUT)
+                report = _Run(scenario, ln, acks, seed, say).run()
+            except (DevnetError, AssertionError) as exc:  # LocalNetError is an AssertionError
+                logs = _keep_logs(ln, out)
+                what = str(exc).splitlines()[0]
+                raise ScenarioError(f"{scenario.name}: {what} (node logs in {logs})") from None
     report.run_seconds = time.monotonic() - started
     (out / "report.json").write_text(json.dumps(report.to_json(), indent=2) + "\n")
     report.draw(out / "timeline.png")
     return report
+
+
+def _keep_logs(ln: LocalNet, out: Path) -> Path:
+    """Copy every node's console output and log out of the temporary home (which is
+    about to be removed), for a run that failed."""
+    folder = out / "logs"
+    folder.mkdir(exist_ok=True)
+    for bank in ln.banks:
+        home = ln.home(bank)
+        for source in (console_log(home), home.log_file):
+            if source.exists():
+                shutil.copyfile(source, folder / f"{bank}-{source.name}")
+    return folder
 
 
 class _Run:
