@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test scenarios-long demo lint format bench clean
+.PHONY: venv test sweep scenarios-long demo lint format bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -14,6 +14,9 @@ venv: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+sweep: $(STAMP)
+	DEPNET_SWEEP_RUNS=5000 $(PY) -m pytest -q -s -o timeout=3600 tests/test_sim_sweep.py
 
 # The long scenario variants (`slow = true` in configs/scenarios/*.toml): 7 validators,
 # 10 power cycles of every node. Each prints its run time, blocks and recovery time.

@@ -26,6 +26,8 @@ What the paper leaves to the implementation, and how it is done here:
 * Memory is bounded against a validator that signs as much as it likes: messages are
   kept for rounds up to ours + ``ROUND_WINDOW`` (beyond, one integer per validator),
   proposals only from the round's proposer, evidence once per validator, height and kind.
+  ``Retained.bound`` states every bound as a number; ``Engine.retained`` counts what is
+  held, and the simulator checks one against the other at every commit.
 * Safety lives in ``consensus/signer.py``: the engine asks the signer for every vote, and
   after a restart resumes from what the signer says it signed (round, step, the votes of
   that round) and from its lock, which keeps the locked block and its polka so that a
@@ -58,7 +60,7 @@ from consensus.evidence import Equivocation, detect, slot_kind
 from consensus.messages import Message, Proposal, Step, Vote, VoteKind, signer_of
 from consensus.signer import DoubleSignRefused, Lock, SignedRecord, Signer
 from consensus.validators import InvalidCertificate, ValidatorSet, verify_certificate
-from consensus.votes import HeightVoteSet
+from consensus.votes import MAX_VALUES_PER_VALIDATOR, HeightVoteSet
 
 # Memory bounds against a byzantine validator that signs as much as it likes; see
 # ``_on_message``, ``_buffer_next_height``, ``_record`` and ``consensus/votes.py``.
@@ -68,6 +70,54 @@ MAX_FUTURE_MESSAGES = 2_000  # buffered messages for the next height
 MAX_PENDING_COMMITS = 1_000  # decided blocks received ahead of our height
 EVIDENCE_HEIGHTS = 100  # equivocations of older heights are dropped
 AHEAD_TICKS = 20  # resend ticks per height one validator's claim to be ahead is believed
+
+
+@dataclass(frozen=True, slots=True)
+class Retained:
+    """Counts of what peers can make an engine hold (``Engine.retained``)."""
+
+    votes: int  # of our height
+    proposals: int  # of our height
+    blocks: int  # of our height, from its proposals and our lock
+    next_height: int  # messages buffered for height + 1
+    next_height_proposals: int  # of those, proposals (each with a block)
+    pending_commits: int  # decided blocks received ahead of our height
+    evidence: int
+    ahead: int  # validators whose claim of a higher height we keep
+    far_rounds: int  # validators whose highest round beyond the window we keep
+
+    @staticmethod
+    def bound(validators: ValidatorSet, round: int) -> Retained:
+        """The most an engine in ``round`` of its height holds, whatever peers send.
+
+        Messages are kept for rounds 0 to ``round + ROUND_WINDOW``; in each, per kind of
+        vote, a validator's votes count for ``MAX_VALUES_PER_VALIDATOR`` values plus
+        those f+1 others voted for (each needs an honest vote: at most n - f);
+        ``MAX_PROPOSALS_PER_ROUND`` proposals per round, and the locked block. Evidence:
+        three kinds per validator for each of the last ``EVIDENCE_HEIGHTS`` heights and
+        ours. Claims ahead and far rounds: one integer per validator.
+        """
+        rounds = round + ROUND_WINDOW + 1
+        n = validators.n
+        return Retained(
+            votes=2 * rounds * n * (MAX_VALUES_PER_VALIDATOR + n - validators.f),
+            proposals=rounds * MAX_PROPOSALS_PER_ROUND,
+            blocks=rounds * MAX_PROPOSALS_PER_ROUND + 1,
+            next_height=MAX_FUTURE_MESSAGES,
+            next_height_proposals=(ROUND_WINDOW + 1) * MAX_PROPOSALS_PER_ROUND,
+            pending_commits=MAX_PENDING_COMMITS,
+            evidence=3 * n * (EVIDENCE_HEIGHTS + 1),
+            ahead=n,
+            far_rounds=n,
+        )
+
+    def exceeding(self, bound: Retained) -> list[str]:
+        """The counts above ``bound``, each as "name count > bound"."""
+        return [
+            f"{name} {getattr(self, name)} > {getattr(bound, name)}"
+            for name in self.__slots__
+            if getattr(self, name) > getattr(bound, name)
+        ]
 
 
 @dataclass
@@ -150,12 +200,20 @@ class Engine:
     def evidence(self) -> list[Equivocation]:
         return list(self._evidence)
 
-    @property
-    def held_blocks(self) -> int:
-        """Blocks held for this height, buffered for the next, or decided ahead of us: the
-        large items peers can make the engine keep (each bounded in ``_on_message``)."""
-        future = sum(isinstance(m, Proposal) for m in self._future.values())
-        return len(self._s.blocks) + future + len(self._pending_commits)
+    def retained(self) -> Retained:
+        """What peers have made us hold, counted; ``Retained.bound`` says how much may be."""
+        s = self._s
+        return Retained(
+            votes=s.votes.kept,
+            proposals=sum(map(len, s.proposals.values())),
+            blocks=len(s.blocks),
+            next_height=len(self._future),
+            next_height_proposals=sum(isinstance(m, Proposal) for m in self._future.values()),
+            pending_commits=len(self._pending_commits),
+            evidence=len(self._evidence),
+            ahead=len(self._ahead),
+            far_rounds=s.votes.far_rounds,
+        )
 
     def voters(self, kind: VoteKind, round: int | None = None) -> tuple[bytes, ...]:
         """Validators whose ``kind`` votes we hold for our height and ``round`` (default:

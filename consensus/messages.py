@@ -11,7 +11,11 @@ is checked against one message (``consensus.validators.verify_certificate``, nex
 ``verify_message``, which checks who signed a message).
 
 ``decode_message`` is fed raw bytes from the network: anything that is not exactly a
-well-formed message raises ``BadMessage``, never another exception.
+well-formed message raises ``BadMessage``, never another exception, and costs no more
+memory than its largest field. The message is split into its fields without building
+any object (``chain.codec.split_array``), and each field is then unpacked alone under
+limits that allow one scalar, so nested arrays cannot multiply into millions of lists;
+a proposal's block is decoded by ``Block.decode`` under the block's own limits.
 """
 
 from __future__ import annotations
@@ -21,11 +25,24 @@ from enum import IntEnum
 
 import msgpack
 
-from chain.block import HASH_SIZE, Block
-from chain.errors import InvalidBlock
-from chain.tx import KEY_SIZE, SIGNATURE_SIZE
+from chain.block import Block
+from chain.codec import BLOCK, HASH_SIZE, KEY_SIZE, SIGNATURE_SIZE, Limits, split_array, unpack
+from chain.errors import DecodeError, InvalidBlock
 
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # a full block of 10,000 txs fits with room to spare
+_FIELD = Limits(max_bytes=2 + SIGNATURE_SIZE, max_array=0, max_bin=SIGNATURE_SIZE, max_str=0)
+"""One field other than a proposal's block: an integer, nil, a hash, a key or a signature."""
+_BLOCK_FIELD = Limits(
+    max_bytes=5 + BLOCK.max_bytes, max_array=0, max_bin=BLOCK.max_bytes, max_str=0
+)
+"""A proposal's block: the block's own bytes, as one msgpack bin."""
+MESSAGE = Limits(
+    max_bytes=1 + 6 * _FIELD.max_bytes + _BLOCK_FIELD.max_bytes,
+    max_array=7,
+    max_bin=BLOCK.max_bytes,
+    max_str=0,
+)
+"""A wire message, [type, six fields]: at most a proposal of the largest block (~10.3 MB)."""
+MAX_MESSAGE_BYTES = MESSAGE.max_bytes
 MAX_ROUND = 2**31 - 1
 MAX_HEIGHT = 2**63 - 1
 _PROPOSAL_TAG = "depnet/proposal/v1"
@@ -148,19 +165,19 @@ def decode_message(data: bytes) -> Message:
     Signatures are not checked here (``consensus.validators.verify_message`` does).
     Raises BadMessage only.
     """
-    if not isinstance(data, bytes | bytearray) or len(data) > MAX_MESSAGE_BYTES:
-        raise BadMessage(f"a message is bytes of at most {MAX_MESSAGE_BYTES}")
     try:
-        fields = msgpack.unpackb(data, raw=False, strict_map_key=True)
-    except Exception as exc:  # msgpack raises several unrelated types on garbage
-        raise BadMessage(f"undecodable message ({type(exc).__name__})") from None
-    if type(fields) is not list or len(fields) != 7:
-        raise BadMessage("a message is an array of 7 fields")
-    if fields[0] == _WIRE_PROPOSAL and type(fields[0]) is int:
-        return _decode_proposal(fields)
-    if fields[0] == _WIRE_VOTE and type(fields[0]) is int:
-        return _decode_vote(fields)
-    raise BadMessage(f"unknown message type {fields[0]!r}")
+        parts = split_array(data, MESSAGE)
+        if len(parts) != 7:
+            raise BadMessage("a message is an array of 7 fields")
+        kind = unpack(parts[0], _FIELD)
+        if kind == _WIRE_PROPOSAL and type(kind) is int:
+            fields = [unpack(p, _BLOCK_FIELD if i == 3 else _FIELD) for i, p in enumerate(parts)]
+            return _decode_proposal(fields)
+        if kind == _WIRE_VOTE and type(kind) is int:
+            return _decode_vote([unpack(p, _FIELD) for p in parts])
+    except DecodeError as exc:
+        raise BadMessage(f"undecodable message: {exc}") from None
+    raise BadMessage(f"unknown message type {kind!r}")
 
 
 def _decode_proposal(fields: list) -> Proposal:
@@ -173,10 +190,8 @@ def _decode_proposal(fields: list) -> Proposal:
         raise BadMessage("proposal block must be bytes")
     try:
         block = Block.decode(raw_block)
-    except InvalidBlock as exc:
+    except InvalidBlock as exc:  # Block.decode turns any bytes into a Block or this
         raise BadMessage(f"proposal block: {exc}") from None
-    except Exception as exc:  # Header(*fields) and friends on hostile shapes
-        raise BadMessage(f"proposal block is malformed ({type(exc).__name__})") from None
     if block.height != height:
         raise BadMessage("proposal block is for another height")
     return Proposal(height, round_, block, pol_round, proposer, signature)

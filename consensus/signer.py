@@ -35,6 +35,7 @@ import msgpack
 from nacl.signing import SigningKey
 
 from chain.block import Block
+from chain.codec import HASH_SIZE, SIGNATURE_SIZE
 from consensus.messages import (
     BadMessage,
     Proposal,
@@ -276,14 +277,38 @@ class Signer:
             signed = {}
             for height, round_, step, block_hash, pol_round, signature in doc["signed"]:
                 record = SignedRecord(height, round_, Step(step), block_hash, pol_round, signature)
+                if not _well_typed(record):
+                    raise SignerStateError(f"signer state holds a damaged record {record!r}")
                 signed[record.step] = record
             lock_fields = doc["lock"]
             lock = None if lock_fields is None else Lock.from_list(lock_fields)
+            if lock is not None and not (_is_int(lock.height, 1) and _is_int(lock.round, 0)):
+                raise SignerStateError("signer state holds a damaged lock")
         except SignerStateError:
             raise
         except Exception as exc:  # any damage means we cannot know what we signed
             raise SignerStateError(f"signer state is unreadable ({type(exc).__name__})") from None
         return signed, lock, lock_fields
+
+
+def _well_typed(record: SignedRecord) -> bool:
+    """The file is our own and trusted, but damage must stop the node here, not surface
+    as a TypeError when the next vote is compared with the record."""
+    return (
+        _is_int(record.height, 1)
+        and _is_int(record.round, 0)
+        and _is_int(record.pol_round, -1)
+        and (record.block_hash is None or _is_bytes(record.block_hash, HASH_SIZE))
+        and _is_bytes(record.signature, SIGNATURE_SIZE)
+    )
+
+
+def _is_int(value: object, low: int) -> bool:
+    return type(value) is int and value >= low
+
+
+def _is_bytes(value: object, size: int) -> bool:
+    return type(value) is bytes and len(value) == size
 
 
 def _position(record: SignedRecord) -> tuple[int, int, int]:

@@ -13,25 +13,22 @@ does; each node has its own ``Signer`` over a ``MemorySignerStorage`` that survi
 crashes, and a list of committed blocks that stands for its store.
 
 Faults: message drop, a delay distribution (with extra hold-back for reordering),
-duplication, partitions that heal at a given time, crash and restart (the engine is
-rebuilt from the signer storage and the committed blocks), clocks skewed by a given
-amount (every node's clock is off by a few ms anyway), and byzantine validators, made
-only from honest engines with shared keys or rewritten outbound messages
-(``Simulation._equivocate`` and ``Simulation._invalidate``), never from a hand-written
-evil engine:
-
-* ``equivocate``: the proposer's proposal goes to some peers with its block and to others
-  with a conflicting (valid) block; some peers get both.
-* ``double-vote``: the validator's key runs in two engines (Twins), each signing freely.
-* ``silent``: sends nothing and serves no blocks.
-* ``invalid-block``: its proposals carry a block that does not re-execute, and its votes
-  for its own block are rewritten to vote for that invalid block.
+duplication, partitions that heal at a given time, crashes (``CrashKind``: a plain crash
+and restart rebuilds the engine from the signer storage and the committed blocks; a
+*wipe* also loses the blocks, so the node catches up by sync with its signer state and
+lock kept; *amnesia* loses the signer state or rolls it back to an earlier record, so the
+node may sign twice and counts as byzantine), clocks skewed by a given amount (every
+node's clock is off by a few ms anyway), and byzantine validators, made only from honest
+engines with shared keys or rewritten outbound messages (``consensus/byzantine.py``
+lists the modes), never from a hand-written evil engine.
 
 Invariants checked: no two honest nodes commit different blocks at a height; every
 committed block re-executes on the reference state and its certificate verifies; honest
-nodes' state roots agree; every evidence record verifies and accuses a byzantine
-validator. Liveness: every honest node reaches the target height by the deadline, which
-is measured from the time the last partition heals and the last crashed node restarts.
+nodes' state roots agree; every evidence record verifies and accuses a byzantine or
+amnesiac validator; at each commit, an honest engine holds no more than
+``Retained.bound`` allows. Liveness: every non-byzantine node (amnesiac ones too) reaches the
+target height by the deadline, which is measured from the time the last partition heals
+and the last crashed node restarts.
 """
 
 from __future__ import annotations
@@ -39,7 +36,7 @@ from __future__ import annotations
 import heapq
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import lru_cache
 from hashlib import sha256
@@ -51,7 +48,8 @@ from chain.errors import InvalidBlock
 from chain.genesis import Genesis, parse_genesis
 from chain.state import State, execute_block
 from chain.tx import ContractTerms, Milestone, Ref, SwapTerms, Tx, TxKind, sign_tx
-from consensus.engine import Engine
+from consensus.byzantine import ByzantineMode, Outbox
+from consensus.engine import Engine, Retained
 from consensus.events import (
     Action,
     Broadcast,
@@ -66,7 +64,7 @@ from consensus.events import (
 )
 from consensus.evidence import Equivocation, InvalidEvidence, verify_equivocation
 from consensus.ledger_app import LedgerApp
-from consensus.messages import BadMessage, Message, Proposal, decode_message, encode_message
+from consensus.messages import BadMessage, Message, decode_message, encode_message
 from consensus.signer import MemorySignerStorage, Signer
 from consensus.validators import (
     InvalidCertificate,
@@ -84,6 +82,7 @@ TXS_PER_ACCOUNT = 40  # 320 pre-signed txs; later blocks are empty
 TXS_PER_BLOCK = 4
 SYNC_BATCH = 32
 MAX_EVENTS = 3_000_000
+DECODED_CACHE = 50_000  # decoded messages remembered (each is delivered to every peer)
 
 # Simulated links take a few ms; timeouts are a few times that, as on a LAN.
 SIM_TIMEOUTS = Timeouts(
@@ -96,14 +95,6 @@ SIM_TIMEOUTS = Timeouts(
     resend_ms=150,
     commit_ms=0,
 )
-
-
-class ByzantineMode(StrEnum):
-    EQUIVOCATE = "equivocate"
-    DOUBLE_VOTE = "double-vote"
-    SILENT = "silent"
-    INVALID_BLOCK = "invalid-block"
-    MIXED = "mixed"  # each byzantine validator draws one of the above from the seed
 
 
 class Verdict(StrEnum):
@@ -136,24 +127,33 @@ class Partition:
         return cls(parsed, start, end)
 
 
+class CrashKind(StrEnum):
+    """What a crashed node has lost when it restarts; the value is its ``depnet sim`` flag."""
+
+    CRASH = "crash"  # its memory only: signer state and committed blocks survive
+    WIPE = "wipe"  # its blocks too, as an operator's wipe-and-resync: it catches up by sync
+    AMNESIA = "amnesia"  # its signer state, lost or rolled back: it may sign twice
+
+
 @dataclass(frozen=True, slots=True)
 class Crash:
-    """Node ``node`` stops at ``at_ms`` (losing its memory, keeping its signer state and
-    committed blocks) and restarts at ``restart_ms``."""
+    """Node ``node`` stops at ``at_ms``, losing what ``kind`` says, and restarts at
+    ``restart_ms``."""
 
     node: int
     at_ms: int
     restart_ms: int
+    kind: CrashKind = CrashKind.CRASH
 
     def spec(self) -> str:
         return f"{self.node}@{self.at_ms}-{self.restart_ms}"
 
     @classmethod
-    def parse(cls, spec: str) -> Crash:
+    def parse(cls, spec: str, kind: CrashKind = CrashKind.CRASH) -> Crash:
         """The inverse of ``spec()``, e.g. ``2@1000-3000``; ValueError says why not."""
         node, start, end = _window(spec, "NODE")
         try:
-            return cls(int(node), start, end)
+            return cls(int(node), start, end, kind)
         except ValueError:
             raise ValueError(f"{spec!r}: NODE is a validator index") from None
 
@@ -196,7 +196,9 @@ def _window(spec: str, what: str) -> tuple[str, int, int]:
 @dataclass(frozen=True, slots=True)
 class SimConfig:
     """Everything a run depends on. Node ids are validator indexes 0..n-1; the twin
-    engines of double-vote validators get ids n, n+1, ... in validator order."""
+    engines of double-vote validators get ids n, n+1, ... in validator order. Byzantine
+    validators are drawn from the seed among those without an amnesia crash, which are
+    faulty already."""
 
     nodes: int = 4
     heights: int = 20
@@ -214,11 +216,19 @@ class SimConfig:
     deadline_ms: int | None = None  # after the faults heal; default from ``heights``
 
     def __post_init__(self) -> None:
+        # Crashes in the order the command line groups them (--crash, --wipe, --amnesia),
+        # so that the config that ``command()`` prints is this one, event for event.
+        kinds = list(CrashKind)
+        ordered = tuple(sorted(self.crashes, key=lambda c: kinds.index(c.kind)))
+        object.__setattr__(self, "crashes", ordered)
         if self.nodes < 1 or self.heights < 1:
             raise ValueError("need at least one node and one height")
-        if not 0 <= self.byzantine < self.nodes:
+        if not 0 <= self.byzantine < self.nodes - len(self.amnesiac):
             # The invariants are checked on honest nodes: without one, any run is "ok".
-            raise ValueError("byzantine validators must be between 0 and --nodes - 1 (one honest)")
+            raise ValueError(
+                "byzantine and amnesiac validators together must be at most --nodes - 1 "
+                "(one honest)"
+            )
         for p in (self.drop, self.duplicate, self.reorder):
             if not 0.0 <= p < 1.0:
                 raise ValueError("probabilities must be in [0, 1)")
@@ -232,12 +242,19 @@ class SimConfig:
                 raise ValueError(f"partition {partition.spec()}: no such node")
         for crash in self.crashes:
             if not 0 <= crash.node < self.nodes or not 0 <= crash.at_ms <= crash.restart_ms:
-                raise ValueError(f"crash {crash.spec()}: unknown node or restart before crash")
+                raise ValueError(
+                    f"{crash.kind} {crash.spec()}: unknown node or restart before crash"
+                )
         for skew in self.skew:
             if not 0 <= skew.node < self.nodes:
                 raise ValueError(f"skew {skew.spec()}: no such node")
         if len({skew.node for skew in self.skew}) != len(self.skew):
             raise ValueError("one clock skew per node")
+
+    @property
+    def amnesiac(self) -> frozenset[int]:
+        """Validators with an amnesia crash: faulty, since they may sign twice."""
+        return frozenset(c.node for c in self.crashes if c.kind is CrashKind.AMNESIA)
 
     @property
     def heal_ms(self) -> int:
@@ -271,7 +288,7 @@ class SimConfig:
         if self.byzantine:
             parts.append(f"--byzantine {self.byzantine} --byzantine-mode {self.byzantine_mode}")
         parts += [f"--partition '{p.spec()}'" for p in self.partitions]
-        parts += [f"--crash {c.spec()}" for c in self.crashes]
+        parts += [f"--{c.kind} {c.spec()}" for c in self.crashes]
         parts += [f"--skew {s.spec()}" for s in self.skew]
         if self.deadline_ms is not None:
             parts.append(f"--deadline {self.deadline_ms}")
@@ -292,7 +309,7 @@ class SimResult:
     messages_duplicated: int
     sync_requests: int
     evidence: list[Equivocation]
-    byzantine: dict[int, ByzantineMode]  # validator index -> mode
+    byzantine: dict[int, ByzantineMode]  # validator index -> mode (amnesiac: config.amnesiac)
     sim_time_ms: int
     events: int
     decided_at_ms: dict[int, int]  # height -> when the first honest node committed it
@@ -322,6 +339,7 @@ class SimResult:
                 "sync_requests": self.sync_requests,
             },
             "byzantine": {str(k): v.value for k, v in self.byzantine.items()},
+            "amnesiac": sorted(self.config.amnesiac),
             "evidence": [
                 {"validator_index": world(self.config.nodes).validators.index(e.validator)}
                 | e.to_json()
@@ -454,6 +472,7 @@ class _Node:
     id: int
     key: SigningKey
     mode: ByzantineMode | None  # None: honest
+    outbox: Outbox | None  # rewrites what a byzantine node sends; None: sent as signed
     skew_ms: int
     storage: MemorySignerStorage = field(default_factory=MemorySignerStorage)
     committed: list[tuple[Block, CommitCertificate]] = field(default_factory=list)
@@ -461,7 +480,18 @@ class _Node:
     app: LedgerApp | None = None
     epoch: int = 0  # bumped on crash: timers and sync replies of a dead incarnation are void
     crash_next: bool = False  # crash in the middle of carrying out the next actions
-    rewritten: dict[bytes, bytes] = field(default_factory=dict)  # invalid-block: A -> C
+
+
+class _RecordingStorage(MemorySignerStorage):
+    """Signer storage that keeps every record saved, for an amnesia crash to roll back to."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.history: list[bytes] = []
+
+    def save(self, data: bytes) -> None:
+        super().save(data)
+        self.history.append(data)
 
 
 # --- what the event queue holds ----------------------------------------------------------
@@ -502,6 +532,7 @@ class _CrashAt:
 @dataclass(frozen=True, slots=True)
 class _RestartAt:
     node: int
+    kind: CrashKind
 
 
 _SimEvent = _Deliver | _Timer | _SyncReply | _CrashAt | _RestartAt
@@ -518,6 +549,7 @@ class Simulation:
         self.queue: list[tuple[int, int, _SimEvent]] = []  # (time, sequence, event)
         self.seq = 0
         self.events = 0
+        self.booted = False
         self.sent = self.delivered = self.dropped = self.duplicated = self.sync_requests = 0
         self.violations: list[str] = []
         self.decoded: dict[bytes, Message | None] = {}
@@ -531,7 +563,8 @@ class Simulation:
         self.honest = [node for node in self.nodes if node.mode is None]
 
     def _choose_byzantine(self) -> dict[int, ByzantineMode]:
-        chosen = sorted(self.rng.sample(range(self.config.nodes), self.config.byzantine))
+        candidates = [v for v in range(self.config.nodes) if v not in self.config.amnesiac]
+        chosen = sorted(self.rng.sample(candidates, self.config.byzantine))
         modes = [m for m in ByzantineMode if m is not ByzantineMode.MIXED]
         mode = self.config.byzantine_mode
         return {v: self.rng.choice(modes) if mode is ByzantineMode.MIXED else mode for v in chosen}
@@ -539,35 +572,50 @@ class Simulation:
     def _make_nodes(self) -> list[_Node]:
         keys = self.world.keys
         skew = {s.node: s.ms for s in self.config.skew}
-        nodes = [
-            _Node(v, keys[v], self.byzantine.get(v), skew.get(v, self.rng.randrange(50)))
-            for v in range(self.config.nodes)
-        ]
+        nodes = []
+        for v in range(self.config.nodes):
+            mode = self.byzantine.get(v)
+            outbox = self._outbox(v, mode)
+            nodes.append(_Node(v, keys[v], mode, outbox, skew.get(v, self.rng.randrange(50))))
         for v, mode in self.byzantine.items():
             if mode is ByzantineMode.DOUBLE_VOTE:
-                nodes.append(_Node(len(nodes), keys[v], mode, self.rng.randrange(50)))
+                nodes.append(_Node(len(nodes), keys[v], mode, None, self.rng.randrange(50)))
+        for v in self.config.amnesiac:
+            nodes[v].storage = _RecordingStorage()
         return nodes
+
+    def _outbox(self, v: int, mode: ByzantineMode | None) -> Outbox | None:
+        if mode is None or mode is ByzantineMode.DOUBLE_VOTE:
+            return None
+        return Outbox(mode, self.world.keys[v], CHAIN_ID, self.rng)
 
     # --- the event loop -------------------------------------------------------------------
 
     def run(self) -> SimResult:
-        for node in self.nodes:
-            self._boot(node)
-        for crash in self.config.crashes:
-            self._push(crash.at_ms, _CrashAt(crash.node))
-            self._push(crash.restart_ms, _RestartAt(crash.node))
-        deadline = self.config.effective_deadline_ms
-        target = self.config.heights
-        while self.queue and not self.violations:
-            time, _, event = heapq.heappop(self.queue)
-            if time > deadline or self.events >= MAX_EVENTS:
-                break
-            self.now = time
-            self.events += 1
-            self._dispatch(event)
-            if all(len(n.committed) >= target for n in self.honest):
-                break
+        while self.step():
+            pass
         return self._result()
+
+    def step(self) -> bool:
+        """Carry out the next event (the first call boots every node); False once the run
+        is over: every honest node reached the target, an invariant broke, or the deadline
+        or the event budget passed. A test may look at the engines between steps."""
+        if not self.booted:
+            self.booted = True
+            for node in self.nodes:
+                self._boot(node)
+            for crash in self.config.crashes:
+                self._push(crash.at_ms, _CrashAt(crash.node))
+                self._push(crash.restart_ms, _RestartAt(crash.node, crash.kind))
+        if not self.queue or self.violations:
+            return False
+        time, _, event = heapq.heappop(self.queue)
+        if time > self.config.effective_deadline_ms or self.events >= MAX_EVENTS:
+            return False
+        self.now = time
+        self.events += 1
+        self._dispatch(event)
+        return not all(len(n.committed) >= self.config.heights for n in self.honest)
 
     def _push(self, time: int, event: _SimEvent) -> None:
         self.seq += 1  # ties run in the order pushed; events themselves are never compared
@@ -591,15 +639,18 @@ class Simulation:
                     node.crash_next = True  # die half-way through the next batch of actions
                 else:
                     self._crash(node)
-            case _RestartAt():
+            case _RestartAt(kind=kind):
                 if node.engine is not None:
                     self._crash(node)
+                self._lose(node, kind)
                 self._boot(node)
 
     def _decode(self, data: bytes) -> Message | None:
         """Decode and verify as the node does; the result is the same for every receiver
         of the same bytes, so each distinct message is checked once per run."""
         if data not in self.decoded:
+            if len(self.decoded) >= DECODED_CACHE:  # a flood of distinct messages
+                self.decoded.clear()
             try:
                 msg = decode_message(data)
                 verify_message(msg, self.world.validators, CHAIN_ID)
@@ -626,6 +677,15 @@ class Simulation:
             timeouts=SIM_TIMEOUTS,
         )
         self._carry_out(node, node.engine.start())
+
+    def _lose(self, node: _Node, kind: CrashKind) -> None:
+        """What a restart finds gone: the blocks (wipe), or the signer state, lost or
+        rolled back to a record saved earlier (amnesia)."""
+        if kind is CrashKind.WIPE:
+            node.committed = []
+        elif kind is CrashKind.AMNESIA:
+            assert isinstance(node.storage, _RecordingStorage)
+            node.storage.data = self.rng.choice([None, *node.storage.history[:-1]])
 
     def _clock(self, node: _Node) -> int:
         """The node's wall clock: simulated time from genesis, off by the node's skew."""
@@ -670,6 +730,7 @@ class Simulation:
         node.committed.append((block, cert))
         if node.mode is None:
             self._check_commit(node, block, cert)
+            self._check_retained(node)
 
     def _check_commit(self, node: _Node, block: Block, cert: CommitCertificate) -> None:
         """Safety, checked at the moment an honest node commits."""
@@ -700,50 +761,24 @@ class Simulation:
         elif node.app is not None and node.app.state.state_root != root:
             self.violations.append(f"node {node.id} height {height}: state root diverged")
 
+    def _check_retained(self, node: _Node) -> None:
+        """Memory, checked when a height's state is at its largest: at its decision."""
+        assert node.engine is not None
+        bound = Retained.bound(self.world.validators, node.engine.round)
+        for excess in node.engine.retained().exceeding(bound):
+            self.violations.append(f"node {node.id} at height {node.engine.height}: {excess}")
+
     # --- the network ------------------------------------------------------------------------
 
     def _broadcast(self, node: _Node, msg: Message) -> None:
-        mode = node.mode
-        if mode is ByzantineMode.SILENT:
-            return
-        peers = [p for p in self.nodes if p.id != node.id]
-        if isinstance(msg, Proposal) and mode is ByzantineMode.EQUIVOCATE:
-            self._equivocate(node, msg, peers)
-            return
-        if mode is ByzantineMode.INVALID_BLOCK:
-            msg = self._invalidate(node, msg)
-        data = encode_message(msg)
-        for peer in peers:
-            self._send(node, peer, data)
-
-    def _equivocate(self, node: _Node, proposal: Proposal, peers: list[_Node]) -> None:
-        """Send the real proposal to some peers, a conflicting valid one to the others,
-        and both to a few (so that honest nodes can catch it)."""
-        header = proposal.block.header
-        other_block = replace(proposal.block, header=replace(header, time_ms=header.time_ms + 1))
-        other = self._resign(node, replace(proposal, block=other_block))
-        real, fake = encode_message(proposal), encode_message(other)
-        for peer in peers:
-            first, second = (real, fake) if self.rng.random() < 0.5 else (fake, real)
-            self._send(node, peer, first)
-            if self.rng.random() < 0.3:
-                self._send(node, peer, second)
-
-    def _invalidate(self, node: _Node, msg: Message) -> Message:
-        """Swap our block for one with a wrong state root, and our votes for it along."""
-        if isinstance(msg, Proposal):
-            header = msg.block.header
-            bad_root = sha256(b"not the state root" + header.state_root).digest()
-            bad = replace(msg.block, header=replace(header, state_root=bad_root))
-            node.rewritten[msg.block.hash] = bad.hash
-            return self._resign(node, replace(msg, block=bad))
-        if msg.block_hash in node.rewritten:
-            return self._resign(node, replace(msg, block_hash=node.rewritten[msg.block_hash]))
-        return msg
-
-    def _resign(self, node: _Node, msg: Message) -> Message:
-        # The faulty node signs outside its Signer: that is exactly what makes it byzantine.
-        return replace(msg, signature=node.key.sign(msg.sign_bytes(CHAIN_ID)).signature)
+        peers = [p.id for p in self.nodes if p.id != node.id]
+        if node.outbox is not None:
+            sends = node.outbox.rewrite(msg, peers)
+        else:
+            data = encode_message(msg)
+            sends = [(peer, data) for peer in peers]
+        for peer, data in sends:
+            self._send(node, self.nodes[peer], data)
 
     def _reachable(self, a: int, b: int) -> bool:
         for p in self.config.partitions:
@@ -814,10 +849,9 @@ class Simulation:
                 verify_equivocation(ev, self.world.validators, CHAIN_ID)
             except InvalidEvidence as exc:
                 self.violations.append(f"evidence does not verify: {exc}")
-            if self.world.validators.index(ev.validator) not in self.byzantine:
-                self.violations.append(
-                    f"honest validator {self.world.validators.index(ev.validator)} accused"
-                )
+            accused = self.world.validators.index(ev.validator)
+            if accused not in self.byzantine and accused not in self.config.amnesiac:
+                self.violations.append(f"honest validator {accused} accused")
 
     def _result(self) -> SimResult:
         for node in self.honest:

@@ -92,7 +92,8 @@ class HeightVoteSet:
     (``consensus.engine.ROUND_WINDOW``); of a validator's messages in rounds beyond that,
     only the highest round is kept (``note_far_round``: one integer per validator), which
     is all line 55 needs. Each kept (round, kind) holds at most
-    n * ``MAX_VALUES_PER_VALIDATOR`` votes of ~200 bytes.
+    n * (``MAX_VALUES_PER_VALIDATOR`` + n - f) votes of ~200 bytes (see ``VoteSet``);
+    ``kept`` counts them all.
     """
 
     def __init__(self, validators: ValidatorSet) -> None:
@@ -101,6 +102,7 @@ class HeightVoteSet:
         self._senders: dict[int, set[int]] = {}  # round -> validator indexes
         self._far: dict[int, int] = {}  # validator index -> highest round beyond the window
         self.precommit_quorum_rounds: list[int] = []  # a value reached 2f+1 precommits here
+        self.kept = 0  # votes held, over every round and kind
 
     def prevotes(self, round: int) -> VoteSet:
         return self._get(round, VoteKind.PREVOTE)
@@ -121,6 +123,7 @@ class HeightVoteSet:
             votes = self._sets[(vote.round, vote.kind)] = VoteSet(self.validators)
         counted, prior = votes.add(index, vote)
         if counted:
+            self.kept += 1
             self.add_sender(vote.round, index)
             if (
                 vote.kind is VoteKind.PRECOMMIT
@@ -137,6 +140,11 @@ class HeightVoteSet:
     def note_far_round(self, index: int, round: int) -> None:
         """A message from validator ``index`` in a round too far ahead to be kept."""
         self._far[index] = max(round, self._far.get(index, round))
+
+    @property
+    def far_rounds(self) -> int:
+        """Validators whose highest round beyond the window is kept (one integer each)."""
+        return len(self._far)
 
     def highest_round_with_f_plus_one_above(self, round: int) -> int | None:
         """The highest round above ``round`` in which f+1 validators (so at least one

@@ -294,7 +294,8 @@ def test_only_the_next_heights_proposer_gets_a_few_proposals_buffered() -> None:
     h.feed(*[signed_proposal(3, b, 0, height=2) for b in variants(b2, 50)])  # not its turn
     h.feed(*[signed_proposal(2, b, 0, height=2) for b in variants(b2, 50)])  # equivocating
     h.feed(*[signed_proposal(2, b, 1_000, height=2) for b in variants(b2, 5)])  # far round
-    assert h.engine.held_blocks == MAX_PROPOSALS_PER_ROUND
+    held = h.engine.retained()
+    assert held.next_height_proposals == MAX_PROPOSALS_PER_ROUND and held.blocks == 0
 
 
 def test_messages_far_ahead_in_rounds_keep_one_integer_per_validator() -> None:
@@ -305,7 +306,8 @@ def test_messages_far_ahead_in_rounds_keep_one_integer_per_validator() -> None:
     a = block(1)
     far = [r for r in range(ROUND_WINDOW + 1, 400) if W.validators.proposer(1, r) == PUB[3]]
     h.feed(*[signed_proposal(3, b, r, height=1) for r in far for b in variants(a, 4)])
-    assert h.engine.held_blocks == 0 and h.engine.round == 0  # f = 1 could be lying
+    held = h.engine.retained()
+    assert (held.blocks, held.far_rounds, h.engine.round) == (0, 1, 0)  # f = 1 could be lying
     h.feed(vote(2, VoteKind.PREVOTE, 700, None))
     assert h.engine.round == max(far)  # f+1 validators (2 and 3) are there or later
 

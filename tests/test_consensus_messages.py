@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import tracemalloc
 from dataclasses import replace
 
 import msgpack
@@ -13,8 +14,10 @@ from hypothesis import strategies as st
 from chain.block import CommitCertificate
 from consensus.evidence import InvalidEvidence, detect, verify_equivocation
 from consensus.messages import (
+    MAX_MESSAGE_BYTES,
     BadMessage,
     Proposal,
+    Vote,
     VoteKind,
     decode_message,
     encode_message,
@@ -69,6 +72,90 @@ def test_mutated_messages_raise_bad_message_or_fail_verification(data: st.DataOb
     except BadMessage:
         return
     assert msg == original  # no mutation yields another message that verifies
+
+
+HOSTILE = st.one_of(
+    st.sampled_from([float("inf"), float("nan"), 1e300, 2**63, 2**64 - 1, -(2**63), True, None]),
+    st.integers(min_value=-(2**63), max_value=2**64 - 1),
+    st.binary(max_size=80),
+    st.text(max_size=20),
+    st.recursive(st.none() | st.integers(-1, 2**64 - 1), lambda inner: st.lists(inner, max_size=3)),
+)
+
+
+def wire_fields(msg: Proposal | Vote) -> list:
+    return msgpack.unpackb(encode_message(msg), raw=False)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_structurally_mutated_messages_raise_bad_message_only(data: st.DataObject) -> None:
+    """A field swapped for a huge, negative, float, bool, text or nested value, dropped or
+    repeated, or (in a proposal) the block's own bytes swapped for a mutated block: the
+    message is re-encoded, then decoded and verified as a node does."""
+    original = data.draw(
+        st.sampled_from(
+            [proposal(), proposal(pol_round=0), vote(2, VoteKind.PRECOMMIT, 0, BLOCK.hash)]
+        )
+    )
+    fields = wire_fields(original)
+    at = data.draw(st.integers(0, 6))
+    action = data.draw(st.sampled_from(["replace", "drop", "repeat", "block"]))
+    if action == "replace":
+        fields[at] = data.draw(HOSTILE)
+    elif action == "drop":
+        del fields[at]
+    elif action == "repeat":
+        fields.insert(at, fields[at])
+    elif isinstance(original, Proposal):
+        block = msgpack.unpackb(fields[3], raw=False)
+        part = data.draw(st.integers(0, 2))
+        if isinstance(block[part], list) and block[part]:
+            block[part][data.draw(st.integers(0, len(block[part]) - 1))] = data.draw(HOSTILE)
+        else:
+            block[part] = data.draw(HOSTILE)
+        fields[3] = msgpack.packb(block, use_bin_type=True)
+    with contextlib.suppress(BadMessage):  # and no other exception
+        msg = decode_message(msgpack.packb(fields, use_bin_type=True))
+        verify_message(msg, W.validators, CHAIN_ID)
+        assert msg == original
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        b"\xdd" + (2_000_000).to_bytes(4, "big") + b"\x90" * 2_000_000,  # 2M empty arrays
+        b"\xdd\xff\xff\xff\xff",  # an array header declaring 2**32-1 elements
+        b"\xc6" + (4_000_000).to_bytes(4, "big") + bytes(4_000_000),  # a 4 MB bin as a hash
+    ],
+)
+def test_a_hostile_field_is_refused_without_building_its_objects(field: bytes) -> None:
+    """Unpacked whole under msgpack's defaults, 2 MB of empty arrays in one field became
+    two million lists (~130 MB) before the shape was checked. Now the cost is a copy of
+    the input at most, whatever it holds."""
+    fields = [
+        msgpack.packb(f, use_bin_type=True) for f in wire_fields(vote(2, VoteKind.PREVOTE, 0, None))
+    ]
+    fields[4] = field
+    data = b"\x97" + b"".join(fields)
+    tracemalloc.start()
+    try:
+        with pytest.raises(BadMessage):
+            decode_message(data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * len(data) + 1_000_000
+
+
+def test_a_message_over_the_largest_legal_one_is_refused() -> None:
+    """The limit is a proposal of the largest block, not the 16 MiB of a p2p frame."""
+    assert MAX_MESSAGE_BYTES < 11_000_000
+    oversized = msgpack.packb(
+        [2, 1, 1, 0, None, PUB[0], bytes(MAX_MESSAGE_BYTES)], use_bin_type=True
+    )
+    with pytest.raises(BadMessage, match="at most"):
+        decode_message(oversized)
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgpack
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from consensus.messages import Step, VoteKind
 from consensus.signer import (
@@ -130,3 +133,52 @@ def test_unreadable_or_foreign_state_stops_the_signer(tmp_path: Path) -> None:
     path.write_bytes(path.read_bytes()[:-5])
     with pytest.raises(SignerStateError, match="unreadable"):
         Signer(KEY, FileSignerStorage(path), CHAIN_ID)
+
+
+def saved_state() -> bytes:
+    """A state with a record of every step and a lock."""
+    storage = MemorySignerStorage()
+    signer = Signer(KEY, storage, CHAIN_ID)
+    signer.sign_proposal(1, 3, BLOCK, -1)
+    prevote = signer.sign_vote(PRE, 1, 3, BLOCK.hash)
+    signer.lock_and_precommit(1, 3, BLOCK, [prevote])
+    assert storage.data is not None
+    return storage.data
+
+
+STATE = saved_state()
+ODD = st.one_of(
+    st.sampled_from([None, True, -1, 0, 2**64 - 1, 1.5, "", b"", bytes(32), [], {}]),
+    st.binary(max_size=70),
+    st.integers(-(2**63), 2**64 - 1),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data())
+def test_a_damaged_state_file_is_a_signer_state_error_or_still_usable(data: st.DataObject) -> None:
+    """Bytes flipped, cut or a field of a record or of the lock replaced: the signer either
+    refuses to start (SignerStateError) or loads a state it can go on signing with."""
+    if data.draw(st.booleans()):
+        raw = bytearray(STATE)
+        at = data.draw(st.integers(0, len(raw) - 1))
+        if data.draw(st.booleans()):
+            del raw[at:]
+        else:
+            raw[at] ^= data.draw(st.integers(1, 255))
+    else:
+        doc = msgpack.unpackb(STATE, raw=False)
+        where = data.draw(st.sampled_from(["signed", "lock"]))
+        fields = doc[where][data.draw(st.integers(0, 2))] if where == "signed" else doc["lock"]
+        fields[data.draw(st.integers(0, len(fields) - 1))] = data.draw(ODD)
+        raw = msgpack.packb(doc, use_bin_type=True)
+    storage = MemorySignerStorage()
+    storage.data = bytes(raw)
+    try:
+        signer = Signer(KEY, storage, CHAIN_ID)
+    except SignerStateError:
+        return
+    assert signer.last is not None
+    signer.sign_vote(PRE, signer.last.height + 1, 0, None)
+    with pytest.raises(DoubleSignRefused):
+        signer.sign_vote(PRE, 1, 0, OTHER.hash)

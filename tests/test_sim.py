@@ -4,7 +4,10 @@ that does catch forks, and exact reproducibility from a seed (also through `depn
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import subprocess
+import sys
 from dataclasses import replace
 
 import pytest
@@ -13,9 +16,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cli.main import main
+from consensus.engine import AHEAD_TICKS
+from consensus.signer import Signer
 from consensus.simulate import (
+    CHAIN_ID,
     ByzantineMode,
     Crash,
+    CrashKind,
     Partition,
     SimConfig,
     Simulation,
@@ -127,7 +134,13 @@ def test_crashed_nodes_restart_from_their_signer_state_and_catch_up() -> None:
 
 
 def test_byzantine_equivocation_is_found_and_pinned_on_the_right_validator() -> None:
-    for mode in (ByzantineMode.EQUIVOCATE, ByzantineMode.DOUBLE_VOTE):
+    for mode in (
+        ByzantineMode.EQUIVOCATE,
+        ByzantineMode.DOUBLE_VOTE,
+        ByzantineMode.MANY_VALUES,
+        ByzantineMode.MUTATE,
+        ByzantineMode.FLOOD,
+    ):
         result = simulate(SimConfig(nodes=4, heights=12, seed=3, byzantine=1, byzantine_mode=mode))
         assert result.verdict is Verdict.OK
         assert result.evidence, f"{mode}: no equivocation detected"
@@ -224,6 +237,10 @@ def test_cli_json_reports_the_measures() -> None:
         "--skew 2",
         "--skew 9=100",
         "--skew 1=5 --skew 1=6",
+        "--wipe 9@1-2",
+        "--amnesia 1@5-2",
+        "--amnesia 1@0-5 --amnesia 2@0-5 --amnesia 3@0-5 --byzantine 1",  # none honest
+        "--byzantine-mode sneaky",
     ],
 )
 def test_cli_rejects_malformed_fault_specs(bad: str) -> None:
@@ -327,3 +344,146 @@ def test_cli_runs_a_skewed_clock_and_prints_it_in_the_reproducer() -> None:
     assert "--skew 2=-30000" in config.command()
     code, out = run_cli(config.command())
     assert code == 0 and "clock of node 2 -30000 ms" in out and "verdict: OK" in out
+
+
+@pytest.mark.parametrize("nodes", [4, 7])
+@pytest.mark.parametrize(
+    "mode",
+    [
+        ByzantineMode.MANY_VALUES,
+        ByzantineMode.MUTATE,
+        ByzantineMode.FAR_FUTURE,
+        ByzantineMode.FLOOD,
+    ],
+)
+def test_f_validators_rewriting_their_messages_are_neither_a_fork_nor_a_halt(
+    mode: ByzantineMode, nodes: int
+) -> None:
+    for seed in range(3):
+        assert_ok(
+            SimConfig(
+                nodes=nodes,
+                heights=8,
+                seed=seed,
+                drop=0.1,
+                reorder=0.1,
+                byzantine=(nodes - 1) // 3,
+                byzantine_mode=mode,
+            )
+        )
+
+
+def test_far_future_claims_cost_a_bounded_number_of_sync_requests() -> None:
+    """Votes at height 2**63-1 and 2 to 1,000 heights ahead, with every vote: each honest
+    node asks for sync at most once per height for a message two heights ahead, and on
+    at most AHEAD_TICKS resend ticks per height for a lone claim."""
+    heights = 12
+    result = simulate(
+        SimConfig(
+            nodes=4, heights=heights, seed=4, byzantine=1, byzantine_mode=ByzantineMode.FAR_FUTURE
+        )
+    )
+    assert result.verdict is Verdict.OK, result.violations
+    honest = len(result.committed)
+    assert 0 < result.sync_requests <= honest * (heights + 1) * (AHEAD_TICKS + 1)
+
+
+def test_a_wiped_validator_resyncs_from_height_1_and_reaches_the_target() -> None:
+    """Its blocks are gone, its signer state is kept: it starts at height 1, refuses to
+    sign anything below what it signed before (no evidence accuses it), and catches up by
+    sync while the others go on."""
+    for seed in range(4):
+        config = SimConfig(
+            nodes=4,
+            heights=20,
+            seed=seed,
+            drop=0.1,
+            crashes=(Crash(2, 600, 900, CrashKind.WIPE), Crash(0, 1_200, 1_300, CrashKind.WIPE)),
+        )
+        sim = Simulation(config)
+        result = sim.run()
+        assert result.verdict is Verdict.OK, (result.violations, config.command())
+        assert not result.evidence and result.sync_requests > 0
+        assert result.decided_at_ms[20] > 1_300  # the wipes came before the end...
+        for node in (sim.nodes[0], sim.nodes[2]):  # ...and both came back and vote again
+            signed = Signer(node.key, node.storage, CHAIN_ID).last
+            assert len(node.committed) == 20 and signed is not None and signed.height >= 19
+
+
+def test_amnesia_may_double_sign_and_is_counted_as_byzantine() -> None:
+    """Node 1 restarts seven times with its signer state lost or rolled back: it signs
+    again what it had signed otherwise, honest nodes catch it, and nothing else breaks."""
+    found = []
+    for seed in range(6):
+        amnesia = tuple(Crash(1, t, t + 5, CrashKind.AMNESIA) for t in range(100, 1_500, 200))
+        config = SimConfig(nodes=4, heights=30, seed=seed, drop=0.2, crashes=amnesia)
+        assert config.amnesiac == {1}
+        result = simulate(config)
+        assert result.verdict is Verdict.OK, (result.violations, config.command())
+        found += [world(4).validators.index(e.validator) for e in result.evidence]
+    assert found and set(found) == {1}
+
+
+def test_amnesiac_validators_count_against_the_byzantine_budget() -> None:
+    amnesia = (Crash(1, 0, 10, CrashKind.AMNESIA), Crash(3, 0, 10, CrashKind.AMNESIA))
+    with pytest.raises(ValueError, match="one honest"):
+        SimConfig(nodes=4, byzantine=2, crashes=amnesia)
+    for seed in range(20):  # byzantine validators are drawn among the others
+        sim = Simulation(SimConfig(nodes=4, seed=seed, byzantine=1, crashes=amnesia))
+        assert set(sim.byzantine) <= {0, 2}
+
+
+def test_every_new_fault_replays_exactly_from_its_printed_command() -> None:
+    """Crashes of every kind, in any order, byzantine rewriting and a skew: the command
+    groups crashes by flag and the config orders them the same way, so the replay is the
+    same run event for event."""
+    config = SimConfig(
+        nodes=4,
+        heights=6,
+        seed=11,
+        drop=0.1,
+        byzantine=1,
+        byzantine_mode=ByzantineMode.MUTATE,
+        crashes=(
+            Crash(1, 200, 300, CrashKind.AMNESIA),
+            Crash(2, 100, 700, CrashKind.WIPE),
+            Crash(1, 150, 160),
+        ),
+        skew=(Skew(3, -3_000),),
+    )
+    command = config.command()
+    assert "--crash 1@150-160 --wipe 2@100-700 --amnesia 1@200-300" in command
+    assert "--byzantine-mode mutate" in command
+    code, out = run_cli(command + " --json")
+    assert code == 0, out
+    assert json.loads(out) == simulate(config).to_json()
+
+
+def test_a_run_is_the_same_in_another_process_whatever_its_hash_seed() -> None:
+    """The order of a set of bytes changes with PYTHONHASHSEED: a byzantine rewriter that
+    iterated one would print a command that replays another run. Two processes with two
+    hash seeds run a flooding and a mutating validator and a wipe: the same JSON."""
+    config = SimConfig(
+        nodes=7,
+        heights=5,
+        seed=18,
+        drop=0.1,
+        byzantine=2,
+        crashes=(Crash(3, 100, 400, CrashKind.WIPE),),
+    )
+    modes = set(Simulation(config).byzantine.values())
+    assert modes == {ByzantineMode.FLOOD, ByzantineMode.MUTATE}
+    args = [sys.executable, "-m", "cli", *shlex.split(config.command())[1:], "--json"]
+    outputs = [
+        subprocess.run(
+            args,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        ).stdout
+        for seed in ("1", "2")
+    ]
+    assert outputs[0] == outputs[1]
+    assert json.loads(outputs[0]) == simulate(config).to_json()

@@ -1,14 +1,16 @@
 """`depnet sim`: run the consensus fault simulator and print its verdict.
 
 Exit codes are the verdict, so scripts and CI can use the command directly: 0 every
-invariant held and every honest node reached the target height, 1 a safety invariant
-broke, 2 the target height was not reached after the faults healed.
+invariant held and every honest node reached the target height, 1 an invariant broke
+(safety, or an honest engine held more than its stated memory bounds), 2 the target
+height was not reached after the faults healed.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, TypeVar
 
 import click
@@ -47,7 +49,19 @@ def _parsed(parse: Callable[[str], T], specs: tuple[str, ...]) -> tuple[T, ...]:
 @click.option("--byzantine", default=0, show_default=True, help="Faulty validators (f tolerated).")
 @click.option(
     "--byzantine-mode",
-    type=click.Choice(["equivocate", "double-vote", "silent", "invalid-block", "mixed"]),
+    type=click.Choice(
+        [
+            "equivocate",
+            "double-vote",
+            "silent",
+            "invalid-block",
+            "many-values",
+            "mutate",
+            "far-future",
+            "flood",
+            "mixed",
+        ]
+    ),
     default="mixed",
     show_default=True,
     help="What the faulty validators do; mixed draws one per validator from the seed.",
@@ -65,6 +79,21 @@ def _parsed(parse: Callable[[str], T], specs: tuple[str, ...]) -> tuple[T, ...]:
     multiple=True,
     metavar="NODE@START-END",
     help="e.g. 2@1000-3000: node 2 crashes at 1 s and restarts at 3 s. Repeatable.",
+)
+@click.option(
+    "--wipe",
+    "wipes",
+    multiple=True,
+    metavar="NODE@START-END",
+    help="A crash that also loses the node's blocks (signer state kept): it resyncs. Repeatable.",
+)
+@click.option(
+    "--amnesia",
+    "amnesias",
+    multiple=True,
+    metavar="NODE@START-END",
+    help="A crash that loses or rolls back the node's signer state; the node counts as "
+    "byzantine. Repeatable.",
 )
 @click.option(
     "--skew",
@@ -89,6 +118,8 @@ def sim(
     byzantine_mode: str,
     partitions: tuple[str, ...],
     crashes: tuple[str, ...],
+    wipes: tuple[str, ...],
+    amnesias: tuple[str, ...],
     skews: tuple[str, ...],
     deadline: int | None,
     as_json: bool,
@@ -98,7 +129,15 @@ def sim(
     Every run is reproducible: the same seed and flags print the same result. Exit code
     0 means ok, 1 a safety violation, 2 a liveness failure.
     """
-    from consensus.simulate import ByzantineMode, Crash, Partition, SimConfig, Skew, simulate
+    from consensus.simulate import (
+        ByzantineMode,
+        Crash,
+        CrashKind,
+        Partition,
+        SimConfig,
+        Skew,
+        simulate,
+    )
 
     low, high = _delay(delay)
     try:
@@ -114,7 +153,9 @@ def sim(
             byzantine=byzantine,
             byzantine_mode=ByzantineMode(byzantine_mode),
             partitions=_parsed(Partition.parse, partitions),
-            crashes=_parsed(Crash.parse, crashes),
+            crashes=_parsed(Crash.parse, crashes)
+            + _parsed(partial(Crash.parse, kind=CrashKind.WIPE), wipes)
+            + _parsed(partial(Crash.parse, kind=CrashKind.AMNESIA), amnesias),
             skew=_parsed(Skew.parse, skews),
             deadline_ms=deadline,
         )
@@ -150,7 +191,7 @@ def _print(result: SimResult) -> None:
     # "byzantine 2" read like a count: name the validator index explicitly.
     faults += [f"byzantine: validator {v} ({mode})" for v, mode in sorted(result.byzantine.items())]
     faults += [f"partition {p.spec()}" for p in cfg.partitions]
-    faults += [f"crash {c.spec()}" for c in cfg.crashes]
+    faults += [f"{c.kind} {c.spec()}" for c in cfg.crashes]
     faults += [f"clock of node {s.node} {s.ms:+} ms" for s in cfg.skew]
     echo(f"faults: {', '.join(faults)}")
     heights = sorted(result.committed.items())
