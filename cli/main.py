@@ -13,6 +13,7 @@ from cli.commands.chain import chain
 from cli.commands.check import check
 from cli.commands.contract import contract
 from cli.commands.demo import demo
+from cli.commands.fault import fault
 from cli.commands.network import down, init, logs, status, up
 from cli.commands.node import node
 from cli.commands.scenario import scenario
@@ -37,4 +38,5 @@ for command in (init, up, down, status, logs, wallet, contract, swap, chain, che
     main.add_command(command)
 main.add_command(bench)
 main.add_command(sim)
+main.add_command(fault)
 main.add_command(scenario)

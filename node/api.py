@@ -17,6 +17,7 @@ renders the JSON and documents it in the OpenAPI document.
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -46,12 +47,16 @@ from node.service import (
     AccountTxs,
     CommittedBlock,
     ContractInfo,
+    FaultControl,
+    FaultsInForce,
+    FaultSpecError,
     Head,
     Hex,
     NodeService,
     NodeStatus,
     OfferInfo,
     SubmitResult,
+    Syncing,
 )
 
 MAX_BATCH = 1_000
@@ -62,6 +67,8 @@ DEFAULT_HISTORY_PAGE = 50
 MAX_LIST = 500  # contracts or offers per answer
 DEFAULT_LIST = 100
 HEX32 = "^[0-9a-fA-F]{64}$"
+MAX_FAULT_BODY_BYTES = 64 * 1024
+SYNCING_RETRY_AFTER = "1"  # seconds: a catching-up node gains many blocks per second
 
 log = logging.getLogger("depnet.api")
 T = TypeVar("T")
@@ -360,6 +367,7 @@ class ApiError(Exception):
 
 _HTTP_CODES = {
     400: "bad_request",
+    401: "unauthorized",
     404: "not_found",
     405: "method_not_allowed",
     413: "body_too_large",
@@ -396,6 +404,13 @@ async def _validation_error(_: Request, exc: Exception) -> Response:
     return ApiError(400, "invalid_request", message).response()
 
 
+async def _syncing(_: Request, exc: Exception) -> Response:
+    """A node catching up refuses submissions: what it knows of nonces is stale."""
+    assert isinstance(exc, Syncing)
+    message = f"{exc}; retry, or submit to another bank's node"
+    return ApiError(503, "syncing", message, {"Retry-After": SYNCING_RETRY_AFTER}).response()
+
+
 async def _internal_error(_: Request, __: Exception) -> Response:
     """Anything else. Starlette re-raises the exception after this answer, so hypercorn
     logs its traceback to ``depnet.api``; the client gets no trace."""
@@ -421,8 +436,11 @@ def _found(value: T | None, code: str, message: str) -> T:
 # --- The app ----------------------------------------------------------------------------
 
 
-def create_app(node: NodeService) -> FastAPI:
-    """The API of one node. Handlers call ``node`` only after the request passed every check."""
+def create_app(
+    node: NodeService, faults: FaultControl | None = None, admin_token: str | None = None
+) -> FastAPI:
+    """The API of one node. Handlers call ``node`` only after the request passed every check.
+    With ``faults`` and ``admin_token``, the admin routes /admin/faults are served too."""
     app = FastAPI(
         title="depnet node API",
         version="1",
@@ -431,12 +449,17 @@ def create_app(node: NodeService) -> FastAPI:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Syncing, _syncing)
     app.add_exception_handler(Exception, _internal_error)
 
     @app.post(
         "/txs",
         response_model=SubmitOut,
-        responses={**_ERRORS, 413: {"model": ErrorOut, "description": "Body or batch too big"}},
+        responses={
+            **_ERRORS,
+            413: {"model": ErrorOut, "description": "Body or batch too big"},
+            503: {"model": ErrorOut, "description": "The node is catching up (`syncing`)"},
+        },
         openapi_extra={
             "requestBody": {
                 "required": True,
@@ -537,6 +560,9 @@ def create_app(node: NodeService) -> FastAPI:
     async def metrics() -> Response:
         return Response(generate_latest(node.registry), media_type=CONTENT_TYPE_LATEST)
 
+    if faults is not None and admin_token is not None:
+        _admin_routes(app, faults, admin_token)
+
     def openapi() -> dict[str, Any]:
         """FastAPI's document, minus the 422 answers it assumes: ours are 400s."""
         if app.openapi_schema is None:
@@ -553,22 +579,83 @@ def create_app(node: NodeService) -> FastAPI:
     return app
 
 
-async def _read_json(request: Request) -> object:
-    """The request body as JSON, read at most MAX_BODY_BYTES (a client cannot make us buffer
+def _admin_routes(app: FastAPI, faults: FaultControl, token: str) -> None:
+    """GET, POST and DELETE /admin/faults, for a caller holding the node's admin token
+    (``Authorization: Bearer <token>``; the token is in the node home's ``admin.token``).
+    A refused request changes nothing: the token is checked before the body is read."""
+    expected = token.encode()
+
+    def authorize(request: Request) -> None:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        # Compared in constant time, so the answer's timing does not leak the token.
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), expected):
+            raise ApiError(
+                401,
+                "unauthorized",
+                "the admin API needs the node's admin token (Authorization: Bearer <token>)",
+                {"WWW-Authenticate": "Bearer"},
+            )
+
+    unauthorized = {401: {"model": ErrorOut, "description": "No or a wrong admin token"}}
+
+    @app.get(
+        "/admin/faults",
+        response_model=FaultsInForce,
+        responses=unauthorized,
+        summary="The faults in force on this node and its frame counts per peer",
+    )
+    async def faults_in_force(request: Request) -> Response:
+        authorize(request)
+        return _answer(faults.in_force())
+
+    @app.post(
+        "/admin/faults",
+        response_model=FaultsInForce,
+        responses={**_ERRORS, **unauthorized},
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"type": "object"}}},
+                "description": 'One fault, e.g. {"fault": "drop", "rate": 0.3, "to": "DBS", '
+                '"kind": "consensus"}; faults: drop, delay, duplicate, partition, oneway, '
+                "heal, skew, byzantine; any may carry a seed.",
+            }
+        },
+        summary="Set a fault on this node",
+    )
+    async def set_fault(request: Request) -> Response:
+        authorize(request)
+        doc = await _read_json(request, MAX_FAULT_BODY_BYTES)
+        try:
+            return _answer(faults.set(doc))
+        except FaultSpecError as exc:
+            raise ApiError(400, exc.code, exc.message) from None
+
+    @app.delete(
+        "/admin/faults",
+        response_model=FaultsInForce,
+        responses=unauthorized,
+        summary="Clear every fault on this node",
+    )
+    async def clear_faults(request: Request) -> Response:
+        authorize(request)
+        return _answer(faults.clear())
+
+
+async def _read_json(request: Request, max_bytes: int = MAX_BODY_BYTES) -> object:
+    """The request body as JSON, read at most ``max_bytes`` (a client cannot make us buffer
     more); otherwise what ``await request.json()`` does. A client that leaves mid-body gets
     a 400 it will never read."""
     length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > MAX_BODY_BYTES:
-        raise ApiError(413, "body_too_large", f"request body is over {MAX_BODY_BYTES} bytes")
+    if length.isdigit() and int(length) > max_bytes:
+        raise ApiError(413, "body_too_large", f"request body is over {max_bytes} bytes")
     chunks = []
     size = 0
     try:
         async for chunk in request.stream():
             size += len(chunk)
-            if size > MAX_BODY_BYTES:
-                raise ApiError(
-                    413, "body_too_large", f"request body is over {MAX_BODY_BYTES} bytes"
-                )
+            if size > max_bytes:
+                raise ApiError(413, "body_too_large", f"request body is over {max_bytes} bytes")
             chunks.append(chunk)
     except ClientDisconnect:
         # Nobody is left to answer, and a traceback per abandoned request would let any

@@ -8,6 +8,8 @@ changes addresses. Every mistake in the file is a ConfigError that names the fie
 from __future__ import annotations
 
 import json
+import os
+import secrets
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -21,6 +23,7 @@ from consensus.events import Timeouts
 
 CONFIG_FILE = "config.json"
 KEY_FILE = "validator.key"
+ADMIN_TOKEN_FILE = "admin.token"
 
 
 class ConfigError(Exception):
@@ -74,6 +77,10 @@ class NodeHome:
         return self.path / "signer-state.bin"
 
     @property
+    def admin_token_file(self) -> Path:
+        return self.path / ADMIN_TOKEN_FILE
+
+    @property
     def log_file(self) -> Path:
         return self.path / "node.log"
 
@@ -108,6 +115,21 @@ class NodeHome:
         if len(seed) != KEY_SIZE:
             raise ConfigError(f"validator key {self.key_file} must hold {KEY_SIZE} bytes")
         return seed
+
+    def admin_token(self) -> str:
+        """The secret the admin API (/admin/faults) asks for: created on first use, readable
+        by the node's user only (mode 0600)."""
+        path = self.admin_token_file
+        if not path.exists():
+            token = secrets.token_hex(32)
+            with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+                f.write(token + "\n")
+            return token
+        path.chmod(0o600)
+        token = path.read_text().strip()
+        if not token:
+            raise ConfigError(f"admin token {path} is empty; delete it to make a new one")
+        return token
 
     def save_key(self, seed: bytes) -> None:
         self.path.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,9 @@
 """A validator node: wires the consensus engine to the network, the store, timers and the API.
 
 Everything that decides lives in ``chain/`` and ``consensus/``; the query side is
-``node/service.py``, catch-up ``node/blocksync.py`` and tx gossip ``node/txgossip.py``.
+``node/service.py``, catch-up ``node/blocksync.py``, tx gossip ``node/txgossip.py`` and
+the faults injected at runtime ``node/faults.py``, which stands between this module and
+the network and owns the node's wall clock (a fault can skew it).
 This module only moves events in and carries actions out. One task owns the engine
 (``_consensus_loop``): every input — a peer's message, a timer, a block fetched by
 catch-up — becomes an event on one channel, so the engine sees one event at a time and its
@@ -35,17 +37,18 @@ from consensus.events import (
 )
 from consensus.ledger_app import LedgerApp
 from consensus.messages import Message as ConsensusMessage
-from consensus.messages import decode_message, encode_message
+from consensus.messages import decode_message, signer_of
 from consensus.signer import FileSignerStorage, Signer
 from consensus.validators import ValidatorSet, verify_message
 from node.api import create_app, serve_api
 from node.blocksync import BlockSync
 from node.config import ConfigError, NodeConfig, NodeHome
+from node.faults import FaultLayer
 from node.logs import log_event, setup_logging
 from node.mempool import Mempool
 from node.metrics import Metrics
 from node.p2p import Frame, Kind, Network, P2PNetwork
-from node.service import LocalService
+from node.service import CatchUp, LocalService
 from node.txgossip import TxGossip
 
 log = logging.getLogger("depnet.node")
@@ -85,13 +88,18 @@ class Node:
         if self.pubkey not in self.genesis.validators:
             raise ConfigError("this node's validator key is not in genesis")
         self.bank = self.genesis.banks[self.validators.index(self.pubkey)].name
+        if net is None:
+            peers = {bytes.fromhex(p.validator): p.address for p in config.peers}
+            net = P2PNetwork(seed, config.p2p_listen, peers, observers=config.observers)
+        self.net = net
+        self.faults = FaultLayer(net, self.genesis, self.key, wall_clock=wall_clock)
         self.store = Store.open(home.data_dir, self.genesis)
         self.mempool = Mempool(self.store.state, max_size=config.mempool_max_txs)
         self.app = LedgerApp(
             self.store.state,
             proposer=self.pubkey,
             max_txs=config.block_max_txs,
-            clock=wall_clock,
+            clock=self.faults.wall_clock,
             candidates=lambda _height: self.mempool.candidates(config.block_max_txs),
             verified=self.mempool.verified,
         )
@@ -105,22 +113,18 @@ class Node:
             last_cert=self.store.certificate(self.store.state.height),
             timeouts=config.timeouts,
         )
-        if net is None:
-            peers = {bytes.fromhex(p.validator): p.address for p in config.peers}
-            net = P2PNetwork(seed, config.p2p_listen, peers, observers=config.observers)
-        self.net = net
         self.metrics = Metrics(
             height=lambda: self.store.state.height,
             round=lambda: self.engine.round,
-            peers=lambda: len(self.net.connected_peers()),
+            peers=lambda: len(self.faults.connected_peers()),
             mempool_size=lambda: len(self.mempool),
             evidence=lambda: len(self.engine.evidence),
             dropped_frames=self.net.dropped_frames,
         )
         self.events_send, self.events_recv = trio.open_memory_channel[object](10_000)
-        self.gossip = TxGossip(self.mempool, self.net)
+        self.gossip = TxGossip(self.mempool, self.faults)
         self.sync = BlockSync(
-            self.store, self.net, self.validators, self.genesis.chain_id, self.events_send.send
+            self.store, self.faults, self.validators, self.genesis.chain_id, self.events_send.send
         )
         self.service = LocalService(
             bank=self.bank,
@@ -129,8 +133,9 @@ class Node:
             engine=self.engine,
             metrics=self.metrics,
             gossip=self.gossip,
-            peers=self.net.connected_peers,
+            peers=self.faults.connected_peers,
             since_commit=lambda: trio.current_time() - self.last_commit_time,
+            catch_up=CatchUp.of(self.validators.n),
         )
         self.decoded: OrderedDict[bytes, ConsensusMessage] = OrderedDict()  # sha256 -> message
         self.last_commit_time = 0.0  # trio.current_time() of the last commit, or of the start
@@ -147,7 +152,7 @@ class Node:
             try:
                 await nursery.start(
                     serve_api,
-                    create_app(self.service),
+                    create_app(self.service, self.faults, self.home.admin_token()),
                     self.config.api_host,
                     self.config.api_port,
                     self.shutdown.wait,
@@ -172,7 +177,7 @@ class Node:
         Reports started once the network listens."""
         self.last_commit_time = trio.current_time()
         async with trio.open_nursery() as nursery:
-            await nursery.start(self.net.run)
+            await nursery.start(self.faults.run)
             nursery.start_soon(self._network_loop)
             nursery.start_soon(self.gossip.run)
             nursery.start_soon(self._consensus_loop, nursery)
@@ -196,7 +201,7 @@ class Node:
     def _carry_out(self, actions: list, nursery: trio.Nursery) -> None:
         for action in actions:
             if isinstance(action, Broadcast):
-                self.net.broadcast(Kind.CONSENSUS, encode_message(action.message))
+                self.faults.broadcast_consensus(action.message)
             elif isinstance(action, ScheduleTimeout):
                 nursery.start_soon(self._timer, action)
             elif isinstance(action, Commit):
@@ -227,7 +232,7 @@ class Node:
 
     async def _network_loop(self) -> None:
         """Drain the network's inbound channel; nothing here may block on a peer."""
-        async for frame in self.net.inbound:
+        async for frame in self.faults.inbound:
             try:
                 await self._on_frame(frame)
             except Exception as exc:  # a peer's bytes must never stop the node
@@ -244,11 +249,13 @@ class Node:
 
     async def _on_frame(self, frame: Frame) -> None:
         if frame.kind is Kind.CONSENSUS:
-            await self.events_send.send(MessageReceived(self._decode_consensus(frame.payload)))
+            msg = self._decode_consensus(frame.payload)
+            self.service.catch_up.observe(signer_of(msg), msg.height)
+            await self.events_send.send(MessageReceived(msg))
         elif frame.kind is Kind.TXS:
             await self.gossip.admit(frame.payload)
         elif frame.kind is Kind.SYNC_REQUEST:
-            self.net.respond(frame, self.sync.serve(frame.payload))
+            self.faults.respond(frame, self.sync.serve(frame.payload))
 
     def _decode_consensus(self, payload: bytes) -> ConsensusMessage:
         """Decode and verify a consensus frame, once per distinct frame.

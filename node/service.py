@@ -4,7 +4,12 @@ The API is an edge that hands bytes in and renders answers; ``LocalService`` ans
 this process's store, mempool and engine. The answer types are also the JSON shapes of the
 API: a ``Hex`` field is bytes here and a hex string in JSON, so each shape is written once.
 Only ``submit`` changes anything (it admits txs into the mempool and queues them for
-gossip); every other call reads.
+gossip); every other call reads. The admin side (``FaultControl``) sets and clears the
+faults injected into the node (node/faults.py).
+
+A node that is behind its peers says so (``CatchUp``): until it has caught up it refuses
+submissions with ``Syncing`` (the API's 503 ``syncing``), because what it would tell a
+client (an account's next nonce, whether a tx is a duplicate) is stale and misleads it.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from consensus.engine import Engine
 from node.mempool import Mempool, MempoolError, TxStatus
 from node.metrics import Metrics
 from node.txgossip import TxGossip
+
+SYNC_LAG = 2  # blocks behind peers before a node counts as syncing (one: a commit in flight)
 
 
 def _from_hex(value: object) -> object:
@@ -216,6 +223,83 @@ class NodeStatus:
     peer_ids: Sequence[str]  # connected validators' public keys, hex
     seconds_since_commit: float
     consensus: Mapping[str, Any]  # the engine's own summary (Engine.status)
+    syncing: bool  # behind its peers: catching up, refusing submissions
+    network_height: int  # the height its peers have committed, as far as it knows
+
+
+class Syncing(Exception):
+    """The node is catching up and refuses submissions until it has."""
+
+    def __init__(self, height: int, network_height: int) -> None:
+        super().__init__(f"catching up: height {height} of {network_height}")
+        self.height = height
+        self.network_height = network_height
+
+
+@dataclass(eq=False)
+class CatchUp:
+    """How far behind its peers this node is, from the heights of the signed consensus
+    messages they send (every validator re-sends its current height's votes, so a
+    restarted node learns the network's height within one resend interval).
+
+    A message for height h shows that its signer committed h - 1. The network's height is
+    the (f+1)-th highest of these claims, one per validator: at least one honest
+    validator vouches for it, so f byzantine ones signing far-future heights cannot keep
+    a node "syncing" forever. Holds one integer per validator."""
+
+    faulty: int  # f: the validators that may be byzantine
+    claims: dict[bytes, int]  # validator -> highest height it signed a message for
+
+    @classmethod
+    def of(cls, validators: int) -> CatchUp:
+        return cls((validators - 1) // 3, {})
+
+    def observe(self, validator: bytes, height: int) -> None:
+        if height > self.claims.get(validator, 0):
+            self.claims[validator] = height
+
+    def network_height(self, own: int) -> int:
+        vouched = sorted(self.claims.values(), reverse=True)[self.faulty : self.faulty + 1]
+        return max(own, vouched[0] - 1 if vouched else 0)
+
+    def behind(self, own: int) -> bool:
+        return self.network_height(own) - own >= SYNC_LAG
+
+
+class FaultSpecError(Exception):
+    """A fault spec the node refuses: ``code`` is the API's error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class FaultsInForce:
+    """What ``GET /admin/faults`` answers: the faults in force on one node and the frames
+    it exchanged with each peer (by kind name), which show a fault acting."""
+
+    bank: str
+    seed: int
+    faults: Sequence[Mapping[str, Any]]  # each as it would be posted
+    skew_ms: int
+    byzantine: str | None
+    cut_to: Sequence[str]  # banks this node's frames do not reach
+    cut_from: Sequence[str]  # banks whose frames this node discards
+    frames: Mapping[str, Mapping[str, Mapping[str, int]]]  # peer -> counter -> kind -> n
+
+
+class FaultControl(Protocol):
+    """What the admin routes need from the node (node/faults.py ``FaultLayer``)."""
+
+    def in_force(self) -> FaultsInForce: ...
+
+    def set(self, doc: object) -> FaultsInForce:
+        """Apply one fault spec; raises FaultSpecError (and changes nothing) if it is bad."""
+        ...
+
+    def clear(self) -> FaultsInForce: ...
 
 
 class NodeService(Protocol):
@@ -227,7 +311,8 @@ class NodeService(Protocol):
         ...
 
     async def submit(self, raws: list[bytes]) -> list[SubmitResult]:
-        """Decode and admit each tx; one result per input, in order."""
+        """Decode and admit each tx; one result per input, in order. Raises Syncing (and
+        admits nothing) while the node is catching up."""
         ...
 
     def tx_status(self, tx_id: bytes) -> TxStatus: ...
@@ -275,12 +360,16 @@ class LocalService:
     gossip: TxGossip
     peers: Callable[[], set[bytes]]
     since_commit: Callable[[], float]
+    catch_up: CatchUp
 
     @property
     def registry(self) -> CollectorRegistry:
         return self.metrics.registry
 
     async def submit(self, raws: list[bytes]) -> list[SubmitResult]:
+        height = self.store.state.height
+        if self.catch_up.behind(height):
+            raise Syncing(height, self.catch_up.network_height(height))
         results = []
         accepted = []
         for raw in raws:
@@ -388,6 +477,8 @@ class LocalService:
             peer_ids=sorted(p.hex() for p in peers),
             seconds_since_commit=round(self.since_commit(), 3),
             consensus=engine.status().to_json(),
+            syncing=self.catch_up.behind(state.height),
+            network_height=self.catch_up.network_height(state.height),
         )
 
 

@@ -39,6 +39,7 @@ class FakeNetwork:
         self.status: dict[str, dict] = {}  # bank -> fields that override /status
         self.requests: list[str] = []
         self.history_page = 500  # most txs a history page holds (a real node: up to limit)
+        self.faults: dict[str, list[dict]] = {}  # bank -> fault specs posted to /admin/faults
         self.times: list[int] = []  # each block's time
         self.skipped_ms = 0  # how far ``advance`` moved the clock past one second a block
 
@@ -63,6 +64,8 @@ class FakeNetwork:
         self.requests.append(f"{bank} {method} {path}{query}")
         if method == "POST" and path == "/txs":
             return self._submit(json.loads(body or b"{}")["txs"])
+        if path == "/admin/faults":
+            return self._admin(bank, method, body)
         for pattern, route in (
             (r"/txs/([0-9a-f]{64})", self._tx),
             (r"/accounts/([0-9a-f]{64})", self._account),
@@ -274,6 +277,8 @@ class FakeNetwork:
             "head_hash": _hash(height),
             "state_root": "00" * 32,
             "seconds_since_commit": 0.2,
+            "syncing": False,
+            "network_height": height,
             "consensus": {
                 "height": height + 1,
                 "round": 0,
@@ -293,6 +298,16 @@ class FakeNetwork:
         body.update({k: v for k, v in override.items() if k != "consensus"})
         body["consensus"].update(override.get("consensus", {}))
         return _ok(body)
+
+    def _admin(self, bank: str, method: str, body: bytes | None) -> tuple[int, bytes]:
+        """A node's fault list: POST appends a spec, DELETE empties it, GET reads it."""
+        specs = self.faults.setdefault(bank, [])
+        if method == "POST":
+            specs.append(json.loads(body or b"{}"))
+        elif method == "DELETE":
+            specs.clear()
+        return _ok({"bank": bank, "seed": 0, "faults": specs, "skew_ms": 0, "byzantine": None,
+                    "cut_to": [], "cut_from": [], "frames": {}})  # fmt: skip
 
 
 def _hash(height: int) -> str:

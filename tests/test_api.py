@@ -199,7 +199,7 @@ class FakeNode:
             raise RuntimeError("engine exploded")
         return NodeStatus(
             "JPM", CHAIN, 1, 2, "prevote", 3, 17, 0, BLOCK.hash, BLOCK.header.state_root,
-            ["ab" * 32], 1.5, {"quorum": 3},
+            ["ab" * 32], 1.5, {"quorum": 3}, False, 1,
         )  # fmt: skip
 
     def snapshot(self) -> tuple:
@@ -376,6 +376,8 @@ async def test_head_and_status(client: httpx.AsyncClient) -> None:
         "peer_ids": ["ab" * 32],
         "seconds_since_commit": 1.5,
         "consensus": {"quorum": 3},
+        "syncing": False,
+        "network_height": 1,
     }
 
 

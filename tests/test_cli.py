@@ -243,7 +243,7 @@ def test_transfer_waits_for_commit_and_moves_the_money(home: Path, fake: FakeNet
     assert f"paid 1,250.00 USD.JPM from {BUYER} to {SUPPLIER} (memo INV-1)" in out
     assert "committed at height 1, settled in" in out
     assert fake.balance_of(account_of(home, SUPPLIER), "USD.JPM") == 125000
-    assert fake.requests[0] == "JPM GET /head"  # the payer's bank's node first
+    assert fake.requests[0] == "JPM GET /status"  # the payer's bank's node first
     data = json.loads(ok(transfer(home, "--json", amount="0.5")))
     assert data["committed"] and data["height"] == 2 and data["amount"] == "0.50"
     assert data["to"] == account_of(home, SUPPLIER)
@@ -872,3 +872,120 @@ def test_node_stop_message_finds_the_known_error_in_trio_groups() -> None:
     )
     assert stop_message(nested) == "signer state is unreadable"
     assert stop_message(ExceptionGroup("nursery", [KeyError("k")])) == "node stopped: KeyError: 'k'"
+
+
+# --- fault: what each command posts to the nodes' admin API; wallet fail-over ----------
+
+BANKS = ["JPM", "HSBC", "DBS", "BNP"]
+
+
+@pytest.fixture
+def tokens(home: Path) -> Path:
+    """Admin tokens as the nodes write them at their first start."""
+    for bank in BANKS:
+        NetworkHome(home).node_home(bank).admin_token()
+    return home
+
+
+def test_partition_posts_the_groups_to_every_node(
+    tokens: Path, home: Path, fake: FakeNetwork
+) -> None:
+    out = ok(run(home, "fault", "partition", "jpm,HSBC", "/", "DBS,BNP", "--seed", "3"))
+    assert "partition jpm,HSBC | DBS,BNP: set on JPM, HSBC, DBS, BNP" in out
+    spec = {"fault": "partition", "groups": [["JPM", "HSBC"], ["DBS", "BNP"]], "seed": 3}
+    assert all(fake.faults[bank] == [spec] for bank in BANKS)
+    assert "POST /admin/faults" in fake.requests[-1]
+
+
+@pytest.mark.parametrize("words", [["JPM", "DBS"], ["JPM", "->", "DBS"], ["JPM->DBS"]])
+def test_oneway_partition_syntaxes(
+    tokens: Path, home: Path, fake: FakeNetwork, words: list[str]
+) -> None:
+    ok(run(home, "fault", "partition", "--oneway", *words))
+    assert fake.faults["BNP"] == [{"fault": "oneway", "from": "JPM", "to": "DBS"}]
+
+
+def test_link_faults_skew_byzantine_list_and_clear(
+    tokens: Path, home: Path, fake: FakeNetwork
+) -> None:
+    ok(run(home, "fault", "drop", "--rate", "0.3", "--to", "DBS", "--kind", "consensus"))
+    ok(run(home, "fault", "delay", "--ms", "200", "--jitter", "100", "--from", "JPM"))
+    ok(run(home, "fault", "duplicate", "--rate", "0.2", "--seed", "5"))
+    assert "HSBC's clock now runs -1500 ms off" in ok(
+        run(home, "fault", "skew", "HSBC", "--ms", "-1500")
+    )
+    assert "BNP is now byzantine: equivocate" in ok(
+        run(home, "fault", "byzantine", "BNP", "equivocate")
+    )
+    assert fake.faults["JPM"] == [
+        {"fault": "drop", "rate": 0.3, "to": "DBS", "kind": "consensus"},
+        {"fault": "delay", "ms": 200, "jitter": 100, "from": "JPM"},
+        {"fault": "duplicate", "rate": 0.2, "seed": 5},
+    ]
+    assert fake.faults["HSBC"][-1] == {"fault": "skew", "ms": -1500}
+    assert fake.faults["BNP"][-1] == {"fault": "byzantine", "mode": "equivocate"}
+    out = ok(run(home, "fault", "list"))
+    assert "drop 0.3 (to DBS consensus); delay 200+-100 ms (from JPM)" in out
+    assert "byzantine equivocate" in out and "clock -1500 ms" in out
+    listed = json.loads(ok(run(home, "fault", "list", "--json")))
+    assert [n["bank"] for n in listed] == BANKS and listed[0]["state"]["faults"]
+    ok(run(home, "fault", "clear"))
+    assert all(specs == [] for specs in fake.faults.values())
+
+
+def test_a_node_that_is_down_is_named_and_the_others_take_the_fault(
+    tokens: Path, home: Path, fake: FakeNetwork
+) -> None:
+    fake.down = {"DBS"}
+    result = run(home, "fault", "heal")
+    assert result.exit_code == 0
+    assert "healed: set on JPM, HSBC, BNP" in result.stdout
+    assert "warning: DBS not reached" in result.stderr
+    fake.down = set(BANKS)
+    fails(run(home, "fault", "heal"), "no node took the fault")
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["partition", "JPM"], "two or more groups"),
+        (["partition", "--oneway", "JPM"], "two banks"),
+        (["partition", "JPM,NOPE", "DBS"], "no bank 'NOPE'"),
+        (["skew", "NOPE", "--ms", "5"], "no bank 'NOPE'"),
+        (["drop", "--rate", "0.1", "--to", "NOPE"], "no bank"),
+        (["delay", "--ms", "10", "--jitter", "20"], "--jitter 20 is larger than --ms 10"),
+        (["kill", "JPM"], "JPM is not running"),
+        (["wipe", "NOPE"], "no bank 'NOPE'"),
+    ],
+)
+def test_fault_errors_are_one_line(
+    tokens: Path, home: Path, fake: FakeNetwork, args: list[str], expected: str
+) -> None:
+    fails(run(home, "fault", *args), expected)
+
+
+def test_without_an_admin_token_the_command_says_where_it_comes_from(
+    home: Path, fake: FakeNetwork
+) -> None:
+    fails(run(home, "fault", "clear"), "no admin token for JPM", "created when the node first")
+
+
+def test_bad_option_values_are_usage_errors(home: Path) -> None:
+    result = run(home, "fault", "drop", "--rate", "1.5")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    result = run(home, "fault", "byzantine", "JPM", "evil")
+    assert result.exit_code == 2
+
+
+def test_the_wallet_falls_over_from_a_node_that_is_catching_up(
+    home: Path, fake: FakeNetwork
+) -> None:
+    fake.status["JPM"] = {"syncing": True, "network_height": 40}
+    ok(transfer(home))
+    assert "HSBC POST /txs" in fake.requests
+    assert not any(r.startswith("JPM POST") for r in fake.requests)
+    out = ok(run(home, "status"))
+    assert "catching up: height 1 of 40" in out
+    for bank in BANKS:
+        fake.status[bank] = {"syncing": True, "network_height": 40}
+    fails(transfer(home), "every live node is catching up", "JPM at 1 of 40")

@@ -53,9 +53,13 @@ class MemoryNet:
     def dropped_frames(self) -> int:
         return 0
 
+    def send(self, pubkey: bytes, kind: Kind, payload: bytes) -> None:
+        if self.hub[pubkey].up:
+            self.hub[pubkey]._send.send_nowait(Frame(self.pubkey, kind, payload))
+
     def broadcast(self, kind: Kind, payload: bytes) -> None:
         for key in self.connected_peers():
-            self.hub[key]._send.send_nowait(Frame(self.pubkey, kind, payload))
+            self.send(key, kind, payload)
 
     async def request(self, pubkey: bytes, kind: Kind, payload: bytes, timeout: float) -> bytes:
         self.requests += 1

@@ -249,10 +249,13 @@ def status(home: Path, as_json: bool) -> None:
             state = "[yellow]no answer[/]" if n["pid"] else "[red]down[/]"
             rows.append([n["bank"], state, *[""] * 8])
             continue
+        state = "[green]up[/]"
+        if n["syncing"]:
+            state = f"[yellow]catching up: height {n['height']} of {n['network_height']}[/]"
         rows.append(
             [
                 n["bank"],
-                "[green]up[/]",
+                state,
                 n["height"],
                 n["round"],
                 n["step"],
@@ -307,6 +310,8 @@ def network_status(net: NetworkHome) -> dict:
                 evidence=answer["evidence"],
                 seconds_since_commit=answer["seconds_since_commit"],
                 consensus=answer.get("consensus", {}),
+                syncing=answer.get("syncing", False),
+                network_height=answer.get("network_height", answer["height"]),
             )
         nodes.append(row)
     live = [n for n in nodes if n["up"]]

@@ -38,6 +38,7 @@ class NodeClient:
         url = urlsplit(entry.api_url)
         self._address = (url.hostname or "127.0.0.1", url.port or 80)
         self._conn: Any = None
+        self.headers: dict[str, str] = {}  # sent with every request (the admin token)
 
     def close(self) -> None:
         if self._conn is not None:
@@ -55,6 +56,9 @@ class NodeClient:
 
     def post(self, path: str, body: dict) -> dict:
         return self._request("POST", path, json.dumps(body).encode(), self.timeout)
+
+    def delete(self, path: str) -> dict:
+        return self._request("DELETE", path, None, self.timeout)
 
     def _request(self, method: str, path: str, body: bytes | None, timeout: float) -> dict:
         from http.client import HTTPException
@@ -105,7 +109,8 @@ class NodeClient:
             if conn.sock is not None:
                 conn.sock.settimeout(timeout)
             try:
-                conn.request(method, path, body=body, headers=_JSON if body else {})
+                headers = {**self.headers, **(_JSON if body else {})}
+                conn.request(method, path, body=body, headers=headers)
                 response = conn.getresponse()
                 return response.status, response.read()
             except (RemoteDisconnected, BrokenPipeError, ConnectionResetError):
@@ -158,24 +163,36 @@ def _list_query(party: bytes | None, open_only: bool, limit: int) -> str:
 
 
 def connect(net: NetworkHome, prefer: str | None = None, *, only: bool = False) -> NodeClient:
-    """A client for a live node: ``prefer``'s node first, then the others in order.
+    """A client for a live node that is not catching up: ``prefer``'s node first, then the
+    others in order.
 
-    With ``only`` (the user named a node with --node), no other node is tried.
+    A node catching up after a restart answers submissions with 503 ``syncing`` and knows
+    only stale nonces, so the wallet falls over to another bank's node. With ``only`` (the
+    user named a node with --node), no other node is tried, syncing or not.
     """
     nodes = net.nodes()
     if prefer is not None:
         first = net.node(prefer)
         nodes = [first] if only else [first, *(n for n in nodes if n.bank != first.bank)]
     last: NodeUnreachable | None = None
+    syncing: list[str] = []
     for entry in nodes:
         client = NodeClient(entry)
         try:
-            client.get("/head", timeout=PROBE_TIMEOUT)
+            status = client.status(timeout=PROBE_TIMEOUT)
         except NodeUnreachable as exc:
             client.close()
             last = exc
             continue
+        if status.get("syncing") and not only:
+            client.close()
+            syncing.append(f"{entry.bank} at {status['height']} of {status['network_height']}")
+            continue
         return client
+    if syncing:
+        raise NodeUnreachable(
+            f"every live node is catching up ({', '.join(syncing)}); retry in a few seconds"
+        )
     if len(nodes) == 1 and last is not None:
         raise last
     raise NodeUnreachable(
