@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from cli.devnet.experiment import Applied, Sample, judge_phases, run_scenario, unavailable
+from cli.devnet.experiment import Applied, Sample, judge_phases, run_scenario
 from cli.devnet.scenario import (
     Phase,
     ScenarioError,
@@ -135,7 +135,6 @@ def test_phases_carry_the_expectations_of_the_faults_in_force() -> None:
         10.0,
         True,
     )
-    assert unavailable(scenario) == ["heal", "partition"]
 
 
 def test_a_separate_heal_step_ends_a_fault() -> None:
@@ -228,18 +227,7 @@ def test_recovery_is_the_time_until_every_answering_node_passes_the_old_top() ->
 # --- the command ---------------------------------------------------------------------------
 
 
-def test_a_scenario_needing_the_fault_layer_fails_before_starting_anything(
-    tmp_path: Path,
-) -> None:
-    result = CliRunner().invoke(
-        main, ["scenario", "run", "partition-2-2", "--out", str(tmp_path / "out")]
-    )
-    assert result.exit_code == 1
-    assert "not available yet" in result.output and len(result.output.strip().splitlines()) == 1
-    assert not (tmp_path / "out").exists()
-
-
-def test_scenario_list_names_every_file_and_what_it_needs() -> None:
+def test_scenario_list_names_every_file() -> None:
     result = CliRunner().invoke(main, ["scenario", "list"])
     assert result.exit_code == 0
     for path in bundled_scenarios():
@@ -259,9 +247,6 @@ def _scenario_params() -> list:
     for path in bundled_scenarios():
         scenario = load_scenario(path)
         marks = [pytest.mark.network]
-        missing = unavailable(scenario)
-        if missing:
-            marks.append(pytest.mark.skip(reason=f"needs {', '.join(missing)} faults"))
         if scenario.slow:
             marks.append(pytest.mark.slow)
             marks.append(

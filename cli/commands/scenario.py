@@ -27,14 +27,12 @@ def scenario() -> None:
 @scenario.command("list")
 def list_scenarios() -> None:
     """The bundled scenario files and what each one does."""
-    from cli.devnet.experiment import unavailable
     from cli.devnet.scenario import bundled_scenarios, load_scenario
 
     rows = []
     for path in bundled_scenarios():
         found = load_scenario(path)
-        missing = unavailable(found)
-        note = f"[yellow]needs {', '.join(missing)}[/]" if missing else ""
+        note = "long" if found.slow else ""
         rows.append(
             [path.stem, found.validators, f"{found.load.duration:g} s", note, found.description]
         )

@@ -7,9 +7,10 @@ node, and judges each phase against what the scenario expects of it. Heights are
 sampled from every node four times a second, so the report (and the picture drawn from
 it, cli/devnet/timeline.py) shows what each node did and when.
 
-Process faults are signals and restarts of a node's process (``LocalNet``). Network and
-byzantine faults are set inside the nodes by the fault layer behind `depnet fault`; a
-scenario that needs them fails before anything starts while that layer is missing.
+Process faults are signals and restarts of a node's process (``LocalNet``, which owns
+the processes and stops them all at the end). Network and byzantine faults are set
+inside the nodes, on their fault layer, through their admin API: cli/devnet/faults.py,
+as `depnet fault` sets them.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cli.devnet import faults
 from cli.devnet.check import CheckReport, check_chains, read_acks, read_network
 from cli.devnet.client import NodeClient
 from cli.devnet.errors import DevnetError, WaitTimeout
@@ -31,13 +33,14 @@ from cli.devnet.health import console_log
 from cli.devnet.load import funded_template
 from cli.devnet.localnet import LocalNet
 from cli.devnet.scenario import (
-    BYZANTINE_KINDS,
-    NETWORK_KINDS,
     PROCESS_KINDS,
     Phase,
     Scenario,
     ScenarioError,
     Step,
+    number_after,
+    oneway_ends,
+    partition_groups,
     resolve,
 )
 from cli.devnet.wait import until
@@ -187,11 +190,6 @@ class ScenarioReport:
         }
 
 
-def unavailable(scenario: Scenario) -> list[str]:
-    """The fault kinds the scenario uses that cannot be carried out yet."""
-    return sorted(scenario.kinds & (NETWORK_KINDS | BYZANTINE_KINDS))
-
-
 def run_scenario(
     scenario: Scenario,
     out: Path,
@@ -200,14 +198,7 @@ def run_scenario(
     progress: Callable[[str], None] | None = None,
 ) -> ScenarioReport:
     """Run ``scenario`` on a fresh network; write ``report.json``, ``acks.log`` and
-    ``timeline.png`` into ``out``. Raises ScenarioError before starting anything if the
-    scenario needs faults that are not available."""
-    missing = unavailable(scenario)
-    if missing:
-        raise ScenarioError(
-            f"{scenario.path}: {', '.join(missing)} faults are not available yet: they need "
-            "the node's fault layer (`depnet fault`)"
-        )
+    ``timeline.png`` into ``out``."""
     say = progress or (lambda _msg: None)
     out.mkdir(parents=True, exist_ok=True)
     acks = out / "acks.log"
@@ -256,7 +247,7 @@ class _Run:
         self.acks = acks
         self.seed = seed
         self.say = say
-        self.faults = ProcessFaults(ln)
+        self.faults = Faults(ln, seed)
         self.monitor = HeightMonitor(ln)
         self.validators = ValidatorSet(ln.genesis.validators)
         self.bank_of = {b.validator: b.name for b in ln.genesis.banks}
@@ -343,6 +334,71 @@ class _Run:
         return True
 
 
+class Faults:
+    """Carries out a step: process faults on the processes, the others inside the nodes.
+    Every failure is a ScenarioError naming the command."""
+
+    def __init__(self, ln: LocalNet, seed: int) -> None:
+        self.process = ProcessFaults(ln)
+        self.net = ln.net
+        self.seed = seed
+        self.in_nodes = False  # a network or byzantine fault was set
+
+    def apply(self, command: str) -> None:
+        kind, *args = command.split()
+        if kind in PROCESS_KINDS:
+            self.process.apply(command)
+            return
+        self.in_nodes = True
+        try:
+            self._in_nodes(kind, args)
+        except DevnetError as exc:
+            raise ScenarioError(f"{command}: {exc}") from None
+
+    def _in_nodes(self, kind: str, args: list[str]) -> None:
+        net, seed = self.net, self.seed
+        frames = faults.Frames(_after(args, "--from"), _after(args, "--to"), _after(args, "--kind"))
+        if kind == "partition" and args[:1] == ["--oneway"]:
+            ends = oneway_ends(args[1:])
+            assert ends is not None  # the scenario file was checked when read
+            for src in ends[0].split(","):
+                for dst in ends[1].split(","):
+                    faults.partition_oneway(net, src, dst)
+        elif kind == "partition":
+            faults.partition(net, partition_groups(args), seed=seed)
+        elif kind == "heal":
+            faults.heal(net)
+        elif kind == "clear":
+            faults.clear(net)
+        elif kind == "drop":
+            faults.drop(net, _number(args, "--rate"), frames, seed=seed)
+        elif kind == "duplicate":
+            faults.duplicate(net, _number(args, "--rate"), frames, seed=seed)
+        elif kind == "delay":
+            jitter = number_after(args, "--jitter") or 0
+            faults.delay(net, int(_number(args, "--ms")), int(jitter), frames, seed=seed)
+        elif kind == "skew":
+            faults.skew(net, args[0], int(_number(args, "--ms")))
+        elif kind == "byzantine":
+            faults.byzantine(net, args[0], args[1], seed=seed)
+
+    def settle(self) -> None:
+        """After the timeline: every process running can be read, no fault in force."""
+        self.process.settle()
+        if self.in_nodes:
+            faults.clear(self.net)
+
+
+def _after(args: list[str], flag: str) -> str | None:
+    return args[args.index(flag) + 1] if flag in args[:-1] else None
+
+
+def _number(args: list[str], flag: str) -> float:
+    value = number_after(args, flag)
+    assert value is not None  # the scenario file was checked when read
+    return value
+
+
 class ProcessFaults:
     """Process faults on a LocalNet, by bank; remembers which nodes it paused, so a
     restart or a wipe of a paused node resumes it first (a stopped process cannot act on
@@ -353,10 +409,7 @@ class ProcessFaults:
         self.paused: set[str] = set()
 
     def apply(self, command: str) -> None:
-        kind, *args = command.split()
-        if kind not in PROCESS_KINDS:
-            raise ScenarioError(f"{kind!r} faults are not available yet")
-        bank = args[0]
+        kind, bank = command.split()[:2]
         try:
             self._process(kind, bank)
         except (DevnetError, AssertionError) as exc:

@@ -478,7 +478,7 @@ def command_problem(command: str, banks: list[str]) -> str | None:
             return bank_list(args[0])
     if kind == "byzantine" and (len(args) != 2 or args[1] not in BYZANTINE_MODES):
         return f"byzantine BANK needs one of {', '.join(sorted(BYZANTINE_MODES))}"
-    if kind == "skew" and _number_after(args, "--ms") is None:
+    if kind == "skew" and number_after(args, "--ms") is None:
         return "skew BANK needs --ms N"
     if kind == "partition" and args[:1] == ["--oneway"]:
         ends = oneway_ends(args[1:])
@@ -494,10 +494,10 @@ def command_problem(command: str, banks: list[str]) -> str | None:
             if problem:
                 return problem
     if kind in ("drop", "duplicate"):
-        rate = _number_after(args, "--rate")
+        rate = number_after(args, "--rate")
         if rate is None or not 0 <= rate <= 1:
             return f"{kind} needs --rate between 0 and 1"
-    if kind == "delay" and _number_after(args, "--ms") is None:
+    if kind == "delay" and number_after(args, "--ms") is None:
         return "delay needs --ms N"
     for flag in ("--from", "--to"):
         if flag in args:
@@ -520,7 +520,7 @@ def oneway_ends(args: list[str]) -> tuple[str, str] | None:
     return (ends[0], ends[1]) if len(ends) == 2 else None
 
 
-def _number_after(args: list[str], flag: str) -> float | None:
+def number_after(args: list[str], flag: str) -> float | None:
     if flag not in args or args.index(flag) + 1 >= len(args):
         return None
     try:
