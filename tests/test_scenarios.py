@@ -56,7 +56,7 @@ def test_every_bundled_scenario_parses_and_covers_the_fault_catalogue() -> None:
         "crash-f", "crash-f-7", "crash-f-plus-1", "partition-2-2", "partition-1-3",
         "isolate-proposer", "oneway-proposer", "drop-30", "delay-200", "duplicate",
         "clock-skew", "equivocate", "double-vote", "silent", "invalid-block",
-        "power-cycles", "power-cycles-10", "wipe-resync",
+        "power-cycles", "power-cycles-10", "wipe-resync", "pause-f",
     } <= set(scenarios)  # fmt: skip
     for name, scenario in scenarios.items():
         assert scenario.name == name and scenario.description

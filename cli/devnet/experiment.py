@@ -259,13 +259,13 @@ class _Run:
         self.monitor.start(t0)
         workload.start(t0)
         applied: list[Applied] = []
-        resolved: dict[int, str] = {}  # a fault's command as first carried out
+        proposers: dict[int, str] = {}  # the proposer when each fault was set
         problems: list[str] = []
         self.say(f"load: {load.rate} tx/s for {load.duration:g} s")
         try:
             for step in scenario.steps(self.seed):
                 _sleep_until(t0 + step.at)
-                command = self._resolve(step, resolved)
+                command = self._resolve(step, proposers)
                 self.say(f"{step.at:6.1f} s  {command}")
                 self.faults.apply(command)
                 applied.append(Applied(step.at, time.monotonic() - t0, command))
@@ -304,16 +304,17 @@ class _Run:
             problems=problems,
         )
 
-    def _resolve(self, step: Step, resolved: dict[int, str]) -> str:
-        """Fill in ``{proposer}``/``{rest}``; an undo names the banks its fault named."""
-        if step.undo and step.fault is not None and step.fault in resolved:
-            return resolve(step.command, resolved[step.fault].split()[1], self.ln.banks)
-        height = max((h for h in self._heights().values() if h is not None), default=0)
-        proposer = self.bank_of[self.validators.proposer(height + 1, 0)]
-        command = resolve(step.command, proposer, self.ln.banks)
-        if step.fault is not None:
-            resolved[step.fault] = command
-        return command
+    def _resolve(self, step: Step, proposers: dict[int, str]) -> str:
+        """Fill in ``{proposer}``/``{rest}``: the proposer of the next height, except in
+        an undo, which names the bank its fault named."""
+        if step.undo and step.fault in proposers:
+            proposer = proposers[step.fault]
+        else:
+            height = max((h for h in self._heights().values() if h is not None), default=0)
+            proposer = self.bank_of[self.validators.proposer(height + 1, 0)]
+            if step.fault is not None:
+                proposers[step.fault] = proposer
+        return resolve(step.command, proposer, self.ln.banks)
 
     def _heights(self) -> dict[str, int | None]:
         return self.monitor.latest()
@@ -417,9 +418,10 @@ class ProcessFaults:
 
     def _process(self, kind: str, bank: str) -> None:
         ln = self.ln
-        if kind in ("restart", "wipe", "resume", "kill") and bank in self.paused:
-            ln.resume(bank)
+        if bank in self.paused and kind != "pause":
             self.paused.discard(bank)
+            if kind != "kill":  # SIGKILL ends a stopped process too
+                ln.resume(bank)
             if kind == "resume":
                 return
         if kind == "kill":
