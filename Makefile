@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test sweep fuzz demo lint format bench bench-network bench-sweep bench-idle clean
+.PHONY: venv test sweep fuzz scenarios-long demo lint format bench bench-network bench-sweep bench-idle clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -20,6 +20,11 @@ sweep: $(STAMP)
 
 fuzz: $(STAMP)  # the peer-input fuzzer's long run (tests/test_peer_fuzz.py); CI runs a short one
 	DEPNET_FUZZ=long $(PY) -m pytest -q -s --timeout=0 tests/test_peer_fuzz.py
+
+# The long scenario variants (`slow = true` in configs/scenarios/*.toml): 7 validators,
+# 10 power cycles of every node. Each prints its run time, blocks and recovery time.
+scenarios-long: $(STAMP)
+	DEPNET_SLOW=1 $(PY) -m pytest -q -s -m slow tests/test_scenarios.py
 
 demo: $(STAMP)
 	$(VENV)/bin/depnet demo

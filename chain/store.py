@@ -447,7 +447,10 @@ class Store:
             last_time_ms=head.time_ms,
         )
         if state.state_root != head.state_root:
-            raise StoreError(f"store {self.path} is corrupt: state does not match the head root")
+            raise StoreError(
+                f"store {self.path} is corrupt: state does not match the root of head "
+                f"height {head.height}"
+            )
         if head.height:
             block = self.block(head.height)
             if (
@@ -455,7 +458,9 @@ class Store:
                 or block.hash != head.hash
                 or block.header.state_root != head.state_root
             ):
-                raise StoreError(f"store {self.path} is corrupt: head block does not match")
+                raise StoreError(
+                    f"store {self.path} is corrupt: head block {head.height} does not match"
+                )
         if db.get(_BLOCK + _height_key(head.height + 1)) is not None:
             raise StoreError(f"store {self.path} is corrupt: a block lies beyond the head")
         return state, head

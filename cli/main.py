@@ -10,11 +10,13 @@ import click
 
 from cli.commands.bench import bench
 from cli.commands.chain import chain
+from cli.commands.check import check
 from cli.commands.contract import contract
 from cli.commands.demo import demo
 from cli.commands.fault import fault
 from cli.commands.network import down, init, logs, status, up
 from cli.commands.node import node
+from cli.commands.scenario import scenario
 from cli.commands.sim import sim
 from cli.commands.swap import swap
 from cli.commands.wallet import wallet
@@ -26,13 +28,15 @@ def main() -> None:
     """depnet: a local network of bank validators settling tokenized deposits.
 
     Start with `depnet up`, pay with `depnet wallet transfer`, watch with `depnet status`,
-    and test consensus under faults with `depnet sim`.
+    test consensus under faults with `depnet sim`, or on real processes with
+    `depnet scenario run` and `depnet check`.
     """
 
 
 main.add_command(node)
-for command in (init, up, down, status, logs, wallet, contract, swap, chain, demo):
+for command in (init, up, down, status, logs, wallet, contract, swap, chain, check, demo):
     main.add_command(command)
 main.add_command(bench)
 main.add_command(sim)
 main.add_command(fault)
+main.add_command(scenario)

@@ -227,8 +227,13 @@ def load_genesis(path: Path) -> Genesis:
     return parse_genesis(data)
 
 
-def load_template(path: Path | None = None) -> dict:
-    """Read a network template; without a path, the default 4-bank one in ``configs/``."""
+def load_template(path: Path | None = None, banks: int | None = None) -> dict:
+    """Read a network template; without a path, the default one in ``configs/``.
+
+    The result holds the first ``banks`` banks (and the accounts at them). Without
+    ``banks``, a template's ``default_banks`` says how many: the default template lists 7
+    banks and a network of its first 4 is what `depnet up` starts unless asked for more.
+    """
     source = resources.files("configs").joinpath("network.json") if path is None else Path(path)
     try:
         data = json.loads(source.read_text())
@@ -240,4 +245,15 @@ def load_template(path: Path | None = None) -> dict:
         raise GenesisError(f"network template {source} must be a JSON object")
     if not isinstance(data.get("banks"), list):
         raise GenesisError(f'network template {source} needs a "banks" list of bank objects')
+    default = data.pop("default_banks", None)
+    if default is not None and not (type(default) is int and default >= 1):
+        raise GenesisError(f"network template {source}: default_banks must be a positive integer")
+    count = banks or default or len(data["banks"])
+    kept = data["banks"][:count]
+    names = {b.get("name") for b in kept if isinstance(b, dict)}
+    data["banks"] = kept
+    if isinstance(data.get("accounts"), list):
+        data["accounts"] = [
+            a for a in data["accounts"] if not isinstance(a, dict) or a.get("bank") in names
+        ]
     return data

@@ -168,9 +168,21 @@ def test_init_reports_a_port_in_use(tmp_path: Path) -> None:
 
 def test_init_with_more_banks_than_the_template(tmp_path: Path) -> None:
     fails(
-        run(tmp_path / "n", "init", "--banks", "9", "--base-port", str(free_port_range(8))),
-        "4 banks",
+        run(tmp_path / "n", "init", "--banks", "9", "--base-port", str(free_port_range(18))),
+        "7 banks",
     )
+
+
+def test_init_banks_7_adds_three_jurisdictions_to_the_default_four(tmp_path: Path) -> None:
+    home = tmp_path / "seven"
+    ok(run(home, "init", "--banks", "7", "--base-port", str(free_port_range(14))))
+    genesis = NetworkHome(home).genesis()
+    assert [b.name for b in genesis.banks][:4] == ["JPM", "HSBC", "DBS", "BNP"]
+    assert {b.country for b in genesis.banks[4:]} == {"JP", "GB", "AU"}
+    assert {t.split(".")[0] for t in genesis.tokens} == {
+        "USD", "HKD", "SGD", "EUR", "JPY", "GBP", "AUD"
+    }  # fmt: skip
+    assert len(load_template()["banks"]) == 4  # what `up` starts without --banks
 
 
 # --- errors every command shares ----------------------------------------------------------

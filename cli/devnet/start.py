@@ -65,7 +65,7 @@ def init_network(
         running = [e.bank for e in net.nodes() if running_pid(net.node_home(e.bank))]
         if running:
             raise DevnetError(f"nodes {', '.join(running)} are running; `depnet down` them first")
-    template = load_template(banks_file)
+    template = load_template(banks_file, banks)
     count = len(template["banks"][:banks])
     for p2p, api in default_ports(count, base_port):
         for port in (p2p, api):
