@@ -58,7 +58,7 @@ from consensus.validators import InvalidCertificate, ValidatorSet, verify_certif
 from node.layout import NetworkHome, NodeEntry
 
 API_TIMEOUT = 5.0
-EVIDENCE_CHECK = "committed evidence valid, once each, every injected equivocation accused"
+EVIDENCE_CHECK = "committed evidence: valid, once each, injected banks accused"
 
 _pack = msgpack.Packer(use_bin_type=True).pack
 
