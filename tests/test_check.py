@@ -1,12 +1,13 @@
 """`depnet check` is not vacuous: stores of stopped nodes, built in-process with real
 blocks and real validator signatures, pass when they are right and fail, naming node and
-height, when one holds a different block, an edited balance, a thin certificate, or when
-f+1 double voters certified two blocks at one height (a fork)."""
+height, when one holds a different block, an edited balance, a thin certificate, when
+f+1 double voters certified two blocks at one height (a fork), or when the evidence
+committed is garbled, committed twice, or missing for a bank made to equivocate."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import plyvel
@@ -20,10 +21,11 @@ from chain.errors import InvalidBlock
 from chain.state import State, build_block, execute_block
 from chain.store import Store
 from chain.tx import ContractTerms, Milestone, Ref, SwapTerms, Tx, TxKind, sign_tx
-from cli.devnet.check import _block_of, check_chains, read_acks, read_network
+from cli.devnet.check import EVIDENCE_CHECK, _block_of, check_chains, read_acks, read_network
 from cli.devnet.start import free_ports
 from cli.main import main
-from consensus.messages import VoteKind, vote_sign_bytes
+from consensus.evidence import detect, encode_evidence
+from consensus.messages import Vote, VoteKind, vote_sign_bytes
 from node.api import BlockOut, as_json
 from node.config import load_template
 from node.layout import create_network
@@ -75,14 +77,31 @@ class ChainMaker:
             tuple((i, self.keys[i].sign(sign_bytes).signature) for i in sorted(signers)),
         )
 
+    def double_prevote(self, who: int, height: int, round: int = 0) -> bytes:
+        """A proof that validator ``who`` prevoted a block and nil in one round."""
+
+        def prevote(value: bytes | None) -> Vote:
+            sign_bytes = vote_sign_bytes(
+                self.genesis.chain_id, VoteKind.PREVOTE, height, round, value
+            )
+            signature = self.keys[who].sign(sign_bytes).signature
+            return Vote(
+                VoteKind.PREVOTE, height, round, value, self.genesis.validators[who], signature
+            )
+
+        ev = detect(prevote(bytes(32)), prevote(None))
+        assert ev is not None
+        return encode_evidence(ev)
+
     def extend(
         self,
         chain: list[tuple[Block, CommitCertificate]],
         txs: Sequence[Tx] = (),
         signers: Sequence[int] = ALL,
         shift_ms: int = 0,
+        evidence: Sequence[bytes] = (),
     ) -> list[tuple[Block, CommitCertificate]]:
-        """``chain`` plus one block holding ``txs`` (each must apply)."""
+        """``chain`` plus one block holding ``txs`` (each must apply) and ``evidence``."""
         state = State(self.genesis)
         for block, _ in chain:
             state.commit(execute_block(state, block), block.header)
@@ -94,6 +113,7 @@ class ChainMaker:
             time_ms=state.last_time_ms + 1_000 + shift_ms,
             last_cert=chain[-1][1] if chain else None,
             max_txs=MAX_BLOCK_TXS,
+            evidence=evidence,
         )
         assert not built.rejected, built.rejected
         return [*chain, (built.block, self.certify(built.block, signers))]
@@ -134,11 +154,12 @@ def test_stores_of_a_healthy_network_pass_every_check(maker: ChainMaker) -> None
     assert report.ok, report.violations
     assert [n.source for n in report.nodes] == ["store"] * 4
     assert [n.height for n in report.nodes] == [5, 5, 5, 4]
-    statuses = {o.name: o.status for o in report.outcomes}
-    assert statuses["replay from genesis (execute_block)"] == "ok"
-    assert statuses["every injected equivocation committed as evidence"] == "pending"
+    outcomes = {o.name: o for o in report.outcomes}
+    assert outcomes["replay from genesis (execute_block)"].status == "ok"
+    evidence = outcomes[EVIDENCE_CHECK]
+    assert evidence.status == "ok" and "no proof committed" in evidence.detail
     code, out = run_check(maker.net.path)
-    assert code == 0 and "pending" in out, out
+    assert code == 0 and "no proof committed" in out, out
 
 
 def test_a_different_block_in_one_stopped_store_is_named_with_node_and_height(
@@ -241,6 +262,79 @@ def test_a_malformed_ack_log_is_one_line_naming_the_line(maker: ChainMaker, tmp_
     log.write_text("abc JPM\n")
     code, out = run_check(maker.net.path, "--acks", str(log))
     assert code == 1 and "line 1" in out and len(out.strip().splitlines()) == 1
+
+
+def test_an_injected_equivocation_committed_as_a_proof_passes_and_one_without_fails(
+    maker: ChainMaker,
+) -> None:
+    chain = maker.payments(2)
+    chain = maker.extend(chain, evidence=[maker.double_prevote(2, height=2)])  # DBS
+    for bank in BANKS:
+        maker.store(bank, chain)
+    report = check_chains(read_network(maker.net), maker.genesis, injected={"DBS"})
+    assert report.ok, report.violations
+    (evidence,) = [o for o in report.outcomes if o.name == EVIDENCE_CHECK]
+    assert evidence.status == "ok" and "DBS 1" in evidence.detail
+    assert run_check(maker.net.path, "--equivocated", "dbs")[0] == 0
+
+    report = check_chains(read_network(maker.net), maker.genesis, injected={"DBS", "JPM"})
+    (violation,) = report.violations
+    assert (violation.check, violation.node, violation.height) == ("evidence", "JPM", None)
+    assert "no proof committed up to height 3" in violation.detail
+    code, out = run_check(maker.net.path, "--equivocated", "DBS", "--equivocated", "JPM")
+    assert code == 1 and "JPM" in out and "made to equivocate" in out, out
+
+
+def test_an_injected_bank_with_no_evidence_on_chain_is_named(maker: ChainMaker) -> None:
+    chain = maker.payments(2)
+    for bank in BANKS:
+        maker.store(bank, chain)
+    report = check_chains(read_network(maker.net), maker.genesis, injected=["HSBC"])
+    (violation,) = report.violations
+    assert (violation.check, violation.node) == ("evidence", "HSBC")
+    assert check_chains(read_network(maker.net), maker.genesis, injected=[]).ok
+    code, out = run_check(maker.net.path, "--equivocated", "CITI")
+    assert code == 1 and "unknown bank 'CITI'" in out and len(out.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("same_bytes", [True, False], ids=["same-proof", "other-proof"])
+def test_a_fault_committed_twice_is_named_with_its_height(
+    maker: ChainMaker, same_bytes: bool
+) -> None:
+    """The second proof is the first again, or another proof of the same fault (DBS's
+    prevotes at height 1, in another round): one fault is committed once."""
+    again = maker.double_prevote(2, height=1, round=0 if same_bytes else 1)
+    chain = maker.extend([], evidence=[maker.double_prevote(2, height=1)])
+    chain = maker.extend(maker.extend(chain), evidence=[again])
+    for bank in BANKS:
+        maker.store(bank, chain)
+    report = check_chains(read_network(maker.net), maker.genesis, injected=["DBS"])
+    (violation,) = report.violations
+    assert (violation.check, violation.height) == ("evidence", 3)
+    assert "DBS's two prevotes at height 1" in violation.detail
+    assert "committed at height 1 already" in violation.detail
+
+
+@pytest.mark.parametrize(
+    "garble",
+    [
+        lambda proof: proof[:-1] + bytes([proof[-1] ^ 1]),  # the second signature is wrong
+        lambda proof: b"\x92\x01\x02",  # an array of 2 that holds no messages
+    ],
+    ids=["bad-signature", "no-messages"],
+)
+def test_a_garbled_proof_on_chain_is_a_violation(
+    maker: ChainMaker, garble: Callable[[bytes], bytes]
+) -> None:
+    chain = maker.extend([], evidence=[garble(maker.double_prevote(1, height=1))])
+    for bank in BANKS:
+        maker.store(bank, chain)
+    report = check_chains(read_network(maker.net), maker.genesis)
+    (violation,) = report.violations
+    assert (violation.check, violation.height) == ("evidence", 1)
+    assert "proof 0 proves nothing" in violation.detail
+    code, out = run_check(maker.net.path, "--json")
+    assert code == 1 and json.loads(out)["violations"][0]["check"] == "evidence"
 
 
 def test_a_block_read_through_the_api_rebuilds_to_the_same_hash(maker: ChainMaker) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from cli.devnet.experiment import Applied, Sample, judge_phases, run_scenario
+from cli.devnet.experiment import Applied, Sample, equivocators, judge_phases, run_scenario
 from cli.devnet.scenario import (
     Phase,
     ScenarioError,
@@ -178,6 +178,20 @@ def test_placeholders_name_the_proposer_and_the_other_banks() -> None:
         "partition --oneway JPM -> HSBC,DBS,BNP"
     )
     assert resolve("kill BNP", "JPM", BANKS) == "kill BNP"
+
+
+def test_the_banks_made_to_equivocate_or_double_vote_are_the_ones_check_must_see_accused() -> None:
+    commands = [
+        "byzantine JPM equivocate",
+        "byzantine JPM off",
+        "byzantine HSBC double-vote",
+        "byzantine DBS silent",
+        "byzantine BNP invalid-block",
+        "kill DBS",
+        "heal",
+    ]
+    assert equivocators(commands) == {"JPM", "HSBC"}
+    assert equivocators(["byzantine DBS silent", "partition JPM / HSBC,DBS,BNP"]) == set()
 
 
 # --- judging phases ----------------------------------------------------------------------

@@ -24,7 +24,6 @@ _MARK = {
     "ok": "[green]ok[/]",
     "violated": "[red]VIOLATED[/]",
     "skipped": "[dim]skipped[/]",
-    "pending": "[yellow]pending[/]",
     "info": "[dim]info[/]",
 }
 
@@ -36,18 +35,33 @@ _MARK = {
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     help="The load generator's ack log: tx ids a client was told are committed.",
 )
+@click.option(
+    "--equivocated",
+    "equivocated",
+    metavar="BANK",
+    multiple=True,
+    help="A bank made to equivocate or double-vote (`depnet fault byzantine BANK "
+    "equivocate|double-vote`): a committed proof must accuse it. Repeat for several banks; "
+    "check a few heights after the fault, so the proof has had time to be committed.",
+)
 @json_option
-def check(home: Path, acks: Path | None, as_json: bool) -> None:
+def check(home: Path, acks: Path | None, equivocated: tuple[str, ...], as_json: bool) -> None:
     """Check every node: one block per height, valid certificates, a replay from genesis,
-    equal state roots, supply, and every acknowledged tx committed once.
+    equal state roots, supply, every acknowledged tx committed once, and every committed
+    proof of equivocation valid and committed once (and accusing each --equivocated bank).
 
     A running node is read through its API, a stopped one from its store.
     """
     from cli.devnet.check import check_chains, read_acks, read_network
 
     net = open_network(home)
+    genesis = net.genesis()
+    injected = {genesis.bank(name).name for name in equivocated}  # an unknown one: one line
     report = check_chains(
-        read_network(net), net.genesis(), None if acks is None else read_acks(acks)
+        read_network(net),
+        genesis,
+        None if acks is None else read_acks(acks),
+        injected=injected or None,
     )
     if as_json:
         echo_json(report.to_json())

@@ -7,6 +7,13 @@ node, and judges each phase against what the scenario expects of it. Heights are
 sampled from every node four times a second, so the report (and the picture drawn from
 it, cli/devnet/timeline.py) shows what each node did and when.
 
+A bank the timeline made to equivocate or double-vote must be accused by a committed
+proof. Its last conflicting messages may go out just before the timeline ends, and their
+proof is committed a height or two after an honest node holds both: so, once the network
+has settled, the runner waits up to ``EVIDENCE_HEIGHTS`` more heights for every running
+node to list a proof accusing each such bank, then checks (which names any bank still
+unaccused).
+
 Process faults are signals and restarts of a node's process (``LocalNet``, which owns
 the processes and stops them all at the end). Network and byzantine faults are set
 inside the nodes, on their fault layer, through their admin API: cli/devnet/faults.py,
@@ -15,12 +22,13 @@ as `depnet fault` sets them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +41,7 @@ from cli.devnet.health import console_log
 from cli.devnet.load import funded_template
 from cli.devnet.localnet import LocalNet
 from cli.devnet.scenario import (
+    EQUIVOCATING_MODES,
     PROCESS_KINDS,
     Phase,
     Scenario,
@@ -54,6 +63,8 @@ START_TIMEOUT = 120.0  # the machine is shared: processes importing libp2p take 
 SETTLE_TIMEOUT = 60.0
 LIVENESS_GRACE = 1.0  # a block already being decided when a fault starts may still commit
 MIN_JUDGED = 3.0  # a phase shorter than this is too short to expect a block in it
+EVIDENCE_HEIGHTS = 5  # after settling, heights to wait for proofs of injected equivocations
+EVIDENCE_TIMEOUT = 30.0  # the same wait's bound in seconds, should the chain not advance
 
 
 @dataclass(frozen=True)
@@ -278,12 +289,19 @@ class _Run:
                     f"did not settle within {SETTLE_TIMEOUT:g} s after the load: "
                     f"{workload.pending()} sent txs uncommitted, heights {self._heights()}"
                 )
+            injected = equivocators(a.command for a in applied)
+            if injected:
+                accused = ", ".join(sorted(injected))
+                self.say(f"waiting up to {EVIDENCE_HEIGHTS} heights for proofs accusing {accused}")
+                self._await_evidence(injected)
         finally:
             self.monitor.stop()
             workload.close()
         end = time.monotonic() - t0
         self.say("checking every node")
-        check = check_chains(read_network(self.ln.net), self.ln.genesis, read_acks(self.acks))
+        check = check_chains(
+            read_network(self.ln.net), self.ln.genesis, read_acks(self.acks), injected
+        )
         if workload.acked == 0:
             problems.append("no tx of the load was committed")
         phases = judge_phases(
@@ -333,6 +351,39 @@ class _Run:
         except WaitTimeout:
             return False
         return True
+
+    def _await_evidence(self, injected: set[str]) -> None:
+        """Until every running node lists a committed proof accusing each bank of
+        ``injected``, or the chain has grown ``EVIDENCE_HEIGHTS`` past where it stood (then
+        the check reports what is missing)."""
+        running = [b for b in self.ln.banks if self.ln.alive(b)]
+        first = self._top(running)
+
+        def committed() -> bool:
+            if self._top(running) >= first + EVIDENCE_HEIGHTS:
+                return True
+            listed = [self.ln.try_get(b, "/evidence") for b in running]
+            return all(
+                found is not None and injected <= {e["bank"] for e in found["evidence"]}
+                for found in listed
+            )
+
+        with contextlib.suppress(WaitTimeout):
+            until(committed, EVIDENCE_TIMEOUT, interval=0.25)
+
+    def _top(self, banks: Iterable[str]) -> int:
+        statuses = [self.ln.try_get(b, "/status") for b in banks]
+        return max((s["height"] for s in statuses if s is not None), default=0)
+
+
+def equivocators(commands: Iterable[str]) -> set[str]:
+    """The banks that ``commands`` (steps as carried out) set to equivocate or double-vote."""
+    banks = set()
+    for command in commands:
+        kind, *args = command.split()
+        if kind == "byzantine" and args[1:2] and args[1] in EQUIVOCATING_MODES:
+            banks.add(args[0])
+    return banks
 
 
 class Faults:

@@ -55,6 +55,8 @@ HEALING_KINDS = frozenset({"heal", "resume", "restart", "clear"})
 # Steps that act once rather than staying in force; recovery is measured after them.
 INSTANT_KINDS = HEALING_KINDS | {"wipe"}
 BYZANTINE_MODES = frozenset({"equivocate", "double-vote", "silent", "invalid-block", "off"})
+# The modes that sign two messages for one slot: the check demands a committed proof of each.
+EQUIVOCATING_MODES = frozenset({"equivocate", "double-vote"})
 # Bank placeholders, resolved when the step is applied: the proposer of the next height,
 # and every bank the command does not name otherwise.
 PROPOSER = "{proposer}"
