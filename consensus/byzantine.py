@@ -29,12 +29,12 @@ honest nodes see valid signatures and must stay safe and live by the protocol al
 
 from __future__ import annotations
 
-import random
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, MutableSequence, Sequence
 from dataclasses import replace
 from enum import StrEnum
 from hashlib import sha256
+from typing import Any, Protocol, TypeVar
 
 import msgpack
 from nacl.signing import SigningKey
@@ -42,6 +42,27 @@ from nacl.signing import SigningKey
 from chain.block import MAX_HEIGHT, Block
 from consensus.engine import ROUND_WINDOW
 from consensus.messages import MAX_ROUND, Message, Proposal, Vote, VoteKind, encode_message
+
+T = TypeVar("T")
+
+
+class Rng(Protocol):
+    """The seeded source of every choice a byzantine validator makes; the simulator and the
+    node's fault layer pass a ``random.Random`` built from their seed, so consensus/ holds
+    no randomness of its own and a run replays exactly."""
+
+    def random(self) -> float: ...
+
+    def randint(self, a: int, b: int) -> int: ...
+
+    def randrange(self, stop: int) -> int: ...
+
+    def randbytes(self, n: int) -> bytes: ...
+
+    def choice(self, seq: Sequence[T]) -> T: ...
+
+    def shuffle(self, x: MutableSequence[Any]) -> None: ...
+
 
 FANOUT = 6  # conflicting values a many-values validator adds to each message
 REPLAYS = 16  # own messages a mutating validator remembers to replay
@@ -66,9 +87,7 @@ class Outbox:
     """The outbound side of one byzantine validator: what each peer receives when its
     engine broadcasts ``msg``. Every random choice comes from the simulation's ``rng``."""
 
-    def __init__(
-        self, mode: ByzantineMode, key: SigningKey, chain_id: str, rng: random.Random
-    ) -> None:
+    def __init__(self, mode: ByzantineMode, key: SigningKey, chain_id: str, rng: Rng) -> None:
         self.mode = mode
         self.key = key
         self.chain_id = chain_id
