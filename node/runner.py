@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import logging
 import signal
 import time
@@ -193,6 +194,7 @@ class Node:
                     ) from None
                 raise
             log_event(log, "node ready", api_port=self.config.api_port)
+            _settle_heap()
             await self.shutdown.wait()
             nursery.cancel_scope.cancel()
         self.store.close()
@@ -342,6 +344,18 @@ class Node:
 
 def _described(ev: Equivocation) -> dict[str, object]:
     return {"validator": ev.validator.hex()[:16], "height": ev.height, "kind": ev.kind}
+
+
+def _settle_heap() -> None:
+    """Exempt what start-up built (modules, the API app, the libp2p host, the state
+    loaded from the store) from the cyclic collector.
+
+    Those ~150,000 objects live as long as the process, yet every full collection walked
+    them all: 60-340 ms pauses at load, each stalling a height on every node. After this a
+    full collection walks only what the node made since (txs, blocks, votes).
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def run_node(home: Path) -> None:

@@ -30,7 +30,7 @@ from chain.store import Store
 from chain.tx import Tx, decode_tx
 from consensus.engine import Engine
 from consensus.evidence import decode_evidence
-from node.mempool import Mempool, MempoolError, MempoolFull, TxStatus
+from node.mempool import ADMIT_SLICE, Mempool, MempoolError, MempoolFull, TxStatus
 from node.metrics import Metrics
 from node.txgossip import TxGossip
 
@@ -401,7 +401,9 @@ class LocalService:
             raise
         results = []
         accepted = []
-        for raw in raws:
+        for index, raw in enumerate(raws):
+            if index % ADMIT_SLICE == ADMIT_SLICE - 1:
+                await trio.lowlevel.checkpoint()
             try:
                 mempool.check_room()  # the batch may fill the pool: refuse the rest undecoded
                 tx = decode_tx(raw)

@@ -15,7 +15,7 @@ import trio
 
 from chain.errors import TxRejected
 from chain.tx import decode_tx
-from node.mempool import Mempool, MempoolError
+from node.mempool import ADMIT_SLICE, Mempool, MempoolError
 from node.p2p import Kind, Network
 from node.wire import decode_tx_batch
 
@@ -23,7 +23,6 @@ GOSSIP_INTERVAL = 0.005  # accepted txs are gossiped in a batch every few ms
 REGOSSIP_INTERVAL = 3.0  # txs pending this long are sent to peers again
 REGOSSIP_MAX_TXS = 5_000
 GOSSIP_BATCH_TXS = 2_000
-GOSSIP_YIELD_EVERY = 200  # txs of a gossip batch admitted between checkpoints
 
 
 class TxGossip:
@@ -44,9 +43,7 @@ class TxGossip:
         A tx already known or no longer valid here is skipped: there is nothing to report
         to a peer. Raises BadMessage if the batch is not a list of tx-sized bins."""
         for index, raw in enumerate(decode_tx_batch(payload)):
-            if index % GOSSIP_YIELD_EVERY == GOSSIP_YIELD_EVERY - 1:
-                # A batch of 2,000 new txs is ~0.3 s of signature checks: let votes,
-                # heartbeats and the API run in between.
+            if index % ADMIT_SLICE == ADMIT_SLICE - 1:
                 await trio.lowlevel.checkpoint()
             if sha256(raw).digest() in self.mempool:
                 # Pending txs are re-gossiped every few seconds; a tx id is the hash of its

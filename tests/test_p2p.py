@@ -26,6 +26,7 @@ from node.p2p import (
     MAX_INBOUND_BYTES,
     SYNC_PROTOCOL,
     TXS_PROTOCOL,
+    URGENT_MAX_BYTES,
     Frame,
     InboundQueue,
     Kind,
@@ -382,12 +383,40 @@ async def test_inbound_queue_bounds_each_peer_by_bytes_and_holds_back_only_that_
         assert queue.queued_bytes(flooder) == 3 * (1_000 + FRAME_COST)
         await queue.put(Frame(honest, Kind.CONSENSUS, b"vote"))  # another peer gets in at once
         assert queue.queued_bytes(honest) == 4 + FRAME_COST
+        assert queue.receive_nowait().sender == honest  # consensus traffic goes first
         assert (queue.receive_nowait().sender, len(sent)) == (flooder, 3)
         await trio.testing.wait_all_tasks_blocked()
         assert sent == [0, 1, 2, 3]  # room for one more
         received = [queue.receive_nowait() for _ in range(3)]
-        assert [f.sender for f in received] == [honest, flooder, flooder]  # peers take turns
+        assert [f.sender for f in received] == [flooder] * 3
+        assert queue.queued_bytes(flooder) == 0
         nursery.cancel_scope.cancel()
+
+
+async def test_inbound_queue_takes_consensus_frames_before_tx_batches() -> None:
+    """A vote does not wait behind the tx batches its sender (or another peer) sent first,
+    but a proposal carrying txs does; each lane keeps each peer's order, and both lanes
+    count against one byte bound."""
+    queue = InboundQueue()
+    a, b = b"A" * 32, b"B" * 32
+    for seq in range(3):
+        await queue.put(Frame(a, Kind.TXS, b"txs%d" % seq))
+        await queue.put(Frame(b, Kind.TXS, b"txs%d" % seq))
+    await queue.put(Frame(a, Kind.CONSENSUS, b"prevote"))
+    await queue.put(Frame(b, Kind.EVIDENCE, b"proof"))
+    proposal = bytes(URGENT_MAX_BYTES + 1)  # carries txs: stays behind A's tx batches
+    await queue.put(Frame(a, Kind.CONSENSUS, proposal))
+    await queue.put(Frame(a, Kind.CONSENSUS, b"precommit"))
+    assert queue.queued_bytes(a) == 6 * FRAME_COST + 3 * 4 + len(b"prevoteprecommit") + len(
+        proposal
+    )
+    order = [(f.sender[:1], f.payload) for f in (queue.receive_nowait() for _ in range(10))]
+    assert order[:3] == [(b"A", b"prevote"), (b"B", b"proof"), (b"A", b"precommit")]
+    assert order[3:] == [(b"A", b"txs0"), (b"B", b"txs0"), (b"A", b"txs1"), (b"B", b"txs1"),
+                         (b"A", b"txs2"), (b"B", b"txs2"), (b"A", proposal)]  # fmt: skip
+    assert queue.queued_bytes(a) == queue.queued_bytes(b) == 0
+    with pytest.raises(trio.WouldBlock):
+        queue.receive_nowait()
 
 
 async def test_inbound_queue_takes_peers_in_turn_and_each_peers_frames_in_order() -> None:

@@ -175,7 +175,7 @@ class NetworkLoad:
     idle: bool = False  # offer nothing: how many blocks and how much CPU an idle network uses
 
 
-CLOSED_LOOP_SIGN_RATE = 4_000  # tx/s a closed loop is given pre-signed txs for
+CLOSED_LOOP_SIGN_RATE = 12_000  # tx/s a closed loop is given pre-signed txs for
 RETRY_AFTER_DEFAULT = 1.0
 
 
