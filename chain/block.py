@@ -15,7 +15,7 @@ messages): to the chain each proof is opaque bytes that the header commits to, a
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import msgpack
@@ -203,11 +203,16 @@ class Block:
         )
 
     @classmethod
-    def decode(cls, data: bytes) -> Block:
+    def decode(cls, data: bytes, known: Mapping[bytes, Tx] | None = None) -> Block:
         """Parse a block; structure only (signatures and rules are checked by execution).
 
         Any bytes at all give a Block or InvalidBlock: the parts are split without being
         decoded, then each is decoded under its own limits (see ``chain.codec.BLOCK``).
+
+        ``known`` maps tx ids to txs already decoded from the same bytes (a node's
+        mempool): a tx id is the sha256 of the tx's bytes, so a block's tx found there is
+        taken as it is instead of being decoded again, which was every validator's second
+        decoding of each tx it had been gossiped.
         """
         parts = _split(data, BLOCK, "block")
         ensure(len(parts) == 4, InvalidBlock, "block must be an array of 4 fields")
@@ -215,7 +220,10 @@ class Block:
         header = Header.from_list(_unpack(header_bytes, HEADER, "header"))
         try:
             raws = [_unpack(raw, TX_IN_BLOCK, "tx") for raw in _split(txs_bytes, BLOCK, "txs")]
-            txs = tuple(map(decode_tx, raws))
+            if known:
+                txs = tuple(_known_or_decoded(raw, known) for raw in raws)
+            else:
+                txs = tuple(map(decode_tx, raws))
         except TxRejected as exc:
             raise InvalidBlock(f"block holds a malformed tx: {exc}") from None
         cert_fields = _unpack(cert_bytes, CERTIFICATE, "certificate")
@@ -232,6 +240,11 @@ class Block:
         block = cls(header, txs, cert, evidence)  # type: ignore[arg-type]
         check_structure(block)
         return block
+
+
+def _known_or_decoded(raw: bytes, known: Mapping[bytes, Tx]) -> Tx:
+    tx = known.get(hashlib.sha256(raw).digest()) if type(raw) is bytes else None
+    return decode_tx(raw) if tx is None else tx  # decode_tx refuses a part that is not bytes
 
 
 def tx_root(txs: Sequence[Tx]) -> bytes:

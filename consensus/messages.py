@@ -20,6 +20,7 @@ a proposal's block is decoded by ``Block.decode`` under the block's own limits.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -28,6 +29,7 @@ import msgpack
 from chain.block import Block
 from chain.codec import BLOCK, HASH_SIZE, KEY_SIZE, SIGNATURE_SIZE, Limits, split_array, unpack
 from chain.errors import DecodeError, InvalidBlock
+from chain.tx import Tx
 
 _FIELD = Limits(max_bytes=2 + SIGNATURE_SIZE, max_array=0, max_bin=SIGNATURE_SIZE, max_str=0)
 """One field other than a proposal's block: an integer, nil, a hash, a key or a signature."""
@@ -162,11 +164,12 @@ def vote_fields(vote: Vote) -> list:
     ]
 
 
-def decode_message(data: bytes) -> Message:
+def decode_message(data: bytes, known: Mapping[bytes, Tx] | None = None) -> Message:
     """Parse wire bytes into a Proposal or Vote, checking every field's type and range.
 
     Signatures are not checked here (``consensus.validators.verify_message`` does).
-    Raises BadMessage only.
+    ``known``: txs already decoded, by id, that a proposal's block may reuse (see
+    ``Block.decode``). Raises BadMessage only.
     """
     try:
         parts = split_array(data, MESSAGE)
@@ -175,7 +178,7 @@ def decode_message(data: bytes) -> Message:
         kind = unpack(parts[0], _FIELD)
         if kind == WIRE_PROPOSAL and type(kind) is int:
             fields = [unpack(p, _BLOCK_FIELD if i == 3 else _FIELD) for i, p in enumerate(parts)]
-            return _decode_proposal(fields)
+            return _decode_proposal(fields, known)
         if kind == WIRE_VOTE and type(kind) is int:
             return vote_of([unpack(p, _FIELD) for p in parts])
     except DecodeError as exc:
@@ -183,12 +186,12 @@ def decode_message(data: bytes) -> Message:
     raise BadMessage(f"unknown message type {kind!r}")
 
 
-def _decode_proposal(fields: list) -> Proposal:
+def _decode_proposal(fields: list, known: Mapping[bytes, Tx] | None) -> Proposal:
     raw_block = fields[3]
     if type(raw_block) is not bytes:
         raise BadMessage("proposal block must be bytes")
     try:
-        block = Block.decode(raw_block)
+        block = Block.decode(raw_block, known)
     except InvalidBlock as exc:  # Block.decode turns any bytes into a Block or this
         raise BadMessage(f"proposal block: {exc}") from None
     return proposal_of(fields, block)

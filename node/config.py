@@ -50,7 +50,7 @@ class NodeConfig:
     # [mempool_min_txs, mempool_max_txs]; clients see mempool_full (HTTP 429) beyond.
     mempool_max_txs: int = 20_000
     mempool_min_txs: int = 2_000
-    mempool_seconds: float = 2.0
+    mempool_seconds: float = 1.0
     block_max_txs: int = 2_000
     timeouts: Timeouts = field(default_factory=lambda: Timeouts(commit_ms=20))
     # CometBFT's choice: with create_empty_blocks and an interval of 0, a height starts at

@@ -40,7 +40,7 @@ stale or re-gossiped tx costs a few dict lookups, not a verification.
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass
 from itertools import islice
 from typing import Literal
@@ -218,6 +218,11 @@ class Mempool:
         node's bound; refusing it here saves nothing (it comes back in a block) and moves
         its signature check onto the critical path of the height that carries it."""
         return len(self._pending) + len(self._queued_since) >= PEER_ROOM * self.max_size
+
+    @property
+    def pending(self) -> Mapping[bytes, Tx]:
+        """The pending txs by id, decoded: a proposal's block reuses them (``Block.decode``)."""
+        return self._pending
 
     @property
     def verified(self) -> Container[bytes]:

@@ -334,7 +334,7 @@ class Node:
         if msg is not None:
             self.decoded.move_to_end(key)
             return msg
-        msg = decode_consensus(payload)
+        msg = decode_consensus(payload, self.mempool.pending)
         verify_message(msg, self.validators, self.genesis.chain_id)
         self.decoded[key] = msg
         if len(self.decoded) > DECODED_CACHE_SIZE:

@@ -20,13 +20,14 @@ The payloads, by frame kind:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import msgpack
 
 from chain.block import MAX_HEIGHT, Block, CommitCertificate
 from chain.codec import BLOCK, CERTIFICATE, MAX_BLOCK_TXS, TX_IN_BLOCK, Limits, split_array, unpack
 from chain.errors import DecodeError, InvalidBlock
+from chain.tx import Tx
 from consensus.messages import BadMessage, Message, decode_message
 from node.p2p import MAX_FRAME_SIZE
 
@@ -65,9 +66,10 @@ ANSWER_OVERHEAD = _ARRAY32  # bytes of a sync answer beyond its entries, at most
 ENTRY_OVERHEAD = 1 + 2 * _BIN32  # bytes of one entry beyond its block's and cert's, at most
 
 
-def decode_consensus(payload: bytes) -> Message:
-    """A proposal or vote, not yet verified (``consensus.validators.verify_message``)."""
-    return decode_message(payload)
+def decode_consensus(payload: bytes, known: Mapping[bytes, Tx] | None = None) -> Message:
+    """A proposal or vote, not yet verified (``consensus.validators.verify_message``); a
+    proposal's block reuses the ``known`` txs (by id) it holds."""
+    return decode_message(payload, known)
 
 
 def encode_tx_batch(raws: Sequence[bytes]) -> bytes:

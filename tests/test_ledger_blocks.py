@@ -68,6 +68,23 @@ def test_a_built_block_executes_to_its_root_and_binds_its_changes() -> None:
     assert state.height == 1 and changes.balance(pub("carol"), USD) == 20
 
 
+def test_a_block_decodes_reusing_known_txs_and_decoding_the_others() -> None:
+    """A node's mempool already decoded most of a proposal's txs: those objects are taken as
+    they are (a tx id is the hash of its bytes), the rest are decoded, and a part that is
+    not a tx is refused whatever ``known`` holds."""
+    held = pay(0)
+    block = build_next(State(GENESIS), [held, pay(1)]).block
+    decoded = Block.decode(block.encode(), {held.tx_id: held})
+    assert decoded == block
+    assert decoded.txs[0] is held and decoded.txs[1] is not block.txs[1]
+    with pytest.raises(InvalidBlock, match="tx root"):  # the header commits to each tx id
+        Block.decode(block.encode(), {pay(1).tx_id: pay(5)})  # so a wrong entry is caught
+    garbled = bytearray(block.encode())
+    garbled[garbled.index(held.raw) + 3] ^= 0xFF  # the first tx is no longer the held one
+    with pytest.raises(InvalidBlock):
+        execute_block(State(GENESIS), Block.decode(bytes(garbled), {held.tx_id: held}))
+
+
 # -- structure: what a block must satisfy on its own ----------------------------------------
 
 
