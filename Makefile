@@ -40,7 +40,7 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/depnet bench ledger --txs 50000 --json
 
-# Saturation: a closed loop of 2,000 txs in flight per node, 4 validators, 30 s.
+# Saturation: a closed loop of 1,000 txs in flight per node, 4 validators, 30 s.
 bench-network: $(STAMP)
 	$(VENV)/bin/depnet bench network --rate 0 --duration 30 --json
 

@@ -75,7 +75,7 @@ SUBMIT_BATCH = Limits(
     max_bin=MAX_TX_BYTES,
     max_str=0,
 )
-RETRY_AFTER_S = 1  # a full pool holds ~2 s of commits: half of it has gone by then
+RETRY_AFTER_S = 1  # a full pool holds ~1 s of commits (mempool_seconds): gone by then
 MAX_HISTORY_PAGE = 500
 DEFAULT_HISTORY_PAGE = 50
 MAX_LIST = 500  # contracts, offers or evidence per answer

@@ -86,7 +86,7 @@ class RateList(click.ParamType):
 @click.option(
     "--in-flight",
     type=click.IntRange(min=1),
-    default=2_000,
+    default=1_000,
     show_default=True,
     help="Closed loop: txs each node has accepted and not yet committed.",
 )
