@@ -65,7 +65,7 @@ def entry_hash(entry: tuple) -> int:
     return int.from_bytes(_sha256(_pack(entry)).digest(), "big")
 
 
-def _entry_hashes(entries: list[tuple]) -> list[int]:
+def _entry_hashes(entries: Iterable[tuple]) -> list[int]:
     """``entry_hash`` of each entry, mapped in C: a block hashes thousands of entries, and
     a Python call per entry would cost a third of the time."""
     digests = map(_digest, map(_sha256, map(_pack, entries)))
@@ -234,7 +234,11 @@ class Changes:
         return self.base.last_time_ms + 1 if time_ms is None else time_ms
 
     def balance(self, account: bytes, token: str) -> int:
-        key = (account, token)
+        return self.held((account, token))
+
+    def held(self, key: tuple[bytes, str]) -> int:
+        """``balance`` by its key (account, token): a rule that writes the balance it read
+        builds the key once."""
         value = self.balances.get(key)
         return self.base.balances.get(key, 0) if value is None else value
 
@@ -306,23 +310,20 @@ def _tables(holder: State | Changes) -> tuple[tuple[str, dict], ...]:
     )
 
 
-def _entries(tag: str, table: dict) -> tuple[list, list[tuple]]:
-    """The keys of a table's non-empty values (an empty one has no entry) and their root
-    entries: each a tag, the key and the value, as plain msgpack-able values."""
-    keys = [key for key, value in table.items() if value]
-    if tag == "b":  # a balance is keyed by (account, token), its entry is flat
-        entries = [("b", account, token, v) for (account, token), v in table.items() if v]
-    elif tag in "co":  # a contract or an offer enters as its plain values
-        entries = [(tag, key, record.to_list()) for key, record in table.items()]
-    else:
-        entries = [(tag, key, value) for key, value in table.items() if value]
-    return keys, entries
-
-
 def _hashed(tag: str, table: dict) -> dict:
-    """The hash of each entry of a table, by key (an empty value has none)."""
-    keys, entries = _entries(tag, table)
-    return dict(zip(keys, _entry_hashes(entries), strict=True))
+    """The hash of each entry of a table, by key. An empty value (a zero balance, a hold
+    lifted) has no entry. Each entry is a tag, the key and the value, as plain msgpack
+    values; they are made one at a time as they are hashed, so that a block's thousands
+    of them never live at once (the garbage collector would then walk them)."""
+    if not all(table.values()):
+        table = {key: value for key, value in table.items() if value}
+    if tag == "b":  # a balance is keyed by (account, token), its entry is flat
+        entries = (("b", account, token, v) for (account, token), v in table.items())
+    elif tag in "co":  # a contract or an offer enters as its plain values
+        entries = ((tag, key, record.to_list()) for key, record in table.items())
+    else:
+        entries = ((tag, key, value) for key, value in table.items())
+    return dict(zip(table, _entry_hashes(entries), strict=True))
 
 
 def check_chain_and_sender(changes: Changes, tx: Tx) -> None:
@@ -660,21 +661,18 @@ def _open_offer(changes: Changes, ref: Ref) -> Offer:
 
 def _debit_sender(changes: Changes, tx: Tx, verb: str) -> None:
     """The last rule of a tx that spends (the sender holds the amount), then its debit."""
-    held = changes.balance(tx.sender, tx.token)
+    key = (tx.sender, tx.token)
+    held = changes.held(key)
+    amount = tx.amount
     ensure(
-        held >= tx.amount,
-        Reason.INSUFFICIENT_FUNDS,
-        "holds {} {}, {} {}",
-        held,
-        tx.token,
-        verb,
-        tx.amount,
+        held >= amount, Reason.INSUFFICIENT_FUNDS, "holds {} {}, {} {}", held, key[1], verb, amount
     )
-    changes.balances[(tx.sender, tx.token)] = held - tx.amount
+    changes.balances[key] = held - amount
 
 
 def _credit(changes: Changes, account: bytes, token: str, amount: int) -> None:
-    changes.balances[(account, token)] = changes.balance(account, token) + amount
+    key = (account, token)
+    changes.balances[key] = changes.held(key) + amount
 
 
 def _met_deadline(changes: Changes, deadline: int) -> None:
