@@ -187,16 +187,16 @@ class Store:
             InvalidBlock,
             "certificate is not for this block",
         )
-        height = _height_key(header.height)
-        head = Head(header.height, block.hash, header.time_ms, header.state_root)
+        height = header.height
+        head = Head(height, block.hash, header.time_ms, header.state_root)
         with self._db.write_batch(sync=True) as batch:
             put = batch.put
-            put(_BLOCK + height, block.encode())
-            put(_CERT + height, cert.encode())
+            put(_BLOCK + _height_key(height), block.encode())
+            put(_CERT + _height_key(height), cert.encode())
             location = _location.pack
             for position, tx in enumerate(block.txs):
                 tx_id = tx.tx_id
-                where = location(header.height, position)
+                where = location(height, position)
                 put(_TX + tx_id, where)
                 sender, to = tx.sender, tx.to
                 put(_ACCOUNT_TX + sender + where, tx_id)
