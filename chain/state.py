@@ -15,7 +15,9 @@ compliance hold). A block changes
 a few entries, so its root costs a few hashes per changed entry instead of a pass over all
 accounts.
 It lets replicas prove they hold the same state; it is not meant as a proof system for
-light clients (there are no inclusion proofs).
+light clients (there are no inclusion proofs). The committed state keeps each entry's hash,
+so an entry a block replaces is subtracted without being hashed again: a transfer then
+hashes only the three entries it writes (two balances and a nonce).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, replace
+from itertools import repeat
+from operator import methodcaller
 
 import msgpack
 
@@ -53,11 +57,15 @@ ROOT_MODULUS = 2**256
 # The same bytes as msgpack.packb, without building a Packer per call.
 _pack = msgpack.Packer(use_bin_type=True).pack
 _sha256 = hashlib.sha256
+_digest = methodcaller("digest")
 
 
-def entry_hash(entry: tuple) -> int:
-    """The hash one state entry adds to the root. Runs several times per transaction."""
-    return int.from_bytes(_sha256(_pack(entry)).digest(), "big")
+def _hash_all(entries: Iterable[tuple]) -> list[int]:
+    """The hash each state entry adds to the root: the sha256 of its msgpack bytes, as a
+    big-endian integer. Mapped in C, without a Python call per entry: a block hashes
+    thousands of them."""
+    digests = map(_digest, map(_sha256, map(_pack, entries)))
+    return list(map(int.from_bytes, digests, repeat("big")))
 
 
 class State:
@@ -79,6 +87,8 @@ class State:
         self.last_hash = bytes(32)
         self.last_time_ms = genesis.genesis_time_ms
         self.root_acc = 0
+        # Per table tag, the hash of each entry: what a block subtracts when it replaces one.
+        self.hashes: dict[str, dict] = {tag: {} for tag, _ in _tables(self)}
         opening = Changes(self)
         for bank in genesis.banks:
             opening.accounts[bank.issuer] = bank.name
@@ -122,7 +132,10 @@ class State:
         state.height = height
         state.last_hash = last_hash
         state.last_time_ms = last_time_ms
-        state.root_acc = state.computed_root_acc()
+        state.hashes = {tag: _hashed(tag, table) for tag, table in _tables(state)}
+        state.root_acc = (
+            sum(sum(hashes.values()) for hashes in state.hashes.values()) % ROOT_MODULUS
+        )
         return state
 
     @property
@@ -132,8 +145,8 @@ class State:
     def computed_root_acc(self) -> int:
         """The root accumulator from scratch over every entry: what the incremental root
         maintained by ``commit`` must always equal. Costs one hash per entry."""
-        tables = _tables(self)
-        return _root_delta(tables, tuple((tag, {}) for tag, _ in tables)) % ROOT_MODULUS
+        total = sum(sum(_hashed(tag, table).values()) for tag, table in _tables(self))
+        return total % ROOT_MODULUS
 
     def check_changes(self, changes: Changes, block_hash: bytes) -> None:
         """Raise InvalidBlock unless ``changes`` are the checked execution of the block
@@ -160,22 +173,19 @@ class State:
         self.last_time_ms = header.time_ms
 
     def _merge(self, changes: Changes) -> None:
-        """Fold changes in; a balance or a supply that falls to zero, or a hold lifted,
-        leaves no entry."""
-        for table, written in (
-            (self.balances, changes.balances),
-            (self.supply, changes.supply),
-            (self.frozen, changes.frozen),
-        ):
-            for key, value in written.items():
-                if value:
-                    table[key] = value
-                else:
-                    table.pop(key, None)
-        self.nonces.update(changes.nonces)
-        self.accounts.update(changes.accounts)
-        self.contracts.update(changes.contracts)
-        self.offers.update(changes.offers)
+        """Fold changes in, with the hashes of their entries (computed with their root); a
+        value that empties its entry (a balance or a supply at zero, a hold lifted) leaves
+        no entry."""
+        entry_hashes = changes.entry_hashes()
+        for (tag, table), (_, written) in zip(_tables(self), _tables(changes), strict=True):
+            if written:
+                hashes = self.hashes[tag]
+                written_hashes, emptied = entry_hashes[tag]
+                table.update(written)
+                hashes.update(written_hashes)
+                for key in emptied:
+                    del table[key]
+                    hashes.pop(key, None)
 
 
 class Changes:
@@ -205,7 +215,8 @@ class Changes:
         self.contracts: dict[bytes, Contract] = {}
         self.offers: dict[bytes, Offer] = {}
         self.frozen: dict[bytes, bool] = {}  # False: a hold lifted in these changes
-        self._root_memo: int | None = None  # root_acc() until the next apply_tx
+        # root_acc() and the entry hashes it computed, until the next apply_tx
+        self._root_memo: tuple[int, dict[str, tuple[dict, list]]] | None = None
 
     @property
     def time_ms(self) -> int:
@@ -254,12 +265,28 @@ class Changes:
         (execute_block), then by ``State.commit``; it costs a few hashes per
         changed entry, so it is remembered until ``apply_tx`` writes again.
         """
-        if self._root_memo is not None:
-            return self._root_memo
-        base = self.base
-        acc = base.root_acc + _root_delta(_tables(self), _tables(base))
-        self._root_memo = acc % ROOT_MODULUS
-        return self._root_memo
+        if self._root_memo is None:
+            base = self.base
+            acc = base.root_acc
+            hashes: dict[str, tuple[dict, list]] = {}
+            for tag, table in _tables(self):
+                if table:
+                    replaced = base.hashes[tag]
+                    written = _hashed(tag, table)
+                    acc += sum(written.values()) - sum(map(replaced.get, table, repeat(0)))
+                    emptied = (
+                        [k for k in table if k not in written] if len(written) < len(table) else []
+                    )
+                    hashes[tag] = (written, emptied)
+            self._root_memo = (acc % ROOT_MODULUS, hashes)
+        return self._root_memo[0]
+
+    def entry_hashes(self) -> dict[str, tuple[dict, list]]:
+        """Per tag of a table these changes write: the hash of each entry they write, and
+        the keys they leave without an entry (what committing them removes)."""
+        self.root_acc()
+        assert self._root_memo is not None
+        return self._root_memo[1]
 
 
 def _tables(holder: State | Changes) -> tuple[tuple[str, dict], ...]:
@@ -275,27 +302,20 @@ def _tables(holder: State | Changes) -> tuple[tuple[str, dict], ...]:
     )
 
 
-def _root_delta(
-    tables: tuple[tuple[str, dict], ...], base_tables: tuple[tuple[str, dict], ...]
-) -> int:
-    """What ``tables`` change in the root over ``base_tables``: the hashes of the entries
-    they set, minus those of the entries they replace (an empty entry hashes to nothing)."""
-    removed: list[tuple] = []
-    added: list[tuple] = []
-    for (tag, table), (_, base_table) in zip(tables, base_tables, strict=True):
-        wide = tag == "b"  # a balance is keyed by (account, token), its entry is flat
-        record = tag in "co"  # a contract or an offer enters as its plain values
-        for key, new in table.items():
-            old = base_table.get(key)
-            if old != new:
-                if record:
-                    old = old and old.to_list()
-                    new = new.to_list()
-                if old:
-                    removed.append((tag, *key, old) if wide else (tag, key, old))
-                if new:
-                    added.append((tag, *key, new) if wide else (tag, key, new))
-    return sum(map(entry_hash, added)) - sum(map(entry_hash, removed))
+def _hashed(tag: str, table: dict) -> dict:
+    """The hash of each entry of a table, by key. An empty value (a zero balance, a hold
+    lifted) has no entry. Each entry is a tag, the key and the value, as plain msgpack
+    values; they are made one at a time as they are hashed, so that a block's thousands
+    of them never live at once (the garbage collector would then walk them)."""
+    if not all(table.values()):
+        table = {key: value for key, value in table.items() if value}
+    if tag == "b":  # a balance is keyed by (account, token), its entry is flat
+        entries = (("b", account, token, v) for (account, token), v in table.items())
+    elif tag in "co":  # a contract or an offer enters as its plain values
+        entries = ((tag, key, record.to_list()) for key, record in table.items())
+    else:
+        entries = ((tag, key, value) for key, value in table.items())
+    return dict(zip(table, _hash_all(entries), strict=True))
 
 
 def check_chain_and_sender(changes: Changes, tx: Tx) -> None:

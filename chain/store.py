@@ -38,10 +38,10 @@ Keys (heights are 8-byte big-endian, so keys sort by height):
 from __future__ import annotations
 
 import functools
+import itertools
 import struct
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
 
@@ -187,16 +187,16 @@ class Store:
             InvalidBlock,
             "certificate is not for this block",
         )
-        height = _height_key(header.height)
-        head = Head(header.height, block.hash, header.time_ms, header.state_root)
+        height = header.height
+        head = Head(height, block.hash, header.time_ms, header.state_root)
         with self._db.write_batch(sync=True) as batch:
             put = batch.put
-            put(_BLOCK + height, block.encode())
-            put(_CERT + height, cert.encode())
+            put(_BLOCK + _height_key(height), block.encode())
+            put(_CERT + _height_key(height), cert.encode())
             location = _location.pack
             for position, tx in enumerate(block.txs):
                 tx_id = tx.tx_id
-                where = location(header.height, position)
+                where = location(height, position)
                 put(_TX + tx_id, where)
                 sender, to = tx.sender, tx.to
                 put(_ACCOUNT_TX + sender + where, tx_id)
@@ -256,7 +256,7 @@ class Store:
     ) -> list[tuple[int, int, bytes]]:
         """(height, position, tx id) of the newest ``limit`` committed txs that ``account``
         sent or received, below ``before_height`` if given, newest first."""
-        return list(islice(self._account_entries(account, before_height), max(limit, 0)))
+        return list(itertools.islice(self._account_entries(account, before_height), max(limit, 0)))
 
     def account_page(
         self, account: bytes, *, before_height: int | None = None, limit: int = 50
@@ -481,8 +481,12 @@ class Store:
 def _write_entries(batch: plyvel.WriteBatch, entries: State | Changes) -> None:
     """Queue state entries (a block's changes, or the genesis state) into a batch."""
     put, delete = batch.put, batch.delete
-    amounts = [(_BALANCE + a + token.encode(), v) for (a, token), v in entries.balances.items()]
-    amounts += [(_SUPPLY + token.encode(), v) for token, v in entries.supply.items()]
+    # Generated one at a time: a block's thousands of (key, amount) pairs never live at
+    # once, which would make the garbage collector walk them.
+    amounts = itertools.chain(
+        ((_BALANCE + a + token.encode(), v) for (a, token), v in entries.balances.items()),
+        ((_SUPPLY + token.encode(), v) for token, v in entries.supply.items()),
+    )
     for key, amount in amounts:
         if amount:
             put(key, _pack(amount))

@@ -217,7 +217,9 @@ def decode_tx(raw: bytes) -> Tx:
         raise TxRejected(Reason.MALFORMED, f"body: {exc}") from None
     if type(fields) is not list or not 8 <= len(fields) <= 9:
         raise TxRejected(Reason.MALFORMED, "body must be an array of 8 fields (9 with args)")
-    kind, chain_id, sender, nonce, to, token, amount, memo = fields[:8]
+    kind, chain_id, sender, nonce, to, token, amount, memo = (
+        fields[:8] if len(fields) == 9 else fields
+    )
     if type(kind) is not int or kind not in _KINDS:
         raise TxRejected(Reason.MALFORMED, f"unknown kind {kind!r}")
     if type(chain_id) is not str or not 0 < len(chain_id) <= MAX_CHAIN_ID_CHARS:
@@ -234,7 +236,8 @@ def decode_tx(raw: bytes) -> Tx:
         raise TxRejected(Reason.MALFORMED, "memo must be text")
     if type(amount) is not int:
         raise TxRejected(Reason.BAD_AMOUNT, f"amount must be an integer, got {amount!r}")
-    if memo and len(memo.encode()) > MAX_MEMO_BYTES:
+    # A character is at most 4 bytes of UTF-8: a short memo needs no encoding to be sure.
+    if len(memo) > MAX_MEMO_BYTES // 4 and len(memo.encode()) > MAX_MEMO_BYTES:
         raise TxRejected(Reason.MEMO_TOO_LONG, f"memo is over {MAX_MEMO_BYTES} bytes")
     kind = _KINDS[kind]
     if (len(fields) == 9) != (kind in ARGS_KINDS):
@@ -260,10 +263,11 @@ def decode_tx(raw: bytes) -> Tx:
                 raise TxRejected(Reason.MALFORMED, "burn has no recipient")
         elif not to and kind is not TxKind.SWAP_OFFER:  # an offer without one is to anyone
             raise TxRejected(Reason.MALFORMED, f"{kind.name.lower()} needs a recipient")
-        if kind is TxKind.CONTRACT_OPEN:
-            args = _contract_terms(fields[8], amount)
-        elif kind is TxKind.SWAP_OFFER:
-            args = _swap_terms(fields[8], token)
+        if len(fields) == 9:  # the kind takes args (checked above): a contract's or a swap's
+            if kind is TxKind.CONTRACT_OPEN:
+                args = _contract_terms(fields[8], amount)
+            else:
+                args = _swap_terms(fields[8], token)
     if _pack(fields) != body:
         raise TxRejected(Reason.MALFORMED, "non-canonical encoding")
     return _new_tx(

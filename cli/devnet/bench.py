@@ -30,7 +30,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from hashlib import sha256
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cli.devnet.client import NodeClient
 from cli.devnet.errors import DevnetError
@@ -38,61 +38,23 @@ from cli.devnet.health import cpu_seconds
 from cli.devnet.load import funded_template, load_payers, sign_transfers
 from cli.devnet.localnet import LocalNet
 
+if TYPE_CHECKING:
+    from nacl.signing import SigningKey
+
+    from chain.genesis import Genesis
+
 
 def run_ledger_bench(txs: int, *, accounts: int, block_size: int, seed: int) -> dict[str, Any]:
     """Run the ledger benchmark and return its figures (see module docstring)."""
     from nacl.bindings import crypto_sign_open
-    from nacl.signing import SigningKey
 
     from chain.codec import SIGNATURE_SIZE
-    from chain.genesis import genesis_from_template
     from chain.state import build_block
     from chain.store import Store
-    from chain.tx import TxKind, decode_tx, sign_tx, verify_signature
+    from chain.tx import decode_tx, verify_signature
     from consensus.validators import certify
-    from node.config import load_template
 
-    def key(*parts: object) -> SigningKey:
-        return SigningKey(sha256(repr((seed, *parts)).encode()).digest())
-
-    template = load_template()
-    banks = [b["name"] for b in template["banks"]]
-    symbols = {b["name"]: b["tokens"][0]["symbol"] for b in template["banks"]}
-    wallets = [key("account", i) for i in range(accounts)]
-    bank_of = [banks[i % len(banks)] for i in range(accounts)]
-    template["accounts"] = [
-        {"name": f"bench-{i}", "bank": bank_of[i], "balances": {symbols[bank_of[i]]: 10**12}}
-        for i in range(accounts)
-    ]
-    role_keys = {("validator", b): key("validator", b) for b in banks}
-    role_keys.update({("account", f"bench-{i}"): k for i, k in enumerate(wallets)})
-
-    def public_key(role: str, name: str) -> bytes:
-        signer = role_keys.get((role, name)) or key(role, name)
-        return bytes(signer.verify_key)
-
-    genesis = genesis_from_template(template, public_key, genesis_time_ms=1_764_000_000_000)
-    # The first three validators in genesis order: a quorum (2f+1) of the 4 banks.
-    signers = [role_keys[("validator", b.name)] for b in genesis.banks[:3]]
-
-    # Each account pays in its own bank's token; senders take turns so that nonces
-    # stay in order within and across blocks.
-    rng = random.Random(seed)
-    wire = []
-    for i in range(txs):
-        sender = i % accounts
-        recipient = (sender + rng.randrange(1, accounts)) % accounts
-        tx = sign_tx(
-            wallets[sender],
-            TxKind.TRANSFER,
-            genesis.chain_id,
-            i // accounts,
-            to=bytes(wallets[recipient].verify_key),
-            token=symbols[bank_of[sender]],
-            amount=rng.randrange(1, 10_000),
-            memo=f"INV-{i:08d}",
-        )
-        wire.append(tx.raw)
+    genesis, signers, wire = _ledger_inputs(txs, accounts, seed)
 
     # The reference: each block's signatures checked by PyNaCl's C call alone, on messages
     # prepared beforehand, right before the block goes through the path, so that the
@@ -158,6 +120,65 @@ def run_ledger_bench(txs: int, *, accounts: int, block_size: int, seed: int) -> 
         "phase_seconds": {name: round(s, 3) for name, s in phases.items()},
         "phase_us_per_tx": {name: round(s / txs * 1e6, 2) for name, s in phases.items()},
     }
+
+
+def _ledger_inputs(
+    txs: int, accounts: int, seed: int
+) -> tuple[Genesis, list[SigningKey], list[bytes]]:
+    """The ledger benchmark's genesis, a quorum of validator keys, and its signed transfers.
+
+    The accounts' keys and the template die with this call, before the clock starts:
+    left alive, they were tens of thousands of objects that the garbage collector walked
+    during the timed blocks, a cost no node pays.
+    """
+    from nacl.signing import SigningKey
+
+    from chain.genesis import genesis_from_template
+    from chain.tx import TxKind, sign_tx
+    from node.config import load_template
+
+    def key(*parts: object) -> SigningKey:
+        return SigningKey(sha256(repr((seed, *parts)).encode()).digest())
+
+    template = load_template()
+    banks = [b["name"] for b in template["banks"]]
+    symbols = {b["name"]: b["tokens"][0]["symbol"] for b in template["banks"]}
+    wallets = [key("account", i) for i in range(accounts)]
+    bank_of = [banks[i % len(banks)] for i in range(accounts)]
+    template["accounts"] = [
+        {"name": f"bench-{i}", "bank": bank_of[i], "balances": {symbols[bank_of[i]]: 10**12}}
+        for i in range(accounts)
+    ]
+    role_keys = {("validator", b): key("validator", b) for b in banks}
+    role_keys.update({("account", f"bench-{i}"): k for i, k in enumerate(wallets)})
+
+    def public_key(role: str, name: str) -> bytes:
+        signer = role_keys.get((role, name)) or key(role, name)
+        return bytes(signer.verify_key)
+
+    genesis = genesis_from_template(template, public_key, genesis_time_ms=1_764_000_000_000)
+    # The first three validators in genesis order: a quorum (2f+1) of the 4 banks.
+    signers = [role_keys[("validator", b.name)] for b in genesis.banks[:3]]
+
+    # Each account pays in its own bank's token; senders take turns so that nonces
+    # stay in order within and across blocks.
+    rng = random.Random(seed)
+    wire = []
+    for i in range(txs):
+        sender = i % accounts
+        recipient = (sender + rng.randrange(1, accounts)) % accounts
+        tx = sign_tx(
+            wallets[sender],
+            TxKind.TRANSFER,
+            genesis.chain_id,
+            i // accounts,
+            to=bytes(wallets[recipient].verify_key),
+            token=symbols[bank_of[sender]],
+            amount=rng.randrange(1, 10_000),
+            memo=f"INV-{i:08d}",
+        )
+        wire.append(tx.raw)
+    return genesis, signers, wire
 
 
 @dataclass(frozen=True)
