@@ -29,7 +29,7 @@ from nacl.signing import SigningKey
 
 from chain.block import Block, CommitCertificate
 from chain.codec import MAX_BLOCK_EVIDENCE
-from chain.store import Store
+from chain.store import WRITE_BUFFER_BYTES, Store
 from consensus.engine import Engine
 from consensus.events import (
     Broadcast,
@@ -102,7 +102,9 @@ class Node:
             net = P2PNetwork(seed, config.p2p_listen, peers, observers=config.observers)
         self.net = net
         self.faults = FaultLayer(net, self.genesis, self.key, wall_clock=wall_clock)
-        self.store = Store.open(home.data_dir, self.genesis)
+        # Each validator its own memtable size (4 MB, 5 MB, ...): see ``Store.open``.
+        spread = WRITE_BUFFER_BYTES * (4 + self.validators.index(self.pubkey)) // 4
+        self.store = Store.open(home.data_dir, self.genesis, write_buffer_bytes=spread)
         self.sizer = PoolSizer(
             floor=config.mempool_min_txs,
             ceiling=config.mempool_max_txs,
