@@ -154,9 +154,7 @@ class Store:
         path = Path(path)
         try:
             path.mkdir(parents=True, exist_ok=True)
-            db = plyvel.DB(
-                str(path), create_if_missing=True, write_buffer_size=write_buffer_bytes
-            )
+            db = plyvel.DB(str(path), create_if_missing=True, write_buffer_size=write_buffer_bytes)
         except (OSError, plyvel.Error) as exc:  # plyvel.IOError when another process holds it
             arg = exc.args[0] if exc.args else None
             detail = arg.decode(errors="replace") if isinstance(arg, bytes) else str(exc)
