@@ -9,8 +9,9 @@ import pytest
 
 from chain.codec import MAX_TX_BYTES
 from chain.errors import Reason
-from node.api import MAX_BATCH, MSGPACK, SUBMIT_BATCH, SubmitOut
+from node.api import MAX_BATCH, MSGPACK, RETRY_AFTER_MS, SUBMIT_BATCH, SubmitOut
 from node.mempool import MempoolFull
+from node.service import SubmitResult
 from tests.test_api import GOOD_TX, FakeNode, assert_error, client, fake, parse
 
 __all__ = ["client", "fake"]  # the fixtures, used by name
@@ -98,3 +99,25 @@ async def test_full_node_answers_429_with_retry_after(
         response = await client.post("/txs", **request)
         assert_error(response, 429, Reason.MEMPOOL_FULL.value)
         assert response.headers["retry-after"] == "1"
+        assert response.headers["retry-after-ms"] == str(RETRY_AFTER_MS)
+
+
+async def test_a_batch_partly_refused_for_room_says_when_to_come_back(
+    client: httpx.AsyncClient, fake: FakeNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pool filled during the batch: the answer is 200 with the rest refused, and tells
+    the client when there will be room; an answer that refused nothing for room does not."""
+
+    async def filled(raws: list[bytes]) -> list[SubmitResult]:
+        full = MempoolFull("mempool holds its maximum of 1 txs; retry later")
+        return [SubmitResult.admitted(GOOD_TX.tx_id)] + [
+            SubmitResult.rejected(raw, full) for raw in raws[1:]
+        ]
+
+    monkeypatch.setattr(fake, "submit", filled)
+    response = await client.post("/txs", content=packed([GOOD_TX.raw] * 2), headers=PACKED)
+    assert response.status_code == 200 and response.headers["retry-after-ms"] == "250"
+    assert response.json()["rejected"] == 1
+    monkeypatch.undo()
+    response = await client.post("/txs", content=packed([GOOD_TX.raw]), headers=PACKED)
+    assert response.status_code == 200 and "retry-after-ms" not in response.headers

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from cli.commands.bench import bench
 from cli.devnet.bench import NetworkLoad, bench_template, run_network_bench
+from cli.devnet.client import _retry_after
 
 
 def test_bench_ledger_json_reports_consistent_figures() -> None:
@@ -126,3 +127,17 @@ def test_closed_loop_bench_loses_nothing_and_heads_agree(tmp_path: Path) -> None
     assert result["mode"] == "closed_loop" and result["cpu_cores_client"] >= 0
     stages = result["height_stage_ms"]["JPM"]
     assert set(stages) >= {"proposal", "executed", "committed"}
+
+
+def test_a_client_reads_the_finer_retry_hint_before_http_s_whole_seconds() -> None:
+    class Answer:
+        def __init__(self, **headers: str) -> None:
+            self.headers = headers
+
+        def getheader(self, name: str) -> str | None:
+            return self.headers.get(name)
+
+    assert _retry_after(Answer(**{"Retry-After": "1", "Retry-After-Ms": "250"})) == 0.25
+    assert _retry_after(Answer(**{"Retry-After": "2"})) == 2.0
+    assert _retry_after(Answer(**{"Retry-After": "Fri, 31 Dec 1999 23:59:59 GMT"})) is None
+    assert _retry_after(Answer()) is None

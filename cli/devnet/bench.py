@@ -197,7 +197,7 @@ class NetworkLoad:
 
 
 CLOSED_LOOP_SIGN_RATE = 12_000  # tx/s a closed loop is given pre-signed txs for
-RETRY_AFTER_DEFAULT = 1.0
+RETRY_AFTER_DEFAULT = 1.0  # a refusal for room that named no wait (HTTP's default unit)
 
 
 def run_network_bench(
@@ -543,7 +543,7 @@ def _submit_batch(
     client: NodeClient, bank: str, picked: list[tuple[_Account, int]], shared: _Shared
 ) -> float:
     """POST one batch and account for each answer; returns how long to wait before the next
-    POST (Retry-After when the node said it is full, else 0)."""
+    POST (the wait the node asked for when it refused txs for room, else 0)."""
     raws = [account.raws[index] for account, index in picked]
     now = time.monotonic()
     try:
@@ -553,7 +553,7 @@ def _submit_batch(
             if getattr(exc, "status", None) == 429:
                 shared.refused_429 += 1
                 shared.retried += len(raws)
-                return RETRY_AFTER_DEFAULT
+                return client.retry_after or RETRY_AFTER_DEFAULT
             shared.post_errors += 1
         return 0.1
     pause = 0.0
@@ -571,7 +571,7 @@ def _submit_batch(
             shared.rejected[code] = shared.rejected.get(code, 0) + 1
             if code == "mempool_full":
                 shared.retried += 1  # account.sent stays: this tx is the next one again
-                pause = RETRY_AFTER_DEFAULT
+                pause = client.retry_after or RETRY_AFTER_DEFAULT
             else:
                 account.dead = True
     return pause

@@ -41,6 +41,9 @@ class NodeClient:
         self._address = (url.hostname or "127.0.0.1", url.port or 80)
         self._conn: Any = None
         self.headers: dict[str, str] = {}  # sent with every request (the admin token)
+        # Seconds the last answer asked to wait before offering more txs (a node that
+        # refused txs for room says when it will have room again), else None.
+        self.retry_after: float | None = None
 
     def close(self) -> None:
         if self._conn is not None:
@@ -68,7 +71,9 @@ class NodeClient:
         from http.client import HTTPException
 
         try:
-            status, raw, media = self._exchange(method, path, body, timeout, headers)
+            status, raw, media, self.retry_after = self._exchange(
+                method, path, body, timeout, headers
+            )
         except TimeoutError:
             self.close()
             raise NodeUnreachable(
@@ -96,13 +101,14 @@ class NodeClient:
 
     def _exchange(
         self, method: str, path: str, body: bytes | None, timeout: float, headers: dict
-    ) -> tuple[int, bytes, str]:
-        """One request/response: status, body and its media type. A kept-alive connection
-        the server has since closed is replaced once (every request here is safe to repeat:
-        a resubmitted tx is a duplicate, which the node accepts)."""
+    ) -> tuple[int, bytes, str, float | None]:
+        """One request/response: status, body, its media type and the wait it asks for
+        (``retry_after``). A kept-alive connection the server has since closed is replaced
+        once (every request here is safe to repeat: a resubmitted tx is a duplicate, which
+        the node accepts)."""
         fake = type(self).transport  # via the class: a function stored there is not a method
         if fake is not None:
-            return (*fake(method, self.entry.api_url + path, body), "application/json")
+            return (*fake(method, self.entry.api_url + path, body), "application/json", None)
         from http.client import HTTPConnection, RemoteDisconnected
 
         while True:
@@ -117,7 +123,7 @@ class NodeClient:
                 conn.request(method, path, body=body, headers=sent)
                 response = conn.getresponse()
                 media = (response.getheader("Content-Type") or "").split(";")[0].strip()
-                return response.status, response.read(), media
+                return response.status, response.read(), media, _retry_after(response)
             except (RemoteDisconnected, BrokenPipeError, ConnectionResetError):
                 self.close()
                 if not reused:
@@ -156,7 +162,7 @@ class NodeClient:
 
     def metrics(self) -> str:
         """GET /metrics: the node's Prometheus text. Raises OSError if it does not answer."""
-        _, raw, _ = self._exchange("GET", "/metrics", None, self.timeout, {})
+        _, raw, _, _ = self._exchange("GET", "/metrics", None, self.timeout, {})
         return raw.decode()
 
     def evidence(self, height: int | None = None) -> list[dict]:
@@ -175,6 +181,19 @@ class NodeClient:
 
         body = msgpack.packb(list(raws), use_bin_type=True)
         return self._request("POST", "/txs", body, self.timeout, _MSGPACK)
+
+
+def _retry_after(response: Any) -> float | None:
+    """The wait an answer asks for, in seconds: ``Retry-After-Ms`` (a node's finer hint,
+    as some cloud APIs send it), else ``Retry-After`` (whole seconds, HTTP's own)."""
+    for name, unit in (("Retry-After-Ms", 1000), ("Retry-After", 1)):
+        value = response.getheader(name)
+        if value is not None:
+            try:
+                return max(0.0, float(value) / unit)
+            except ValueError:
+                continue
+    return None
 
 
 def _unpack(raw: bytes) -> object:
