@@ -154,7 +154,15 @@ class Store:
         path = Path(path)
         try:
             path.mkdir(parents=True, exist_ok=True)
-            db = plyvel.DB(str(path), create_if_missing=True, write_buffer_size=write_buffer_bytes)
+            # No compression: what a block writes is mostly keys, hashes and signatures,
+            # which snappy cannot shrink, and compressing them again at every compaction
+            # cost the 4-node closed loop about a tenth of its throughput.
+            db = plyvel.DB(
+                str(path),
+                create_if_missing=True,
+                write_buffer_size=write_buffer_bytes,
+                compression=None,
+            )
         except (OSError, plyvel.Error) as exc:  # plyvel.IOError when another process holds it
             arg = exc.args[0] if exc.args else None
             detail = arg.decode(errors="replace") if isinstance(arg, bytes) else str(exc)
