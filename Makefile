@@ -46,7 +46,7 @@ bench-network: $(STAMP)
 
 # Offered vs committed tx/s and latency, one fresh network per rate; draws the curve.
 bench-sweep: $(STAMP)
-	$(VENV)/bin/depnet bench network --sweep 500,1000,2000,3000,4000,0 --duration 25 \
+	$(VENV)/bin/depnet bench network --sweep 500,1000,2000,3000,4000,6000,0 --duration 25 \
 		--plot docs/perf/curve.png --out docs/perf/sweep.json --json
 
 # An idle network for 60 s: blocks/s and CPU per node.
