@@ -76,14 +76,7 @@ SUBMIT_BATCH = Limits(
     max_bin=MAX_TX_BYTES,
     max_str=0,
 )
-# A node that refuses txs for room says when to offer them again: Retry-After in whole
-# seconds, as HTTP has it, and Retry-After-Ms, which depnet's clients read. The pool holds
-# about mempool_seconds (0.5 s) of commits, so half of it has committed 250 ms later;
-# clients that waited a whole second left the pools to run dry and blocks to shrink at
-# twice the capacity offered (80 % of the peak committed, against 95 % this way).
-RETRY_AFTER_S = 1
-RETRY_AFTER_MS = 250
-_ROOM_AGAIN = {"Retry-After": str(RETRY_AFTER_S), "Retry-After-Ms": str(RETRY_AFTER_MS)}
+RETRY_AFTER_S = 1  # HTTP's Retry-After is in whole seconds; depnet's clients read the ms
 MAX_HISTORY_PAGE = 500
 DEFAULT_HISTORY_PAGE = 50
 MAX_LIST = 500  # contracts, offers or evidence per answer
@@ -482,6 +475,9 @@ def create_app(
     )
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    # What a refusal for room asks of the client: HTTP's whole seconds, and the node's own
+    # estimate in ms, which depnet's clients read (a whole second left pools to run dry).
+    room_again = {"Retry-After": str(RETRY_AFTER_S), "Retry-After-Ms": str(node.room_again_ms)}
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Syncing, _syncing)
     app.add_exception_handler(Exception, _internal_error)
@@ -528,11 +524,11 @@ def create_app(
         try:
             results = await node.submit(raws)
         except MempoolFull as exc:
-            raise ApiError(429, exc.reason.value, exc.detail, _ROOM_AGAIN) from None
+            raise ApiError(429, exc.reason.value, exc.detail, room_again) from None
         if len(results) != len(raws):
             raise RuntimeError(f"node answered {len(results)} results for {len(raws)} txs")
         full = Reason.MEMPOOL_FULL.value
-        headers = _ROOM_AGAIN if any(r.code == full for r in results) else None
+        headers = room_again if any(r.code == full for r in results) else None
         if MSGPACK in request.headers.get("accept", ""):
             return Response(_packed(SubmitOut.of(results)), headers=headers, media_type=MSGPACK)
         return _answer(SubmitOut.of(results), headers=headers)

@@ -48,7 +48,7 @@ class NodeConfig:
     observers: tuple[str, ...] = ()  # extra libp2p peer ids allowed to connect
     # The mempool takes txs from clients up to about mempool_seconds of the measured commit
     # rate, within [mempool_min_txs, mempool_max_txs]; clients see mempool_full (HTTP 429)
-    # beyond, and are told to come back in a quarter of a second. Past capacity a tx waits
+    # beyond, and are told to come back in half that time. Past capacity a tx waits
     # about that long in the pool, so the latency of an overloaded network is bounded by
     # it (measured at twice the capacity offered: p99 1.1 s, 95 % of the peak committed).
     mempool_max_txs: int = 20_000

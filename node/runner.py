@@ -167,6 +167,7 @@ class Node:
             peers=self.faults.connected_peers,
             since_commit=lambda: trio.current_time() - self.last_commit_time,
             catch_up=CatchUp.of(self.validators.n),
+            room_again_ms=round(500 * config.mempool_seconds),
         )
         self.decoded: OrderedDict[bytes, ConsensusMessage] = OrderedDict()  # sha256 -> message
         self.last_commit_time = 0.0  # trio.current_time() of the last commit, or of the start

@@ -322,6 +322,10 @@ class FaultControl(Protocol):
 class NodeService(Protocol):
     """What the API needs from the node. Only ``submit`` may change anything."""
 
+    room_again_ms: int
+    """When a node that refused txs for room expects room again, in ms: half the time its
+    pool holds (``mempool_seconds``), by when half of it has committed."""
+
     @property
     def registry(self) -> CollectorRegistry:
         """Rendered at /metrics (node.metrics.Metrics.registry)."""
@@ -384,6 +388,7 @@ class LocalService:
     peers: Callable[[], set[bytes]]
     since_commit: Callable[[], float]
     catch_up: CatchUp
+    room_again_ms: int
 
     @property
     def registry(self) -> CollectorRegistry:

@@ -105,6 +105,7 @@ class FakeNode:
 
     def __init__(self) -> None:
         self.metrics = fixed_metrics(height=1, round=2, peers=3, mempool_size=17, evidence=1)
+        self.room_again_ms = 250
         self.submitted: list[list[bytes]] = []
         self.accounts = {
             bytes(ALICE.verify_key): AccountInfo(

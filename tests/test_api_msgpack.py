@@ -9,7 +9,7 @@ import pytest
 
 from chain.codec import MAX_TX_BYTES
 from chain.errors import Reason
-from node.api import MAX_BATCH, MSGPACK, RETRY_AFTER_MS, SUBMIT_BATCH, SubmitOut
+from node.api import MAX_BATCH, MSGPACK, SUBMIT_BATCH, SubmitOut
 from node.mempool import MempoolFull
 from node.service import SubmitResult
 from tests.test_api import GOOD_TX, FakeNode, assert_error, client, fake, parse
@@ -99,7 +99,7 @@ async def test_full_node_answers_429_with_retry_after(
         response = await client.post("/txs", **request)
         assert_error(response, 429, Reason.MEMPOOL_FULL.value)
         assert response.headers["retry-after"] == "1"
-        assert response.headers["retry-after-ms"] == str(RETRY_AFTER_MS)
+        assert response.headers["retry-after-ms"] == str(fake.room_again_ms)
 
 
 async def test_a_batch_partly_refused_for_room_says_when_to_come_back(
