@@ -236,13 +236,21 @@ class Store:
 
     @_reads_disk
     def block(self, height: int) -> Block | None:
-        data = self._db.get(_BLOCK + _height_key(height)) if height >= 1 else None
+        data = self.block_bytes(height)
         return None if data is None else Block.decode(data)
 
     @_reads_disk
     def certificate(self, height: int) -> CommitCertificate | None:
-        data = self._db.get(_CERT + _height_key(height)) if height >= 1 else None
+        data = self.certificate_bytes(height)
         return None if data is None else CommitCertificate.decode(data)
+
+    def block_bytes(self, height: int) -> bytes | None:
+        """The block at ``height`` as stored: its canonical encoding (``Block.encode``)."""
+        return self._db.get(_BLOCK + _height_key(height)) if height >= 1 else None
+
+    def certificate_bytes(self, height: int) -> bytes | None:
+        """This node's certificate for the block at ``height``, as stored."""
+        return self._db.get(_CERT + _height_key(height)) if height >= 1 else None
 
     def blocks(self, first: int, last: int) -> Iterator[tuple[Block, CommitCertificate]]:
         """Blocks first..last (inclusive, clipped to the head) with their certificates,

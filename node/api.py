@@ -571,10 +571,34 @@ def create_app(
         page = _found(node.account_txs(key, before, limit), *_unregistered(key))
         return _answer(AccountTxsOut.of(key, page))
 
-    @get("/blocks/{height}", BlockOut, "A committed block", missing="block")
-    async def block(height: Annotated[int, Path(ge=1, le=MAX_HEIGHT)]) -> Response:
-        committed = _found(node.block(height), "block_not_found", f"no block at height {height}")
-        return _answer(BlockOut.of(committed))
+    @app.get(
+        "/blocks/{height}",
+        response_model=BlockOut,
+        responses={
+            **_not_found("block"),
+            200: {
+                "content": {
+                    MSGPACK: {
+                        "example": "msgpack map: height, block (bin: the block's canonical "
+                        "bytes, as hashed and stored), cert (bin or nil)"
+                    }
+                }
+            },
+        },
+        summary="A committed block",
+    )
+    async def block(
+        height: Annotated[int, Path(ge=1, le=MAX_HEIGHT)], request: Request
+    ) -> Response:
+        """The block decoded into JSON; or, when the Accept header asks for
+        ``application/msgpack``, its stored bytes as they are (what a program following
+        every block should read: the node decodes nothing, the reader checks what it needs)."""
+        missing = ("block_not_found", f"no block at height {height}")
+        if MSGPACK in request.headers.get("accept", ""):
+            data, cert = _found(node.block_bytes(height), *missing)
+            packed = msgpack.packb({"height": height, "block": data, "cert": cert})
+            return Response(packed, media_type=MSGPACK)
+        return _answer(BlockOut.of(_found(node.block(height), *missing)))
 
     @get("/contracts/{contract_id}", ContractInfo, "A contract in escrow", missing="contract")
     async def contract(contract_id: RecordParam) -> Response:

@@ -350,6 +350,11 @@ class NodeService(Protocol):
 
     def block(self, height: int) -> CommittedBlock | None: ...
 
+    def block_bytes(self, height: int) -> tuple[bytes, bytes | None] | None:
+        """The committed block's canonical bytes and its certificate's, as stored: a
+        program that follows every block reads them without the node decoding a tx."""
+        ...
+
     def contract(self, contract_id: bytes) -> ContractInfo | None: ...
 
     def contracts(self, party: bytes | None, open_only: bool, limit: int) -> list[ContractInfo]:
@@ -469,6 +474,12 @@ class LocalService:
         if not 1 <= height <= self.store.state.height:
             return None
         return CommittedBlock(self.store.block(height), self.store.certificate(height))
+
+    def block_bytes(self, height: int) -> tuple[bytes, bytes | None] | None:
+        if not 1 <= height <= self.store.state.height:
+            return None
+        data = self.store.block_bytes(height)
+        return None if data is None else (data, self.store.certificate_bytes(height))
 
     def contract(self, contract_id: bytes) -> ContractInfo | None:
         contract = self.store.state.contracts.get(contract_id)

@@ -159,6 +159,9 @@ class FakeNode:
     def block(self, height: int) -> CommittedBlock | None:
         return CommittedBlock(BLOCK, CERT) if height == 1 else None
 
+    def block_bytes(self, height: int) -> tuple[bytes, bytes | None] | None:
+        return (BLOCK.encode(), CERT.encode()) if height == 1 else None
+
     def contract(self, contract_id: bytes) -> ContractInfo | None:
         return CONTRACT if contract_id == CONTRACT.id else None
 

@@ -7,12 +7,13 @@ import httpx
 import msgpack
 import pytest
 
+from chain.block import Block, CommitCertificate
 from chain.codec import MAX_TX_BYTES
 from chain.errors import Reason
 from node.api import MAX_BATCH, MSGPACK, SUBMIT_BATCH, SubmitOut
 from node.mempool import MempoolFull
 from node.service import SubmitResult
-from tests.test_api import GOOD_TX, FakeNode, assert_error, client, fake, parse
+from tests.test_api import BLOCK, CERT, GOOD_TX, FakeNode, assert_error, client, fake, parse
 
 __all__ = ["client", "fake"]  # the fixtures, used by name
 
@@ -121,3 +122,18 @@ async def test_a_batch_partly_refused_for_room_says_when_to_come_back(
     monkeypatch.undo()
     response = await client.post("/txs", content=packed([GOOD_TX.raw]), headers=PACKED)
     assert response.status_code == 200 and "retry-after-ms" not in response.headers
+
+
+async def test_a_block_in_msgpack_is_its_stored_bytes(client: httpx.AsyncClient) -> None:
+    response = await client.get("/blocks/1", headers={"Accept": MSGPACK})
+    assert response.status_code == 200 and response.headers["content-type"] == MSGPACK
+    body = msgpack.unpackb(response.content)
+    assert body["height"] == 1
+    assert Block.decode(body["block"]) == BLOCK
+    assert CommitCertificate.decode(body["cert"]) == CERT
+    as_json = (await client.get("/blocks/1")).json()
+    assert as_json["hash"] == BLOCK.hash.hex()
+
+
+async def test_a_missing_block_in_msgpack_is_a_404(client: httpx.AsyncClient) -> None:
+    assert_error(await client.get("/blocks/2", headers={"Accept": MSGPACK}), 404, "block_not_found")

@@ -63,7 +63,9 @@ def test_committed_blocks_read_back_by_height_and_tx_id(store: Store) -> None:
     second = commit(store, [pay("alice", 1, "bob", USD, 20), pay("bob", 0, "alice", SGD, 5)])
     assert store.block(1) == first and store.block(2) == second
     assert store.block(0) is None and store.block(3) is None
+    assert store.block_bytes(2) == second.encode() and store.block_bytes(3) is None
     assert store.certificate(2) == certificate(second)
+    assert store.certificate_bytes(2) == certificate(second).encode()
     assert second.last_cert == store.certificate(1)
     assert [b.height for b, _ in store.blocks(1, 99)] == [1, 2]
     for height, block in ((1, first), (2, second)):

@@ -23,6 +23,7 @@ Transport = Callable[[str, str, bytes | None], tuple[int, bytes]]
 MSGPACK = "application/msgpack"
 _JSON = {"Content-Type": "application/json"}
 _MSGPACK = {"Content-Type": MSGPACK, "Accept": MSGPACK}
+_ACCEPT_MSGPACK = {"Accept": MSGPACK}
 
 
 class NodeClient:
@@ -66,7 +67,12 @@ class NodeClient:
         return self._request("DELETE", path, None, self.timeout)
 
     def _request(
-        self, method: str, path: str, body: bytes | None, timeout: float, headers: dict = _JSON
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        timeout: float,
+        headers: dict | None = None,
     ) -> dict:
         from http.client import HTTPException
 
@@ -100,7 +106,7 @@ class NodeClient:
         )
 
     def _exchange(
-        self, method: str, path: str, body: bytes | None, timeout: float, headers: dict
+        self, method: str, path: str, body: bytes | None, timeout: float, headers: dict | None
     ) -> tuple[int, bytes, str, float | None]:
         """One request/response: status, body, its media type and the wait it asks for
         (``retry_after``). A kept-alive connection the server has since closed is replaced
@@ -119,7 +125,7 @@ class NodeClient:
             if conn.sock is not None:
                 conn.sock.settimeout(timeout)
             try:
-                sent = {**self.headers, **(headers if body else {})}
+                sent = {**self.headers, **(headers or (_JSON if body else {}))}
                 conn.request(method, path, body=body, headers=sent)
                 response = conn.getresponse()
                 media = (response.getheader("Content-Type") or "").split(";")[0].strip()
@@ -139,6 +145,15 @@ class NodeClient:
 
     def block(self, height: int) -> dict:
         return self.get(f"/blocks/{height}")
+
+    def block_bytes(self, height: int) -> bytes:
+        """The committed block's canonical bytes, as the node stores them (decode with
+        ``chain.block.Block.decode``): the node decodes nothing to answer."""
+        answer = self._request("GET", f"/blocks/{height}", None, self.timeout, _ACCEPT_MSGPACK)
+        data = answer.get("block")
+        if not isinstance(data, bytes):
+            raise ApiError("http_error", f"node {self.bank} sent no block bytes for {height}", 200)
+        return data
 
     def account(self, account: bytes) -> dict:
         return self.get(f"/accounts/{account.hex()}")
