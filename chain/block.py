@@ -22,6 +22,7 @@ import msgpack
 
 from chain.codec import (
     BLOCK,
+    BLOCK_TXS,
     CERTIFICATE,
     EVIDENCE_IN_BLOCK,
     HASH_SIZE,
@@ -31,10 +32,10 @@ from chain.codec import (
     MAX_CHAIN_ID_CHARS,
     MAX_VALIDATORS,
     SIGNATURE_SIZE,
-    TX_IN_BLOCK,
     Limits,
     split_array,
     unpack,
+    unpack_bins,
 )
 from chain.errors import DecodeError, InvalidBlock, TxRejected, ensure
 from chain.tx import Tx, decode_tx
@@ -219,7 +220,10 @@ class Block:
         header_bytes, txs_bytes, cert_bytes, evidence_bytes = parts
         header = Header.from_list(_unpack(header_bytes, HEADER, "header"))
         try:
-            raws = [_unpack(raw, TX_IN_BLOCK, "tx") for raw in _split(txs_bytes, BLOCK, "txs")]
+            try:
+                raws = unpack_bins(txs_bytes, BLOCK_TXS)
+            except DecodeError as exc:
+                raise InvalidBlock(f"txs: {exc}") from None
             if known:
                 txs = tuple(_known_or_decoded(raw, known) for raw in raws)
             else:

@@ -2,12 +2,12 @@
 
 Every decoder here takes any bytes at all and returns a well-typed value or raises
 ``BadMessage``, never another exception, so the loops that read peers catch one error.
-None of them hands the whole payload to msgpack: a message that holds many parts (a tx
-batch, a sync answer) is split with ``chain.codec.split_array``, which builds no object,
-and each part is unpacked under the limits of one part. So garbage costs CPU in
-proportion to its bytes and no more memory than its largest legal part, whatever it
-declares (an array32 header asking for 2**32 slots is refused before anything is
-allocated).
+None of them hands a payload to msgpack unguarded: a sync answer is split with
+``chain.codec.split_array``, which builds no object, and each part is unpacked under the
+limits of one part; a tx batch, only bins, is unpacked by ``chain.codec.unpack_bins``,
+which refuses an array of anything else as soon as it is built. So garbage costs CPU in
+proportion to its bytes and no more memory than about its own size, whatever it declares
+(an array32 header asking for 2**32 slots is refused before anything is allocated).
 
 The payloads, by frame kind:
 
@@ -25,7 +25,17 @@ from collections.abc import Iterator, Mapping, Sequence
 import msgpack
 
 from chain.block import MAX_HEIGHT, Block, CommitCertificate
-from chain.codec import BLOCK, CERTIFICATE, MAX_BLOCK_TXS, TX_IN_BLOCK, Limits, split_array, unpack
+from chain.codec import (
+    BLOCK,
+    CERTIFICATE,
+    MAX_BLOCK_TXS,
+    MAX_TX_BYTES,
+    TX_IN_BLOCK,
+    Limits,
+    split_array,
+    unpack,
+    unpack_bins,
+)
 from chain.errors import DecodeError, InvalidBlock
 from chain.tx import Tx
 from consensus.messages import BadMessage, Message, decode_message
@@ -40,10 +50,10 @@ _BIN32 = 5  # the widest msgpack bin header
 TX_BATCH = Limits(
     max_bytes=min(MAX_FRAME_SIZE, _ARRAY32 + MAX_BATCH_TXS * TX_IN_BLOCK.max_bytes),
     max_array=MAX_BATCH_TXS,
-    max_bin=0,
+    max_bin=MAX_TX_BYTES,
     max_str=0,
 )
-"""A tx batch, split into its txs; each tx is then unpacked under ``TX_IN_BLOCK``."""
+"""A tx batch: an array of txs' wire bytes (``chain.codec.unpack_bins``)."""
 
 SYNC_REQUEST = Limits(max_bytes=1 + 2 * 9, max_array=2, max_bin=0, max_str=0)
 """``[from_height, count]``: two integers of at most 9 bytes each."""
@@ -79,7 +89,7 @@ def encode_tx_batch(raws: Sequence[bytes]) -> bytes:
 def decode_tx_batch(payload: bytes) -> list[bytes]:
     """The wire bytes of each tx in a batch, not yet decoded (``chain.tx.decode_tx``)."""
     try:
-        return [_bin(part, TX_IN_BLOCK) for part in split_array(payload, TX_BATCH)]
+        return unpack_bins(payload, TX_BATCH)
     except DecodeError as exc:
         raise BadMessage(f"tx batch: {exc}") from None
 

@@ -16,8 +16,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from chain import codec
 from chain.block import Block, CommitCertificate
-from chain.codec import BLOCK, MAX_BLOCK_TXS, TX_BODY, split_array, unpack
+from chain.codec import BLOCK, BLOCK_TXS, MAX_BLOCK_TXS, TX_BODY, split_array, unpack, unpack_bins
 from chain.errors import DecodeError, InvalidBlock, Reason, TxRejected
 from chain.state import State
 from chain.tx import Ref, SwapTerms, TxKind, decode_tx, sign_tx
@@ -230,8 +231,33 @@ def test_a_huge_declared_array_is_refused_before_anything_is_allocated() -> None
     with pytest.raises(InvalidBlock, match="block: undecodable"):  # skipping ran out of bytes
         Block.decode(nested)
     too_many = b"\xdd" + (MAX_BLOCK_TXS + 1).to_bytes(4, "big") + b"\xc0" * (MAX_BLOCK_TXS + 1)
-    with pytest.raises(InvalidBlock, match="txs: an array of 10001 elements, at most 10000"):
+    with pytest.raises(InvalidBlock, match=r"txs: .*10001 exceeds max_array_len\(10000\)"):
         Block.decode(b"\x94" + encoded(header) + too_many + encoded(cert) + encoded(evidence))
+
+
+def test_a_tx_list_of_anything_but_bins_is_refused_as_soon_as_built(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``unpack_bins`` refuses the first array holding a non-bin once it is built: of
+    10,000 nested arrays (each a Python list of ~60 bytes per input byte), two are built."""
+    seen: list[list] = []
+    only_bins = codec._only_bins
+
+    def watched(items: list) -> list:
+        seen.append(items)
+        return only_bins(items)
+
+    monkeypatch.setattr(codec, "_only_bins", watched)
+    wide = b"\xdc" + (10_000).to_bytes(2, "big") + b"\x91\x90" * 10_000  # [[[]], [[]], ...]
+    with pytest.raises(DecodeError, match="something other than bins"):
+        unpack_bins(wide, BLOCK_TXS)
+    assert seen == [[], [[]]]
+    monkeypatch.undo()
+    for bad in (b"\x92\xc4\x01x\x01", b"\x91\xa1x", b"\xc4\x01x", b"\x91\x80", b"\x90\x90"):
+        with pytest.raises(DecodeError):
+            unpack_bins(bad, BLOCK_TXS)
+    assert unpack_bins(b"\x92\xc4\x01x\xc4\x00", BLOCK_TXS) == [b"x", b""]
+    assert unpack_bins(b"\x90", BLOCK_TXS) == []
 
 
 def test_deep_nesting_is_refused() -> None:
@@ -246,8 +272,9 @@ def test_deep_nesting_is_refused() -> None:
 
 def test_a_4_mb_frame_of_nested_arrays_is_refused_in_bounded_memory() -> None:
     """Legal in every count and every byte limit of a block but one: its txs are arrays of
-    400 empty arrays. Unpacked whole, it is 4 million lists (~257 MB); split, each
-    element is refused on its own and memory stays near the frame's size."""
+    400 empty arrays. Unpacked whole without a guard, it is 4 million lists (~257 MB);
+    ``unpack_bins`` refuses the first of them once built, and memory stays near the
+    frame's size."""
     header, _, cert, evidence = msgpack.unpackb(BLOCK_2.encode(), raw=False)
     element = b"\xdc" + (400).to_bytes(2, "big") + b"\x90" * 400
     txs = b"\xdd" + MAX_BLOCK_TXS.to_bytes(4, "big") + element * MAX_BLOCK_TXS
@@ -255,7 +282,7 @@ def test_a_4_mb_frame_of_nested_arrays_is_refused_in_bounded_memory() -> None:
     assert 4_000_000 < len(frame) <= BLOCK.max_bytes
     tracemalloc.start()
     try:
-        with pytest.raises(InvalidBlock, match="max_array_len"):
+        with pytest.raises(InvalidBlock, match="something other than bins"):
             Block.decode(frame)
         _, peak = tracemalloc.get_traced_memory()
     finally:
