@@ -80,6 +80,10 @@ RETRY_AFTER_S = 1  # HTTP's Retry-After is in whole seconds; depnet's clients re
 MAX_HISTORY_PAGE = 500
 DEFAULT_HISTORY_PAGE = 50
 MAX_LIST = 500  # contracts, offers or evidence per answer
+# A long poll of /head waits this long by default, and at most the maximum (kept under the
+# server's graceful shutdown so a waiting reader holds a stopping node up little).
+DEFAULT_HEAD_WAIT_MS = 1_000
+MAX_HEAD_WAIT_MS = 2_000
 DEFAULT_LIST = 100
 HEX32 = "^[0-9a-fA-F]{64}$"
 MAX_FAULT_BODY_BYTES = 64 * 1024
@@ -635,8 +639,25 @@ def create_app(
         return _answer(EvidenceOut(node.evidence(height, limit)))
 
     @get("/head", Head, "The committed tip")
-    async def head() -> Response:
-        return _answer(node.head())
+    async def head(
+        after: Annotated[
+            int | None,
+            Query(
+                ge=0,
+                le=MAX_HEIGHT,
+                description="Answer once the tip is above this height, or when wait_ms ends.",
+            ),
+        ] = None,
+        wait_ms: Annotated[
+            int,
+            Query(ge=0, le=MAX_HEAD_WAIT_MS, description="How long `after` may wait, in ms."),
+        ] = DEFAULT_HEAD_WAIT_MS,
+    ) -> Response:
+        """The tip; with ``after``, a long poll: one request per new block for a program
+        that follows the chain (a poll every few ms cost a node ~6 % of its CPU)."""
+        if after is None:
+            return _answer(node.head())
+        return _answer(await node.next_head(after, wait_ms / 1000))
 
     @get("/status", NodeStatus, "Consensus and node status")
     async def status() -> Response:

@@ -272,6 +272,7 @@ class Node:
         if self.mempool.pending_count:
             self._txs_available(block.height + 1)
         self.metrics.on_commit(block, self.last_commit_time)
+        self.service.on_commit()
         log_event(
             log,
             "committed",

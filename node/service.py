@@ -376,6 +376,11 @@ class NodeService(Protocol):
 
     def head(self) -> Head: ...
 
+    async def next_head(self, after: int, timeout: float) -> Head:
+        """The tip once it is above height ``after``, or as it is when ``timeout`` seconds
+        have passed: a reader follows the chain with one request per block, not a poll."""
+        ...
+
     def status(self) -> NodeStatus: ...
 
 
@@ -394,10 +399,16 @@ class LocalService:
     since_commit: Callable[[], float]
     catch_up: CatchUp
     room_again_ms: int
+    _committed: trio.Event = field(default_factory=trio.Event, init=False, repr=False)
 
     @property
     def registry(self) -> CollectorRegistry:
         return self.metrics.registry
+
+    def on_commit(self) -> None:
+        """Wake the readers waiting for a new tip (``next_head``)."""
+        self._committed.set()
+        self._committed = trio.Event()
 
     async def submit(self, raws: list[bytes]) -> list[SubmitResult]:
         height = self.store.state.height
@@ -526,6 +537,12 @@ class LocalService:
             state_root=state.state_root,
             time_ms=state.last_time_ms,
         )
+
+    async def next_head(self, after: int, timeout: float) -> Head:
+        with trio.move_on_after(timeout):
+            while self.store.state.height <= after:
+                await self._committed.wait()
+        return self.head()
 
     def status(self) -> NodeStatus:
         engine = self.engine

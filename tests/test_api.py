@@ -120,6 +120,7 @@ class FakeNode:
         self.fail_status = False
         self.history_reads: list[tuple[bytes, int | None, int]] = []
         self.list_reads: list[tuple] = []
+        self.head_waits: list[tuple[int, float]] = []
 
     @property
     def registry(self):  # type: ignore[no-untyped-def]
@@ -182,6 +183,10 @@ class FakeNode:
 
     def head(self) -> Head:
         return Head(CHAIN, 1, BLOCK.hash, BLOCK.header.state_root, BLOCK.header.time_ms)
+
+    async def next_head(self, after: int, timeout: float) -> Head:
+        self.head_waits.append((after, timeout))
+        return self.head()
 
     def status(self) -> NodeStatus:
         if self.fail_status:
@@ -334,6 +339,15 @@ async def test_block(client: httpx.AsyncClient) -> None:
     assert body.cert is not None and body.cert.signatures == [(0, b"\x09" * 64)]
     assert response.json()["cert"]["signatures"] == [[0, "09" * 64]]
     assert_error(await client.get("/blocks/2"), 404, "block_not_found")
+
+
+async def test_head_after_a_height_waits_for_the_next_one(
+    client: httpx.AsyncClient, fake: FakeNode
+) -> None:
+    plain = (await client.get("/head")).json()
+    assert (await client.get("/head?after=0")).json() == plain
+    assert (await client.get("/head?after=7&wait_ms=2000")).json() == plain
+    assert fake.head_waits == [(0, 1.0), (7, 2.0)]  # a plain GET /head never waits
 
 
 async def test_head_and_status(client: httpx.AsyncClient) -> None:
@@ -591,6 +605,10 @@ BAD_GETS = [
     ("/blocks", 404, "not_found"),
     ("/accounts/", 404, "not_found"),
     ("/head/extra", 404, "not_found"),
+    ("/head?after=-1", 400, "invalid_request"),
+    ("/head?after=x", 400, "invalid_request"),
+    ("/head?after=1&wait_ms=2001", 400, "invalid_request"),
+    ("/head?after=1&wait_ms=-1", 400, "invalid_request"),
     ("/" + "x" * 10_000, 404, "not_found"),
 ]
 

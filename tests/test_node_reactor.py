@@ -156,3 +156,28 @@ async def test_validators_commit_on_virtual_time_and_a_late_one_catches_up(
     finally:
         for node in nodes:
             node.store.close()
+
+
+async def test_a_reader_waiting_for_the_next_head_wakes_at_the_commit(
+    network: NetworkHome, autojump_clock: MockClock
+) -> None:
+    """``next_head`` (GET /head?after=) answers at the commit that passes ``after``, and
+    with the tip unchanged when its wait ends first (nodes that do not run commit nothing)."""
+    nodes = build_nodes(network)
+    first = nodes[0]
+    try:
+        idle = await first.service.next_head(0, 2.0)
+        assert idle.height == 0 and trio.current_time() == pytest.approx(2.0)
+        async with trio.open_nursery() as nursery:
+            for node in nodes:
+                await nursery.start(node.run_reactor)
+            await wait_until(lambda: first.store.state.height >= 2, "2 heights")
+            known = first.store.state.height
+            asked_at = trio.current_time()
+            head = await first.service.next_head(known, 600.0)
+            assert head.height == known + 1 == first.store.state.height
+            assert trio.current_time() - asked_at < 600.0
+            nursery.cancel_scope.cancel()
+    finally:
+        for node in nodes:
+            node.store.close()

@@ -140,8 +140,9 @@ class NodeClient:
     def status(self, *, timeout: float | None = None) -> dict:
         return self.get("/status", timeout=timeout)
 
-    def head(self) -> dict:
-        return self.get("/head")
+    def head(self, *, after: int | None = None) -> dict:
+        """The tip; with ``after``, once it is above that height (or after a second)."""
+        return self.get("/head" if after is None else f"/head?after={after}")
 
     def block(self, height: int) -> dict:
         return self.get(f"/blocks/{height}")
