@@ -26,7 +26,6 @@ import hashlib
 from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, replace
 from itertools import repeat
-from operator import methodcaller
 
 import msgpack
 
@@ -57,15 +56,14 @@ ROOT_MODULUS = 2**256
 # The same bytes as msgpack.packb, without building a Packer per call.
 _pack = msgpack.Packer(use_bin_type=True).pack
 _sha256 = hashlib.sha256
-_digest = methodcaller("digest")
 
 
 def _hash_all(entries: Iterable[tuple]) -> list[int]:
     """The hash each state entry adds to the root: the sha256 of its msgpack bytes, as a
-    big-endian integer. Mapped in C, without a Python call per entry: a block hashes
-    thousands of them."""
-    digests = map(_digest, map(_sha256, map(_pack, entries)))
-    return list(map(int.from_bytes, digests, repeat("big")))
+    big-endian integer. One comprehension, without a Python call per entry: a block
+    hashes thousands of them (it measured faster than chaining ``map`` over each step)."""
+    pack, sha256, from_bytes = _pack, _sha256, int.from_bytes
+    return [from_bytes(sha256(pack(entry)).digest(), "big") for entry in entries]
 
 
 class State:
