@@ -319,10 +319,11 @@ def _hashed(tag: str, table: dict) -> dict:
 def check_chain_and_sender(changes: Changes, tx: Tx) -> None:
     """The first rules of every tx (the mempool checks them too): it is for this chain
     and its sender is registered. Raises TxRejected."""
-    if tx.chain_id != changes.base.chain_id:
+    base, sender = changes.base, tx.sender
+    if tx.chain_id != base.chain_id:
         raise rejected(Reason.WRONG_CHAIN, "tx is for chain {!r}", tx.chain_id)
-    if changes.bank_of(tx.sender) is None:
-        raise rejected(Reason.SENDER_NOT_REGISTERED, "sender {} is not registered", tx.sender)
+    if (changes.accounts.get(sender) or base.accounts.get(sender)) is None:  # bank_of
+        raise rejected(Reason.SENDER_NOT_REGISTERED, "sender {} is not registered", sender)
 
 
 def apply_tx(changes: Changes, tx: Tx) -> None:
@@ -332,13 +333,16 @@ def apply_tx(changes: Changes, tx: Tx) -> None:
     exactly as it was.
     """
     check_chain_and_sender(changes, tx)
-    expected = changes.nonce(tx.sender)
+    sender = tx.sender
+    expected = changes.nonces.get(sender)  # changes.nonce(sender), without the call
+    if expected is None:
+        expected = changes.base.nonces.get(sender, 0)
     if tx.nonce != expected:
         raise rejected(Reason.BAD_NONCE, "expected nonce {}, got {}", expected, tx.nonce)
     _RULES[tx.kind](changes, tx)
     changes._root_memo = None
     changes.block_hash = None
-    changes.nonces[tx.sender] = expected + 1
+    changes.nonces[sender] = expected + 1
 
 
 def _register(changes: Changes, tx: Tx) -> None:
@@ -386,11 +390,17 @@ def _burn(changes: Changes, tx: Tx) -> None:
 
 
 def _transfer(changes: Changes, tx: Tx) -> None:
-    _token(changes, tx.token)
-    _require_registered(changes, tx.to)
-    _require_unfrozen(changes, tx.sender, tx.to)
+    """The commonest tx, so its rules call as few functions as they can: each check is
+    inline and calls its shared rule only to raise that rule's error."""
+    base, to = changes.base, tx.to
+    if tx.token not in base.tokens:
+        _token(changes, tx.token)
+    if (changes.accounts.get(to) or base.accounts.get(to)) is None:  # bank_of
+        _require_registered(changes, to)
+    if changes.frozen or base.frozen:
+        _require_unfrozen(changes, tx.sender, to)
     _debit_sender(changes, tx, "sends")
-    _credit(changes, tx.to, tx.token, tx.amount)
+    _credit(changes, to, tx.token, tx.amount)
 
 
 # -- compliance holds -----------------------------------------------------------------------
@@ -643,17 +653,26 @@ def _open_offer(changes: Changes, ref: Ref) -> Offer:
 
 
 def _debit_sender(changes: Changes, tx: Tx, verb: str) -> None:
-    """The last rule of a tx that spends (the sender holds the amount), then its debit."""
-    held = changes.balance(tx.sender, tx.token)
+    """The last rule of a tx that spends (the sender holds the amount), then its debit.
+    Like ``_credit``, it reads the balance as ``Changes.balance`` does, without the call:
+    every payment runs both."""
+    key = (tx.sender, tx.token)
+    held = changes.balances.get(key)
+    if held is None:
+        held = changes.base.balances.get(key, 0)
     if held < tx.amount:
         raise rejected(
             Reason.INSUFFICIENT_FUNDS, "holds {} {}, {} {}", held, tx.token, verb, tx.amount
         )
-    changes.balances[(tx.sender, tx.token)] = held - tx.amount
+    changes.balances[key] = held - tx.amount
 
 
 def _credit(changes: Changes, account: bytes, token: str, amount: int) -> None:
-    changes.balances[(account, token)] = changes.balance(account, token) + amount
+    key = (account, token)
+    held = changes.balances.get(key)
+    if held is None:
+        held = changes.base.balances.get(key, 0)
+    changes.balances[key] = held + amount
 
 
 def _met_deadline(changes: Changes, deadline: int) -> None:
