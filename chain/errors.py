@@ -102,9 +102,22 @@ def ensure(
     A bytes argument (an account key) shows as its first 16 hex digits.
     """
     if not condition:
-        if args:
-            detail = detail.format(*(_short(a) if type(a) is bytes else a for a in args))
-        raise TxRejected(broken, detail) if isinstance(broken, Reason) else broken(detail)
+        if isinstance(broken, Reason):
+            raise rejected(broken, detail, *args)
+        raise broken(_filled(detail, args))
+
+
+def rejected(reason: Reason, detail: str = "", *args: object) -> TxRejected:
+    """The TxRejected that ``ensure`` raises for ``reason``, for the rules of the
+    commonest txs, which run as plain ``if`` statements (a call per rule is a noticeable
+    part of applying a transfer) and build their error only when the rule breaks."""
+    return TxRejected(reason, _filled(detail, args))
+
+
+def _filled(detail: str, args: tuple[object, ...]) -> str:
+    if not args:
+        return detail
+    return detail.format(*(_short(a) if type(a) is bytes else a for a in args))
 
 
 T = TypeVar("T")

@@ -26,7 +26,6 @@ import hashlib
 from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, replace
 from itertools import repeat
-from operator import methodcaller
 
 import msgpack
 
@@ -39,7 +38,7 @@ from chain.block import (
     evidence_hash,
     tx_root,
 )
-from chain.errors import InvalidBlock, Reason, TxRejected, ensure, present
+from chain.errors import InvalidBlock, Reason, TxRejected, ensure, present, rejected
 from chain.escrow import Contract, Offer, OfferStatus, Settlement
 from chain.genesis import Genesis, Token
 from chain.tx import (
@@ -57,15 +56,14 @@ ROOT_MODULUS = 2**256
 # The same bytes as msgpack.packb, without building a Packer per call.
 _pack = msgpack.Packer(use_bin_type=True).pack
 _sha256 = hashlib.sha256
-_digest = methodcaller("digest")
 
 
 def _hash_all(entries: Iterable[tuple]) -> list[int]:
     """The hash each state entry adds to the root: the sha256 of its msgpack bytes, as a
-    big-endian integer. Mapped in C, without a Python call per entry: a block hashes
-    thousands of them."""
-    digests = map(_digest, map(_sha256, map(_pack, entries)))
-    return list(map(int.from_bytes, digests, repeat("big")))
+    big-endian integer. One comprehension, without a Python call per entry: a block
+    hashes thousands of them (it measured faster than chaining ``map`` over each step)."""
+    pack, sha256, from_bytes = _pack, _sha256, int.from_bytes
+    return [from_bytes(sha256(pack(entry)).digest(), "big") for entry in entries]
 
 
 class State:
@@ -321,15 +319,11 @@ def _hashed(tag: str, table: dict) -> dict:
 def check_chain_and_sender(changes: Changes, tx: Tx) -> None:
     """The first rules of every tx (the mempool checks them too): it is for this chain
     and its sender is registered. Raises TxRejected."""
-    chain_id = tx.chain_id
-    ensure(chain_id == changes.base.chain_id, Reason.WRONG_CHAIN, "tx is for chain {!r}", chain_id)
-    sender = tx.sender
-    ensure(
-        changes.bank_of(sender) is not None,
-        Reason.SENDER_NOT_REGISTERED,
-        "sender {} is not registered",
-        sender,
-    )
+    base, sender = changes.base, tx.sender
+    if tx.chain_id != base.chain_id:
+        raise rejected(Reason.WRONG_CHAIN, "tx is for chain {!r}", tx.chain_id)
+    if (changes.accounts.get(sender) or base.accounts.get(sender)) is None:  # bank_of
+        raise rejected(Reason.SENDER_NOT_REGISTERED, "sender {} is not registered", sender)
 
 
 def apply_tx(changes: Changes, tx: Tx) -> None:
@@ -339,12 +333,16 @@ def apply_tx(changes: Changes, tx: Tx) -> None:
     exactly as it was.
     """
     check_chain_and_sender(changes, tx)
-    expected = changes.nonce(tx.sender)
-    ensure(tx.nonce == expected, Reason.BAD_NONCE, "expected nonce {}, got {}", expected, tx.nonce)
+    sender = tx.sender
+    expected = changes.nonces.get(sender)  # changes.nonce(sender), without the call
+    if expected is None:
+        expected = changes.base.nonces.get(sender, 0)
+    if tx.nonce != expected:
+        raise rejected(Reason.BAD_NONCE, "expected nonce {}, got {}", expected, tx.nonce)
     _RULES[tx.kind](changes, tx)
     changes._root_memo = None
     changes.block_hash = None
-    changes.nonces[tx.sender] = expected + 1
+    changes.nonces[sender] = expected + 1
 
 
 def _register(changes: Changes, tx: Tx) -> None:
@@ -392,12 +390,17 @@ def _burn(changes: Changes, tx: Tx) -> None:
 
 
 def _transfer(changes: Changes, tx: Tx) -> None:
-    _token(changes, tx.token)
-    _require_registered(changes, tx.to)
-    _require_unfrozen(changes, tx.sender)
-    _require_unfrozen(changes, tx.to)
+    """The commonest tx, so its rules call as few functions as they can: each check is
+    inline and calls its shared rule only to raise that rule's error."""
+    base, to = changes.base, tx.to
+    if tx.token not in base.tokens:
+        _token(changes, tx.token)
+    if (changes.accounts.get(to) or base.accounts.get(to)) is None:  # bank_of
+        _require_registered(changes, to)
+    if changes.frozen or base.frozen:
+        _require_unfrozen(changes, tx.sender, to)
     _debit_sender(changes, tx, "sends")
-    _credit(changes, tx.to, tx.token, tx.amount)
+    _credit(changes, to, tx.token, tx.amount)
 
 
 # -- compliance holds -----------------------------------------------------------------------
@@ -444,8 +447,7 @@ def _contract_open(changes: Changes, tx: Tx) -> None:
         "approver {} is not registered",
         terms.approver,
     )
-    _require_unfrozen(changes, tx.sender)
-    _require_unfrozen(changes, tx.to)
+    _require_unfrozen(changes, tx.sender, tx.to)
     deadline = min(_deadlines(terms))
     ensure(
         changes.time_ms < deadline,
@@ -607,8 +609,7 @@ def _swap_accept(changes: Changes, tx: Tx) -> None:
         offer.expiry_ms,
         changes.time_ms,
     )
-    _require_unfrozen(changes, taker)
-    _require_unfrozen(changes, offer.maker)
+    _require_unfrozen(changes, taker, offer.maker)
     held = changes.balance(taker, offer.ask_token)
     ensure(
         held >= offer.ask_amount,
@@ -652,22 +653,26 @@ def _open_offer(changes: Changes, ref: Ref) -> Offer:
 
 
 def _debit_sender(changes: Changes, tx: Tx, verb: str) -> None:
-    """The last rule of a tx that spends (the sender holds the amount), then its debit."""
-    held = changes.balance(tx.sender, tx.token)
-    ensure(
-        held >= tx.amount,
-        Reason.INSUFFICIENT_FUNDS,
-        "holds {} {}, {} {}",
-        held,
-        tx.token,
-        verb,
-        tx.amount,
-    )
-    changes.balances[(tx.sender, tx.token)] = held - tx.amount
+    """The last rule of a tx that spends (the sender holds the amount), then its debit.
+    Like ``_credit``, it reads the balance as ``Changes.balance`` does, without the call:
+    every payment runs both."""
+    key = (tx.sender, tx.token)
+    held = changes.balances.get(key)
+    if held is None:
+        held = changes.base.balances.get(key, 0)
+    if held < tx.amount:
+        raise rejected(
+            Reason.INSUFFICIENT_FUNDS, "holds {} {}, {} {}", held, tx.token, verb, tx.amount
+        )
+    changes.balances[key] = held - tx.amount
 
 
 def _credit(changes: Changes, account: bytes, token: str, amount: int) -> None:
-    changes.balances[(account, token)] = changes.balance(account, token) + amount
+    key = (account, token)
+    held = changes.balances.get(key)
+    if held is None:
+        held = changes.base.balances.get(key, 0)
+    changes.balances[key] = held + amount
 
 
 def _met_deadline(changes: Changes, deadline: int) -> None:
@@ -677,31 +682,24 @@ def _met_deadline(changes: Changes, deadline: int) -> None:
 
 
 def _token(changes: Changes, symbol: str) -> Token:
-    return present(
-        changes.base.tokens.get(symbol),
-        Reason.UNKNOWN_TOKEN,
-        "no token {!r} on this network",
-        symbol,
-    )
+    token = changes.base.tokens.get(symbol)
+    if token is None:
+        raise rejected(Reason.UNKNOWN_TOKEN, "no token {!r} on this network", symbol)
+    return token
 
 
 def _require_registered(changes: Changes, account: bytes) -> None:
-    ensure(
-        changes.bank_of(account) is not None,
-        Reason.RECIPIENT_NOT_REGISTERED,
-        "recipient {} is not registered",
-        account,
-    )
+    if changes.bank_of(account) is None:
+        raise rejected(Reason.RECIPIENT_NOT_REGISTERED, "recipient {} is not registered", account)
 
 
-def _require_unfrozen(changes: Changes, account: bytes) -> None:
-    """A frozen account neither sends nor receives, by any kind of tx."""
-    ensure(
-        not changes.is_frozen(account),
-        Reason.ACCOUNT_FROZEN,
-        "{} is frozen by its bank",
-        account,
-    )
+def _require_unfrozen(changes: Changes, *accounts: bytes) -> None:
+    """A frozen account neither sends nor receives, by any kind of tx. Checked in the
+    order given; while no account is under a hold (the common case) one test answers."""
+    if changes.frozen or changes.base.frozen:
+        for account in accounts:
+            if changes.is_frozen(account):
+                raise rejected(Reason.ACCOUNT_FROZEN, "{} is frozen by its bank", account)
 
 
 _RULES: dict[TxKind, Callable[[Changes, Tx], None]] = {

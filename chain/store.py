@@ -17,11 +17,12 @@ Keys (heights are 8-byte big-endian, so keys sort by height):
     c + height          this node's commit certificate for the block at that height
     t + tx id           height (8 bytes) + position in the block (4 bytes)
     h + account + height + position
-                        tx id: one entry per tx for each account it names or pays: its
+                        empty: one entry per tx for each account it names or pays: its
                         sender, its recipient, and for a tx on a contract or an offer,
                         the contract's buyer and supplier or the offer's maker; an
                         account's entries sort by height and position, so its history
-                        reads newest first with one reverse range scan
+                        reads newest first with one reverse range scan. The key is the
+                        whole entry: its location finds the tx in its block (``txs_at``)
     B + account + token balance (absent when zero, as in State)
     N + account         nonce (the next one expected)
     A + account         name of the bank that registered the account
@@ -59,8 +60,8 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 # 2: a supply entry is the outstanding amount; 3: contracts, offers, holds; 4: blocks
-# carry evidence, indexed by height
-SCHEMA_VERSION = 4
+# carry evidence, indexed by height; 5: account history entries are keys only (no tx id)
+SCHEMA_VERSION = 5
 
 _META = b"\x00meta"
 _HEAD = b"\x00head"
@@ -215,16 +216,17 @@ class Store:
             put(_CERT + _height_key(height), cert.encode())
             location = _location.pack
             for position, tx in enumerate(block.txs):
-                tx_id = tx.tx_id
                 where = location(height, position)
-                put(_TX + tx_id, where)
+                put(_TX + tx.tx_id, where)
                 sender, to = tx.sender, tx.to
-                put(_ACCOUNT_TX + sender + where, tx_id)
+                # Keys only: a tx id in each of a block's thousands of history entries
+                # was an eighth of what a block of transfers wrote.
+                put(_ACCOUNT_TX + sender + where, b"")
                 if to and to != sender:
-                    put(_ACCOUNT_TX + to + where, tx_id)
+                    put(_ACCOUNT_TX + to + where, b"")
                 if tx.kind in REF_KINDS:
                     for party in _parties(tx, changes) - {sender}:
-                        put(_ACCOUNT_TX + party + where, tx_id)
+                        put(_ACCOUNT_TX + party + where, b"")
             for position, proof in enumerate(block.evidence):
                 put(_EVIDENCE + _evidence_key(header.height, position), proof)
             _write_entries(batch, changes)
@@ -281,14 +283,15 @@ class Store:
 
     def account_txs(
         self, account: bytes, *, before_height: int | None = None, limit: int = 50
-    ) -> list[tuple[int, int, bytes]]:
-        """(height, position, tx id) of the newest ``limit`` committed txs that ``account``
-        sent or received, below ``before_height`` if given, newest first."""
+    ) -> list[tuple[int, int]]:
+        """The (height, position) of the newest ``limit`` committed txs that ``account``
+        sent or received, below ``before_height`` if given, newest first; ``txs_at``
+        reads the txs."""
         return list(itertools.islice(self._account_entries(account, before_height), max(limit, 0)))
 
     def account_page(
         self, account: bytes, *, before_height: int | None = None, limit: int = 50
-    ) -> tuple[list[tuple[int, int, bytes]], int | None]:
+    ) -> tuple[list[tuple[int, int]], int | None]:
         """One page of :meth:`account_txs` and the ``before_height`` of the next page (None
         when nothing older is left).
 
@@ -299,7 +302,7 @@ class Store:
         """
         if limit < 1:
             raise ValueError("limit must be at least 1")
-        page: list[tuple[int, int, bytes]] = []
+        page: list[tuple[int, int]] = []
         whole_block: int | None = None  # the height being read whole, in the rare case
         for entry in self._account_entries(account, before_height):
             height = entry[0]
@@ -338,23 +341,22 @@ class Store:
 
     def _account_entries(
         self, account: bytes, before_height: int | None
-    ) -> Iterator[tuple[int, int, bytes]]:
-        """The account's index entries below ``before_height``, newest first, read lazily
-        from one reverse iterator (which reads a consistent snapshot)."""
+    ) -> Iterator[tuple[int, int]]:
+        """The locations in the account's index below ``before_height``, newest first, read
+        lazily from one reverse iterator (which reads a consistent snapshot)."""
         if len(account) != KEY_SIZE:
             raise ValueError(f"an account is {KEY_SIZE} bytes")
         prefix = _ACCOUNT_TX + account
         if before_height is None:
-            entries = self._db.iterator(prefix=prefix, reverse=True)
+            keys = self._db.iterator(prefix=prefix, reverse=True, include_value=False)
         elif before_height <= 1:
             return
         else:
             stop = prefix + _height_key(min(before_height, 2**64 - 1))
-            entries = self._db.iterator(start=prefix, stop=stop, reverse=True)
-        with entries:
-            for key, tx_id in entries:
-                height, position = _location.unpack(key[-_LOCATION_SIZE:])
-                yield height, position, tx_id
+            keys = self._db.iterator(start=prefix, stop=stop, reverse=True, include_value=False)
+        with keys:
+            for key in keys:
+                yield _location.unpack(key[-_LOCATION_SIZE:])  # type: ignore[misc]
 
     def evidence(self, first: int = 1, last: int | None = None) -> list[tuple[int, bytes]]:
         """(height committed at, proof bytes) of the evidence blocks first..last committed

@@ -472,11 +472,11 @@ class LocalService:
         entries, next_before = self.store.account_page(
             account, before_height=before_height, limit=limit
         )
-        located = self.store.txs_at([(height, position) for height, position, _ in entries])
+        located = self.store.txs_at(entries)
         return AccountTxs(
             [
                 AccountTx(height, position, time_ms, tx)
-                for (height, position, _), (tx, time_ms) in zip(entries, located, strict=True)
+                for (height, position), (tx, time_ms) in zip(entries, located, strict=True)
             ],
             next_before,
         )

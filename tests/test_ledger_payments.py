@@ -300,7 +300,7 @@ def test_contracts_offers_and_holds_are_stored_in_the_block_batch_and_restored(
         assert [i for i, _ in store.offers()] == [offer_id]
         assert store.is_frozen(pub("carol")) and store.state.frozen == {pub("carol"): True}
         # the supplier's history shows the release that paid it, though it did not sign it
-        supplier_txs = [tx_id for _, _, tx_id in store.account_txs(pub("bob"))]
+        supplier_txs = [tx.tx_id for tx, _ in store.txs_at(store.account_txs(pub("bob")))]
         assert supplier_txs == [release.tx_id, offer_id, contract_id]
 
 

@@ -234,10 +234,10 @@ def test_a_block_beyond_the_head_is_detected_on_open(tmp_path: Path) -> None:
 # --- the per-account index ------------------------------------------------------------------
 
 
-def _expected_index(store: Store, account: bytes) -> list[tuple[int, int, bytes]]:
+def _expected_index(store: Store, account: bytes) -> list[tuple[int, int]]:
     """What the index should hold for ``account``, from the blocks, newest first."""
     found = [
-        (block.height, position, t.tx_id)
+        (block.height, position)
         for block, _ in store.blocks(1, store.head.height)
         for position, t in enumerate(block.txs)
         if account in (t.sender, t.to)
@@ -256,28 +256,21 @@ def test_account_index_lists_sent_and_received_txs_newest_first(store: Store) ->
             sign_tx(key("jpm-issuer"), TxKind.REGISTER, CHAIN_ID, 0, to=pub("dave")),
         ],
     )
-    assert store.account_txs(pub("alice")) == [
-        (3, 1, third.txs[1].tx_id),
-        (1, 1, first.txs[1].tx_id),
-        (1, 0, first.txs[0].tx_id),
-    ]
-    assert store.account_txs(pub("carol")) == [
-        (3, 0, third.txs[0].tx_id),
-        (1, 0, first.txs[0].tx_id),
-    ]
-    assert store.account_txs(pub("dave")) == [(3, 2, third.txs[2].tx_id)]  # registered here
+    assert store.account_txs(pub("alice")) == [(3, 1), (1, 1), (1, 0)]
+    assert store.account_txs(pub("carol")) == [(3, 0), (1, 0)]
+    assert store.account_txs(pub("dave")) == [(3, 2)]  # registered here
     assert store.account_txs(pub("erin")) == []
     for name in ("alice", "bob", "carol", "dave", "jpm-issuer"):
         assert store.account_txs(pub(name), limit=99) == _expected_index(store, pub(name))
     # limit and before_height cut the same list
     assert store.account_txs(pub("alice"), limit=2) == store.account_txs(pub("alice"))[:2]
     assert store.account_txs(pub("alice"), before_height=3) == store.account_txs(pub("alice"))[1:]
-    assert store.account_txs(pub("alice"), before_height=2, limit=1) == [(1, 1, first.txs[1].tx_id)]
+    assert store.account_txs(pub("alice"), before_height=2, limit=1) == [(1, 1)]
     assert store.account_txs(pub("alice"), before_height=1) == []
     assert store.account_txs(pub("alice"), before_height=2**63) == store.account_txs(pub("alice"))
     # the located txs read back with their block's time
-    located = store.txs_at([(h, p) for h, p, _ in store.account_txs(pub("alice"))])
-    assert [t.tx_id for t, _ in located] == [i for _, _, i in store.account_txs(pub("alice"))]
+    located = store.txs_at(store.account_txs(pub("alice")))
+    assert [t.tx_id for t, _ in located] == [t.tx_id for t in (third.txs[1], *first.txs[::-1])]
     assert [time_ms for _, time_ms in located] == [GENESIS_TIME_MS + 3, GENESIS_TIME_MS + 1,
                                                    GENESIS_TIME_MS + 1]  # fmt: skip
     with pytest.raises(StoreError, match="no block at height 9"):
@@ -305,13 +298,13 @@ def test_account_pages_never_split_a_block_and_cover_the_history(store: Store) -
     for txs in blocks:
         commit(store, txs)
     history = store.account_txs(pub("alice"), limit=99)
-    assert [(h, p) for h, p, _ in history] == [(4, 0), (3, 0), (2, 2), (2, 1), (2, 0), (1, 0)]
+    assert history == [(4, 0), (3, 0), (2, 2), (2, 1), (2, 0), (1, 0)]
 
     def pages(limit: int) -> list[list[tuple[int, int]]]:
         found, before = [], None
         while True:
             page, before = store.account_page(pub("alice"), before_height=before, limit=limit)
-            found.append([(h, p) for h, p, _ in page])
+            found.append(page)
             if before is None:
                 return found
             assert page and page[-1][0] == before  # the cursor is the page's oldest height
@@ -322,7 +315,7 @@ def test_account_pages_never_split_a_block_and_cover_the_history(store: Store) -
     assert pages(2) == [[(4, 0), (3, 0)], [(2, 2), (2, 1), (2, 0)], [(1, 0)]]  # block 2 whole
     assert pages(1) == [[(4, 0)], [(3, 0)], [(2, 2), (2, 1), (2, 0)], [(1, 0)]]
     for limit in range(1, 8):
-        assert [e for page in pages(limit) for e in page] == [(h, p) for h, p, _ in history]
+        assert [e for page in pages(limit) for e in page] == history
     assert store.account_page(pub("erin")) == ([], None)
     with pytest.raises(ValueError, match="limit"):
         store.account_page(pub("alice"), limit=0)

@@ -25,7 +25,7 @@ class Replay:
     def __init__(self) -> None:
         self.state = State(GENESIS)
         self.hashes: list[bytes] = []  # block hash by height - 1
-        self.by_account: dict[bytes, list[tuple[int, int, bytes]]] = {}  # oldest first
+        self.by_account: dict[bytes, list[tuple[int, int]]] = {}  # oldest first
 
     def catch_up(self, store: Store) -> None:
         for height, block_hash in enumerate(self.hashes, start=1):
@@ -39,7 +39,7 @@ class Replay:
             for position, tx in enumerate(block.txs):
                 assert store.tx_location(tx.tx_id) == (block.height, position)
                 for account in {tx.sender, tx.to} - {b""}:
-                    entry = (block.height, position, tx.tx_id)
+                    entry = (block.height, position)
                     self.by_account.setdefault(account, []).append(entry)
 
 
