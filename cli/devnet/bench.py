@@ -522,7 +522,7 @@ def _run_network_bench(
             "rss_mb": {b: round((kb or 0) / 1024, 1) for b, kb in rss_end.items()},
             "rss_peak_mb": {b: round(kb / 1024, 1) for b, kb in rss_peak.items()},
             "cpu_cores_during_load": {
-                b: round((cpu_after[b] - cpu_before[b]) / load_seconds, 2) for b in ln.banks
+                b: round((cpu_after[b] - cpu_before[b]) / load_seconds, 3) for b in ln.banks
             },
             "cpu_cores_client": round(client_cpu / load_seconds, 2),
             "machine": {"cpus": os.cpu_count(), "loadavg_1m": os.getloadavg()[0]},
