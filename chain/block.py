@@ -220,10 +220,7 @@ class Block:
         header_bytes, txs_bytes, cert_bytes, evidence_bytes = parts
         header = Header.from_list(_unpack(header_bytes, HEADER, "header"))
         try:
-            try:
-                raws = unpack_bins(txs_bytes, BLOCK_TXS)
-            except DecodeError as exc:
-                raise InvalidBlock(f"txs: {exc}") from None
+            raws = _bins(txs_bytes, BLOCK_TXS, "txs")
             if known:
                 txs = tuple(_known_or_decoded(raw, known) for raw in raws)
             else:
@@ -333,6 +330,13 @@ def _is_hash(value: object) -> bool:
 def _unpack(data: object, limits: Limits, what: str) -> object:
     try:
         return unpack(data, limits)
+    except DecodeError as exc:
+        raise InvalidBlock(f"{what}: {exc}") from None
+
+
+def _bins(data: object, limits: Limits, what: str) -> list[bytes]:
+    try:
+        return unpack_bins(data, limits)
     except DecodeError as exc:
         raise InvalidBlock(f"{what}: {exc}") from None
 
