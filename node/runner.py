@@ -52,7 +52,7 @@ from node.blocksync import BlockSync
 from node.config import ConfigError, NodeConfig, NodeHome
 from node.faults import FaultLayer
 from node.logs import log_event, setup_logging
-from node.mempool import Mempool, PoolSizer
+from node.mempool import Mempool, PoolSizer, peer_room_for
 from node.metrics import Metrics
 from node.p2p import Frame, Kind, Network, P2PNetwork
 from node.pipeline import HeightPipeline
@@ -110,10 +110,13 @@ class Node:
             ceiling=config.mempool_max_txs,
             seconds=config.mempool_seconds,
         )
+        peer_room = peer_room_for(len(self.validators))
         self.mempool = Mempool(
             self.store.state,
             max_size=config.mempool_min_txs,
-            max_verified=2 * config.mempool_max_txs,
+            peer_room=peer_room,
+            # Twice the most the pool can hold: ids stay verified a while after they leave.
+            max_verified=round(2 * peer_room * config.mempool_max_txs),
         )
         head = self.store.state.height
         self.evidence = EvidencePool.restore(

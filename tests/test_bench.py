@@ -125,6 +125,7 @@ def test_closed_loop_bench_loses_nothing_and_heads_agree(tmp_path: Path) -> None
     assert result["committed_of_accepted"] == result["submitted_accepted"]
     assert result["head_hashes_agree"] and result["post_errors"] == 0
     assert result["mode"] == "closed_loop" and result["cpu_cores_client"] >= 0
+    assert result["batch"] == 50  # one tx per account per POST: 200 accounts over 4 banks
     stages = result["height_stage_ms"]["JPM"]
     assert set(stages) >= {"proposal", "executed", "committed"}
 

@@ -23,7 +23,7 @@ from chain.tx import SIGNATURE_SIZE, Tx, TxKind, decode_tx, sign_tx
 from node.api import create_app
 from node.config import load_template
 from node.layout import create_network
-from node.mempool import Mempool, MempoolFull, PoolSizer, TxStatus
+from node.mempool import Mempool, MempoolFull, PoolSizer, TxStatus, peer_room_for
 from node.runner import Node
 from tests.ledger_helpers import build_next
 from tests.ledger_helpers import pub as pub_of
@@ -545,10 +545,25 @@ def test_peers_txs_get_room_beyond_what_clients_get() -> None:
         pool.add(pay(ALICE, n, 1))
     with pytest.raises(MempoolFull):
         pool.add(pay(ALICE, 8, 1))
-    room = math.ceil(node.mempool.PEER_ROOM * 8)
+    room = math.ceil(pool.peer_room * 8)
     assert room > 8
     for n in range(room - 8):
         pool.add(pay(BOB, n, 1), from_peer=True)
     assert len(pool) == room and pool.full_for_peers
     with pytest.raises(MempoolFull):
         pool.add(pay(BOB, room - 8, 1), from_peer=True)
+
+
+def test_peers_room_grows_with_the_validators() -> None:
+    """Each peer's clients fill their own pool, and all of it is gossiped here."""
+    assert [peer_room_for(n) for n in (1, 4, 7, 10)] == [2.0, 2.0, 3.5, 5.0]
+    pool = Mempool(make_state(bob=100), max_size=4, nonce_window=16, peer_room=3.5)
+    for n in range(13):
+        pool.add(pay(BOB, n, 1), from_peer=True)
+    assert not pool.full_for_peers  # 3.5 times 4 is 14
+    pool.add(pay(BOB, 13, 1), from_peer=True)
+    assert len(pool) == 14 and pool.full_for_peers
+    with pytest.raises(MempoolFull):
+        pool.add(pay(BOB, 14, 1), from_peer=True)
+    with pytest.raises(ValueError):
+        Mempool(make_state(), max_size=4, peer_room=0.5)
