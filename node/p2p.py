@@ -11,6 +11,9 @@ Why it looks like this (measured on py-libp2p 0.8.1, 4 processes on one machine)
   dial (happy eyeballs); we unblock before every redial and shorten the delay.
 - There is no peer-id gater: a ResourceManager subclass refuses connections from peers outside
   the allowlist, and every stream handler checks the authenticated peer id again.
+- yamux sends a window update after every read that leaves credit owed, so half the frames
+  a validator wrote were updates; they are sent as go-yamux sends them, once half the
+  receive window has been read (``_window_update_by_halves``).
 - Tx batches go over the direct streams, not gossipsub: measured with 4 validator processes,
   py-libp2p 0.8.1's gossipsub delivered under half of 25 batches/s per node (2 KB or 20 KB
   each; its per-peer send queue of 32 overflows, and with a larger queue delivery still lags
@@ -41,6 +44,7 @@ from libp2p.network.config import RetryConfig
 from libp2p.peer.id import ID
 from libp2p.rcmgr import ResourceManager
 from libp2p.rcmgr.manager import ConnectionScope
+from libp2p.stream_muxer.yamux.yamux import YamuxStream
 from multiaddr import Multiaddr
 
 log = logging.getLogger(__name__)
@@ -309,6 +313,25 @@ async def _read_frames(stream: INetStream, buf: bytearray) -> list[tuple[Kind, b
     return frames
 
 
+async def _window_update_by_halves(stream: YamuxStream, *, bytes_read: int = 0) -> None:
+    """What a yamux stream runs after each read: grant the peer more window once half of
+    the receive window has been read, as go-yamux does (growing the window as py-libp2p
+    does when updates come quickly).
+
+    py-libp2p 0.8.1 also sends an update after any read that leaves credit owed: one
+    update frame per frame read, so updates were half of the frames a validator wrote
+    (each write costs ~190 us of CPU, sender and receiver together). A peer never waits
+    for credit while we read: it can send a whole window before it stalls, and we grant
+    credit back as soon as half of that window has been read."""
+    async with stream.window_lock:
+        buffered = len(stream.conn.stream_buffers.get(stream.stream_id, b""))
+        owed = stream.target_recv_window - (stream.recv_window + buffered)
+        if owed <= 0 or owed < stream.target_recv_window // 2:
+            return
+        increment = stream._grow_to_delta(buffered) + stream._apply_autotune_epoch(buffered)
+    await stream.send_window_update(increment, skip_lock=True)
+
+
 def _quiet(logger_name: str, level: int) -> None:
     """Raise a logger's threshold to ``level``, never lower one the runner set."""
     logger = logging.getLogger(logger_name)
@@ -419,6 +442,7 @@ class P2PNetwork:
 
         # Process-wide libp2p tuning (one node per process; libp2p pinned to 0.8.1).
         libp2p.network.swarm._HAPPY_EYEBALLS_DELAY = 0.005
+        YamuxStream._auto_tune_and_send_window_update = _window_update_by_halves
         # libp2p is chatty at INFO, and logs every failed dial (a peer being down) as ERROR.
         _quiet("libp2p", logging.WARNING)
         _quiet("libp2p.transport.tcp", logging.CRITICAL)

@@ -447,3 +447,35 @@ async def test_inbound_queue_lets_in_one_frame_over_the_bound_and_ends_when_clos
     assert [frame async for frame in queue] == [big]
     with pytest.raises(trio.ClosedResourceError):
         await queue.put(big)
+
+
+async def test_window_updates_go_once_per_half_window_read(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """yamux credit comes back once half the 256 KB receive window was read (go-yamux's
+    rule), not after every read: py-libp2p's own rule made half of all frames updates."""
+    from libp2p.stream_muxer.yamux.yamux import DEFAULT_WINDOW_SIZE, YamuxStream
+
+    updates: list[int] = []
+    send_window_update = YamuxStream.send_window_update
+
+    async def counted(stream: YamuxStream, increment: int, skip_lock: bool = False) -> None:
+        updates.append(increment)
+        await send_window_update(stream, increment, skip_lock)
+
+    monkeypatch.setattr(YamuxStream, "send_window_update", counted)
+    a, b = Node(), Node()
+    net_a, net_b = a.network([b]), b.network([a])
+    for net in (net_a, net_b):
+        await start(nursery, net)
+    await wait_until(fully_connected([net_a, net_b], 1))
+
+    frames = [bytes([i % 256]) * 10_000 for i in range(400)]  # 4 MB: 16 windows
+    updates.clear()
+    for frame in frames:
+        net_a.send(b.pub, Kind.TXS, frame)
+    for frame in frames:
+        msg = await receive(net_b)
+        assert (msg.sender, msg.payload) == (a.pub, frame)
+    assert all(increment >= DEFAULT_WINDOW_SIZE // 2 for increment in updates)
+    assert len(updates) <= sum(map(len, frames)) // (DEFAULT_WINDOW_SIZE // 2) + 2
