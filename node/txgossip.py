@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from hashlib import sha256
 
-import msgpack
 import trio
 
 from chain.errors import TxRejected
 from chain.tx import decode_tx
 from node.mempool import ADMIT_SLICE, Mempool, MempoolError
 from node.p2p import Kind, Network
-from node.wire import decode_tx_batch
+from node.wire import decode_tx_batch, encode_tx_batch
 
 GOSSIP_INTERVAL = 0.005  # accepted txs are gossiped in a batch every few ms
 REGOSSIP_INTERVAL = 3.0  # txs pending this long are sent to peers again
@@ -76,4 +75,4 @@ class TxGossip:
             while self.outgoing:
                 batch = self.outgoing[:GOSSIP_BATCH_TXS]
                 self.outgoing = self.outgoing[GOSSIP_BATCH_TXS:]
-                self.net.broadcast(Kind.TXS, msgpack.packb(batch, use_bin_type=True))
+                self.net.broadcast(Kind.TXS, encode_tx_batch(batch))
