@@ -22,6 +22,7 @@ from multiaddr import Multiaddr
 from node.p2p import (
     CONSENSUS_PROTOCOL,
     FRAME_COST,
+    HEARTBEAT_INTERVAL,
     MAX_FRAME_SIZE,
     MAX_INBOUND_BYTES,
     SYNC_PROTOCOL,
@@ -32,6 +33,7 @@ from node.p2p import (
     Kind,
     P2PNetwork,
     RequestFailed,
+    _Outbox,
     encode_frame,
     peer_id_from_pubkey,
 )
@@ -283,6 +285,44 @@ async def test_tx_batches_reach_every_validator(nursery: trio.Nursery) -> None:
         for batch in batches:
             msg = await receive(receiver)
             assert (msg.sender, msg.kind, msg.payload) == (nodes[0].pub, Kind.TXS, batch)
+
+
+async def test_heartbeats_go_only_over_a_quiet_link(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Any frame tells a peer we are alive: while frames flow, no heartbeat is queued; on a
+    quiet link one goes every HEARTBEAT_INTERVAL, and the peer stays connected."""
+    heartbeats: list[int] = []  # ids of the outboxes a heartbeat was queued in
+    put = _Outbox.put
+
+    def counting_put(outbox: _Outbox, frame: bytes) -> None:
+        if frame[4] == Kind.HEARTBEAT:
+            heartbeats.append(id(outbox))
+        put(outbox, frame)
+
+    monkeypatch.setattr(_Outbox, "put", counting_put)
+    a, b = Node(), Node()
+    net_a, net_b = a.network([b]), b.network([a])
+    await start(nursery, net_a)
+    await start(nursery, net_b)
+    await wait_until(fully_connected([net_a, net_b], 1))
+    to_b = {id(outbox) for outbox in net_a._peers[b.pub].outboxes.values()}
+
+    def from_a() -> int:
+        return sum(1 for outbox in heartbeats if outbox in to_b)
+
+    net_a.send(b.pub, Kind.CONSENSUS, b"first")
+    assert (await receive(net_b)).payload == b"first"
+    before = from_a()
+    busy_until = trio.current_time() + 4 * HEARTBEAT_INTERVAL
+    while trio.current_time() < busy_until:  # a frame every fifth of an interval
+        net_a.send(b.pub, Kind.TXS, b"tx")
+        assert (await receive(net_b)).payload == b"tx"
+        await trio.sleep(HEARTBEAT_INTERVAL / 5)
+    assert from_a() - before <= 1  # the tick that may fall right after the first frame
+    quiet = from_a()
+    await wait_until(lambda: from_a() >= quiet + 3, timeout=20)
+    assert net_a.connected_peers() == {b.pub} and net_b.connected_peers() == {a.pub}
 
 
 async def test_request_response_and_timeouts(nursery: trio.Nursery) -> None:
