@@ -246,7 +246,7 @@ class Store:
     def checkpoint(self) -> None:
         """Write the state entries committed since the last checkpoint now."""
         if self._unwritten.blocks:
-            with self._db.write_batch(sync=True) as batch:
+            with self._db.write_batch(sync=True, transaction=True) as batch:
                 self._write_checkpoint(batch, self._head)
             self._unwritten.clear()
 
@@ -285,7 +285,7 @@ class Store:
         head = Head(height, block.hash, header.time_ms, header.state_root)
         unwritten = self._unwritten
         checkpoint = unwritten.blocks + 1 >= self.checkpoint_blocks
-        with self._db.write_batch(sync=True) as batch:
+        with self._db.write_batch(sync=True, transaction=True) as batch:
             put = batch.put
             put(_BLOCK + _height_key(height), block.encode())
             put(_CERT + _height_key(height), cert.encode())
@@ -561,6 +561,7 @@ class Store:
                 block is None
                 or block.hash != head.hash
                 or block.header.state_root != head.state_root
+                or block.header.time_ms != head.time_ms
             ):
                 raise StoreError(
                     f"store {self.path} is corrupt: head block {head.height} does not match"
@@ -579,7 +580,8 @@ class Store:
                 ) from None
             state.commit(changes, block.header)
             self._unwritten.add(changes)
-        if state.last_hash != head.hash:
+        reached = (state.last_hash, state.state_root, state.last_time_ms)
+        if reached != (head.hash, head.state_root, head.time_ms):
             raise StoreError(f"store {self.path} is corrupt: its checkpoint is off the chain")
         return state, head
 
@@ -589,7 +591,7 @@ class Store:
         genesis = self.genesis
         state = State(genesis)
         head = Head(0, EMPTY_HASH, genesis.genesis_time_ms, state.state_root)
-        with self._db.write_batch(sync=True) as batch:
+        with self._db.write_batch(sync=True, transaction=True) as batch:
             _write_entries(batch, state)
             batch.put(_HEAD, _encode_head(head))
             batch.put(_STATE, _encode_head(head))
@@ -598,7 +600,8 @@ class Store:
 
 
 def _write_entries(batch: plyvel.WriteBatch, entries: State | Changes | _Unwritten) -> None:
-    """Queue state entries (a block's changes, or the genesis state) into a batch."""
+    """Queue state entries (a block's changes, those unwritten since the last checkpoint,
+    or the genesis state) into a batch."""
     put, delete = batch.put, batch.delete
     # Generated one at a time: a block's thousands of (key, amount) pairs never live at
     # once, which would make the garbage collector walk them.

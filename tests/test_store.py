@@ -172,6 +172,22 @@ def test_a_block_that_no_longer_extends_the_chain_is_named_on_open(tmp_path: Pat
         Store.open(tmp_path / "db", GENESIS)
 
 
+def test_a_checkpoint_marker_edited_to_match_edited_entries_is_detected(tmp_path: Path) -> None:
+    """The entries' root is checked against the marker, and the marker against the head."""
+    with Store.open(tmp_path / "db", GENESIS) as store:
+        commit(store, [pay("alice", 0, "carol", USD, 10)])
+        store.checkpoint()
+        head, state = store.head, store.state
+    state.balances[(pub("carol"), USD)] = 1_000
+    edited_root = state.computed_root_acc().to_bytes(32, "big")
+    db = plyvel.DB(str(tmp_path / "db"))
+    db.put(b"B" + pub("carol") + USD.encode(), msgpack.packb(1_000))
+    db.put(b"\x00state", msgpack.packb([head.height, head.hash, head.time_ms, edited_root]))
+    db.close()
+    with pytest.raises(StoreError, match="checkpoint is off the chain"):
+        Store.open(tmp_path / "db", GENESIS)
+
+
 def test_checkpoint_blocks_must_be_positive(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="checkpoint_blocks"):
         Store.open(tmp_path / "db", GENESIS, checkpoint_blocks=0)
@@ -260,6 +276,7 @@ def test_commit_refuses_changes_that_are_not_the_blocks_execution(store: Store) 
 def test_an_entry_edited_behind_the_store_is_detected_on_open(tmp_path: Path) -> None:
     with Store.open(tmp_path / "db", GENESIS) as store:
         commit(store, [pay("alice", 0, "carol", USD, 10)])
+        store.checkpoint()
     db = plyvel.DB(str(tmp_path / "db"))
     db.put(b"B" + pub("carol") + USD.encode(), b"\xcd\x03\xe8")  # 1000 instead of 10
     db.close()
