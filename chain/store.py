@@ -2,17 +2,28 @@
 
 One database per node (plyvel). A ``Store`` owns the committed in-memory ``State`` too,
 and ``commit_block`` is the only way either changes: it writes the block, its
-certificate, the tx and evidence indexes, every changed balance, nonce, registration, supply,
-contract, offer and compliance hold, and the head in ONE ``WriteBatch`` with
-``sync=True``, then folds the same ``Changes`` into the ``State``. LevelDB applies a
-batch whole or not at all, even across a crash, so after a restart the head, the blocks
-and the state always belong together; reopening recomputes the state root from every
-entry and checks it against the head to prove it.
+certificate, the tx and evidence indexes and the head in ONE ``WriteBatch`` with
+``sync=True``, then folds the block's ``Changes`` into the ``State``. LevelDB applies a
+batch whole or not at all, even across a crash, so after a restart the head and the
+blocks always belong together.
+
+The state entries (balances, nonces, registrations, supplies, contracts, offers,
+compliance holds) follow from the blocks, so they are written at checkpoints: every
+``checkpoint_blocks`` blocks, the entries changed since the last checkpoint go into that
+block's batch, each key once with its newest value, with a ``\\x00state`` marker naming
+the block they belong to. Written with every block they were half of a transfer's six
+keys, and accounts that pay often had the same entries rewritten block after block.
+Reopening restores the entries, recomputes the state root from every one of them and
+checks it against the marker, then re-executes the blocks after the marker up to the
+head, each against its header's state root: the state a restart finds is the head's,
+whatever instant a crash struck.
 
 Keys (heights are 8-byte big-endian, so keys sort by height):
 
     \\x00meta            [schema, chain id, genesis hash]
     \\x00head            [height, block hash, time_ms, state root]
+    \\x00state           the same fields for the block the state entries below belong to
+                        (the last checkpoint, at or below the head)
     b + height          block bytes (Block.encode)
     c + height          this node's commit certificate for the block at that height
     t + tx id           height (8 bytes) + position in the block (4 bytes)
@@ -53,18 +64,24 @@ from chain.block import EMPTY_HASH, Block, CommitCertificate, Header
 from chain.errors import InvalidBlock, StoreError, TxRejected, ensure
 from chain.escrow import Contract, Offer
 from chain.genesis import Genesis
-from chain.state import Changes, State
+from chain.state import Changes, State, execute_block
 from chain.tx import KEY_SIZE, REF_KINDS, Tx, TxKind, decode_tx
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 # 2: a supply entry is the outstanding amount; 3: contracts, offers, holds; 4: blocks
-# carry evidence, indexed by height; 5: account history entries are keys only (no tx id)
-SCHEMA_VERSION = 5
+# carry evidence, indexed by height; 5: account history entries are keys only (no tx id);
+# 6: state entries written at checkpoints (\x00state)
+SCHEMA_VERSION = 6
+# Blocks between checkpoints of the state entries: what a restart may re-execute (up to
+# 200,000 txs at 2,000 a block, seconds of work: their signatures are not checked again,
+# they were before the blocks were committed).
+CHECKPOINT_BLOCKS = 100
 
 _META = b"\x00meta"
 _HEAD = b"\x00head"
+_STATE = b"\x00state"
 _BLOCK = b"b"
 _CERT = b"c"
 _TX = b"t"
@@ -125,20 +142,62 @@ class Head:
 
 
 WRITE_BUFFER_BYTES = 4 * 1024 * 1024  # LevelDB's default
+_STATE_TABLES = ("balances", "nonces", "accounts", "supply", "contracts", "offers", "frozen")
+
+
+class _Unwritten:
+    """The state entries committed since the last checkpoint: per table, the newest value
+    of each key (a zero amount or a lifted hold included: writing it deletes the entry)."""
+
+    balances: dict
+    nonces: dict
+    accounts: dict
+    supply: dict
+    contracts: dict
+    offers: dict
+    frozen: dict
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self.blocks = 0
+        for name in _STATE_TABLES:
+            setattr(self, name, {})
+
+    def add(self, changes: Changes) -> None:
+        self.blocks += 1
+        for name in _STATE_TABLES:
+            getattr(self, name).update(getattr(changes, name))
+
+
+class _EveryTx:
+    """The ``verified`` of a replay: a stored block's signatures were checked before it
+    was committed, and the store trusts what it wrote."""
+
+    def __contains__(self, tx_id: object) -> bool:
+        return True
 
 
 class Store:
     """A node's database and the committed state it holds. Open with ``Store.open``."""
 
-    def __init__(self, db: plyvel.DB, path: Path, genesis: Genesis) -> None:
+    def __init__(self, db: plyvel.DB, path: Path, genesis: Genesis, checkpoint_blocks: int) -> None:
         self._db = db
         self.path = path
         self.genesis = genesis
+        self.checkpoint_blocks = checkpoint_blocks
+        self._unwritten = _Unwritten()
         self.state, self._head = self._load()
 
     @classmethod
     def open(
-        cls, path: Path | str, genesis: Genesis, *, write_buffer_bytes: int = WRITE_BUFFER_BYTES
+        cls,
+        path: Path | str,
+        genesis: Genesis,
+        *,
+        write_buffer_bytes: int = WRITE_BUFFER_BYTES,
+        checkpoint_blocks: int = CHECKPOINT_BLOCKS,
     ) -> Store:
         """Open (or create, holding the genesis state) the store in directory ``path``.
 
@@ -149,9 +208,14 @@ class Store:
         at once for 0.3-1 s (measured on 4 nodes sharing 2 cores); giving each a different
         size spreads the work out.
 
+        ``checkpoint_blocks``: how many blocks the state entries may lag behind the head
+        (see the module docstring).
+
         Raises StoreError if the store belongs to another genesis, is locked by another
         process, or its entries do not add up to its head.
         """
+        if checkpoint_blocks < 1:
+            raise ValueError("checkpoint_blocks must be at least 1")
         path = Path(path)
         try:
             path.mkdir(parents=True, exist_ok=True)
@@ -169,13 +233,22 @@ class Store:
             detail = arg.decode(errors="replace") if isinstance(arg, bytes) else str(exc)
             raise StoreError(f"cannot open store {path}: {detail}") from None
         try:
-            return cls(db, path, genesis)
+            return cls(db, path, genesis, checkpoint_blocks)
         except BaseException:
             db.close()
             raise
 
     def close(self) -> None:
+        """Close the database as it is: state entries not checkpointed yet are rebuilt
+        from the blocks by the next open (``checkpoint`` first spares it that)."""
         self._db.close()
+
+    def checkpoint(self) -> None:
+        """Write the state entries committed since the last checkpoint now."""
+        if self._unwritten.blocks:
+            with self._db.write_batch(sync=True, transaction=True) as batch:
+                self._write_checkpoint(batch, self._head)
+            self._unwritten.clear()
 
     def __enter__(self) -> Store:
         return self
@@ -210,7 +283,9 @@ class Store:
         )
         height = header.height
         head = Head(height, block.hash, header.time_ms, header.state_root)
-        with self._db.write_batch(sync=True) as batch:
+        unwritten = self._unwritten
+        checkpoint = unwritten.blocks + 1 >= self.checkpoint_blocks
+        with self._db.write_batch(sync=True, transaction=True) as batch:
             put = batch.put
             put(_BLOCK + _height_key(height), block.encode())
             put(_CERT + _height_key(height), cert.encode())
@@ -229,10 +304,26 @@ class Store:
                         put(_ACCOUNT_TX + party + where, b"")
             for position, proof in enumerate(block.evidence):
                 put(_EVIDENCE + _evidence_key(header.height, position), proof)
-            _write_entries(batch, changes)
+            if checkpoint:
+                self._write_checkpoint(batch, head, changes)
             put(_HEAD, _encode_head(head))
         state.commit(changes, header)
         self._head = head
+        if checkpoint:
+            unwritten.clear()
+        else:
+            unwritten.add(changes)
+
+    def _write_checkpoint(
+        self, batch: plyvel.WriteBatch, at: Head, changes: Changes | None = None
+    ) -> None:
+        """Queue the unwritten entries, then ``changes`` (the block ``at``'s own, when it is
+        being committed in this batch: in a batch the last write of a key wins), and the
+        marker naming ``at`` as the block the entries belong to."""
+        _write_entries(batch, self._unwritten)
+        if changes is not None:
+            _write_entries(batch, changes)
+        batch.put(_STATE, _encode_head(at))
 
     # -- reading (from disk: what a restart would see) --------------------------------------
 
@@ -371,61 +462,43 @@ class Store:
         with self._db.iterator(start=start, stop=stop) as entries:
             return [(_height_key_of(key), proof) for key, proof in entries]
 
-    @_reads_disk
-    def balance(self, account: bytes, token: str) -> int:
-        data = self._db.get(_BALANCE + account + token.encode())
-        return 0 if data is None else _unpack(data)  # type: ignore[return-value]
+    # -- the committed state: the head's, as a restart rebuilds it -------------------------
 
-    @_reads_disk
+    def balance(self, account: bytes, token: str) -> int:
+        return self.state.balances.get((account, token), 0)
+
     def balances(self, account: bytes) -> dict[str, int]:
         """Every non-zero balance of an account, by token."""
-        prefix = _BALANCE + account
-        return {
-            key[len(prefix) :].decode(): _unpack(value)  # type: ignore[misc]
-            for key, value in self._db.iterator(prefix=prefix)
-        }
+        balances = self.state.balances.items()
+        return {token: v for (held_by, token), v in balances if held_by == account}
 
-    @_reads_disk
     def nonce(self, account: bytes) -> int:
-        data = self._db.get(_NONCE + account)
-        return 0 if data is None else _unpack(data)  # type: ignore[return-value]
+        return self.state.nonces.get(account, 0)
 
-    @_reads_disk
     def bank_of(self, account: bytes) -> str | None:
         """The bank that registered ``account``, or None if it is not registered."""
-        data = self._db.get(_ACCOUNT + account)
-        return None if data is None else data.decode()
+        return self.state.accounts.get(account)
 
-    @_reads_disk
     def supply(self, token: str) -> int:
         """The outstanding supply of a token: minted (opening balances included) minus burned."""
-        data = self._db.get(_SUPPLY + token.encode())
-        return 0 if data is None else _unpack(data)  # type: ignore[return-value]
+        return self.state.supply.get(token, 0)
 
-    @_reads_disk
     def contract(self, contract_id: bytes) -> Contract | None:
-        data = self._db.get(_CONTRACT + contract_id)
-        return None if data is None else Contract.from_list(_unpack(data))  # type: ignore[arg-type]
+        return self.state.contracts.get(contract_id)
 
-    @_reads_disk
     def contracts(self) -> list[tuple[bytes, Contract]]:
         """Every contract, open or settled, with its id, in id order."""
-        with self._db.iterator(prefix=_CONTRACT) as entries:
-            return [(k[1:], Contract.from_list(_unpack(v))) for k, v in entries]  # type: ignore[arg-type]
+        return sorted(self.state.contracts.items())
 
-    @_reads_disk
     def offer(self, offer_id: bytes) -> Offer | None:
-        data = self._db.get(_OFFER + offer_id)
-        return None if data is None else Offer.from_list(_unpack(data))  # type: ignore[arg-type]
+        return self.state.offers.get(offer_id)
 
-    @_reads_disk
     def offers(self) -> list[tuple[bytes, Offer]]:
         """Every offer, open or settled, with its id, in id order."""
-        with self._db.iterator(prefix=_OFFER) as entries:
-            return [(k[1:], Offer.from_list(_unpack(v))) for k, v in entries]  # type: ignore[arg-type]
+        return sorted(self.state.offers.items())
 
     def is_frozen(self, account: bytes) -> bool:
-        return self._db.get(_FROZEN + account) is not None
+        return self.state.frozen.get(account, False)
 
     def size_bytes(self) -> int:
         """Bytes the database takes on disk."""
@@ -454,6 +527,7 @@ class Store:
                 f"store {self.path} was created from a different genesis of chain {chain_id!r}"
             )
         head = _decode_head(db.get(_HEAD), self.path)
+        at = _decode_head(db.get(_STATE), self.path, "state checkpoint")
         state = State.restore(
             genesis,
             balances={
@@ -472,14 +546,14 @@ class Store:
                 for k, v in db.iterator(prefix=_OFFER)
             },
             frozen={k[1:]: True for k in db.iterator(prefix=_FROZEN, include_value=False)},
-            height=head.height,
-            last_hash=head.hash,
-            last_time_ms=head.time_ms,
+            height=at.height,
+            last_hash=at.hash,
+            last_time_ms=at.time_ms,
         )
-        if state.state_root != head.state_root:
+        if state.state_root != at.state_root or at.height > head.height:
             raise StoreError(
-                f"store {self.path} is corrupt: state does not match the root of head "
-                f"height {head.height}"
+                f"store {self.path} is corrupt: state does not match the root of its "
+                f"checkpoint at height {at.height}"
             )
         if head.height:
             block = self.block(head.height)
@@ -487,12 +561,28 @@ class Store:
                 block is None
                 or block.hash != head.hash
                 or block.header.state_root != head.state_root
+                or block.header.time_ms != head.time_ms
             ):
                 raise StoreError(
                     f"store {self.path} is corrupt: head block {head.height} does not match"
                 )
         if db.get(_BLOCK + _height_key(head.height + 1)) is not None:
             raise StoreError(f"store {self.path} is corrupt: a block lies beyond the head")
+        for height in range(at.height + 1, head.height + 1):
+            block = self.block(height)
+            if block is None:
+                raise StoreError(f"store {self.path} is corrupt: block {height} is missing")
+            try:
+                changes = execute_block(state, block, _EveryTx())
+            except InvalidBlock as exc:
+                raise StoreError(
+                    f"store {self.path} is corrupt: block {height} does not re-execute ({exc})"
+                ) from None
+            state.commit(changes, block.header)
+            self._unwritten.add(changes)
+        reached = (state.last_hash, state.state_root, state.last_time_ms)
+        if reached != (head.hash, head.state_root, head.time_ms):
+            raise StoreError(f"store {self.path} is corrupt: its checkpoint is off the chain")
         return state, head
 
     def _create(self) -> tuple[State, Head]:
@@ -501,15 +591,17 @@ class Store:
         genesis = self.genesis
         state = State(genesis)
         head = Head(0, EMPTY_HASH, genesis.genesis_time_ms, state.state_root)
-        with self._db.write_batch(sync=True) as batch:
+        with self._db.write_batch(sync=True, transaction=True) as batch:
             _write_entries(batch, state)
             batch.put(_HEAD, _encode_head(head))
+            batch.put(_STATE, _encode_head(head))
             batch.put(_META, _pack([SCHEMA_VERSION, genesis.chain_id, genesis.hash]))
         return state, head
 
 
-def _write_entries(batch: plyvel.WriteBatch, entries: State | Changes) -> None:
-    """Queue state entries (a block's changes, or the genesis state) into a batch."""
+def _write_entries(batch: plyvel.WriteBatch, entries: State | Changes | _Unwritten) -> None:
+    """Queue state entries (a block's changes, those unwritten since the last checkpoint,
+    or the genesis state) into a batch."""
     put, delete = batch.put, batch.delete
     # Generated one at a time: a block's thousands of (key, amount) pairs never live at
     # once, which would make the garbage collector walk them.
@@ -556,8 +648,8 @@ def _encode_head(head: Head) -> bytes:
     return _pack([head.height, head.hash, head.time_ms, head.state_root])
 
 
-def _decode_head(data: bytes | None, path: Path) -> Head:
+def _decode_head(data: bytes | None, path: Path, what: str = "head") -> Head:
     if data is None:
-        raise StoreError(f"store {path} has a genesis but no head")
+        raise StoreError(f"store {path} has a genesis but no {what}")
     height, block_hash, time_ms, state_root = _unpack(data)  # type: ignore[misc]
     return Head(height, block_hash, time_ms, state_root)

@@ -203,7 +203,10 @@ class Node:
             _settle_heap()
             await self.shutdown.wait()
             nursery.cancel_scope.cancel()
-        self.store.close()
+        try:
+            self.store.checkpoint()  # spares the next start re-executing the last blocks
+        finally:
+            self.store.close()
         log_event(log, "node stopped", height=self.store.state.height)
 
     async def run_reactor(

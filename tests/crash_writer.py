@@ -22,7 +22,8 @@ PAYERS = ["alice", "bob", "carol"]
 def main(path: str, seed: int) -> None:
     rng = random.Random(seed)
     genesis = make_genesis()
-    store = Store.open(path, genesis)
+    # Checkpoints every few blocks: a kill lands before, in and after them.
+    store = Store.open(path, genesis, checkpoint_blocks=rng.randint(1, 4))
     while True:
         state = store.state
         next_nonce = {name: state.nonces.get(pub(name), 0) for name in [*PAYERS, "jpm-issuer"]}

@@ -122,6 +122,7 @@ class ChainMaker:
         with Store.open(self.net.node_home(bank).data_dir, self.genesis) as store:
             for block, cert in chain:
                 store.commit_block(block, cert, execute_block(store.state, block))
+            store.checkpoint()  # as a node stopping does
 
     def payments(self, blocks: int) -> list[tuple[Block, CommitCertificate]]:
         """``blocks`` blocks of transfers, a mint and a burn."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgpack
 import plyvel
 import pytest
 
@@ -89,17 +90,30 @@ def test_committed_evidence_is_listed_by_height_without_reading_blocks(tmp_path:
         assert len(reopened.evidence()) == 3
 
 
-def test_disk_reads_follow_every_kind_of_change(store: Store) -> None:
-    commit(
-        store,
-        [
-            sign_tx(key("jpm-issuer"), TxKind.REGISTER, CHAIN_ID, 0, to=pub("dave")),
-            sign_tx(key("jpm-issuer"), TxKind.MINT, CHAIN_ID, 1, to=pub("dave"), token=USD,
-                    amount=500),
-            sign_tx(key("alice"), TxKind.BURN, CHAIN_ID, 0, token=USD, amount=1_000),
-            pay("bob", 0, "dave", USD, 1_000),  # bob's whole USD balance
-        ],
-    )  # fmt: skip
+@pytest.mark.parametrize("checkpointed", [True, False], ids=["checkpoint", "replay"])
+def test_a_reopened_store_reads_every_kind_of_change(tmp_path: Path, checkpointed: bool) -> None:
+    """Whether the state entries were written (a checkpoint) or the block is re-executed
+    on opening (a crash before one), the reopened store reads the same state."""
+    with Store.open(tmp_path / "db", GENESIS) as written:
+        commit(
+            written,
+            [
+                sign_tx(key("jpm-issuer"), TxKind.REGISTER, CHAIN_ID, 0, to=pub("dave")),
+                sign_tx(key("jpm-issuer"), TxKind.MINT, CHAIN_ID, 1, to=pub("dave"), token=USD,
+                        amount=500),
+                sign_tx(key("alice"), TxKind.BURN, CHAIN_ID, 0, token=USD, amount=1_000),
+                pay("bob", 0, "dave", USD, 1_000),  # bob's whole USD balance
+            ],
+        )  # fmt: skip
+        if checkpointed:
+            written.checkpoint()
+        expected = view(written.state)
+    db = plyvel.DB(str(tmp_path / "db"))
+    on_disk = db.get(b"B" + pub("dave") + USD.encode())
+    db.close()
+    assert (on_disk is not None) == checkpointed  # a new balance is written at checkpoints
+    store = Store.open(tmp_path / "db", GENESIS)
+    assert view(store.state) == expected
     assert store.bank_of(pub("dave")) == "JPM"
     assert store.balance(pub("dave"), USD) == 1_500
     assert store.balance(pub("alice"), USD) == 99_000
@@ -107,6 +121,76 @@ def test_disk_reads_follow_every_kind_of_change(store: Store) -> None:
     assert store.balances(pub("bob")) == {SGD: 50_000}  # a zero balance leaves no entry
     assert store.supply(USD) == 100_500
     assert (store.nonce(pub("jpm-issuer")), store.nonce(pub("bob"))) == (2, 1)
+    store.close()
+
+
+def test_state_entries_are_written_every_checkpoint_blocks(tmp_path: Path) -> None:
+    """Blocks 1-3 go to disk with the third one's state; blocks 4-5 are re-executed by
+    the next open, which carries on from the head and checkpoints again at block 6."""
+    path = tmp_path / "db"
+
+    def balance_on_disk(name: str) -> int | None:
+        db = plyvel.DB(str(path))
+        data = db.get(b"B" + pub(name) + USD.encode())
+        db.close()
+        return None if data is None else msgpack.unpackb(data)
+
+    with Store.open(path, GENESIS, checkpoint_blocks=3) as store:
+        for nonce in range(5):
+            commit(store, [pay("alice", nonce, "carol", USD, 10)])
+        assert store.balance(pub("carol"), USD) == 50
+        head, expected = store.head, view(store.state)
+    assert balance_on_disk("carol") == 30
+    with Store.open(path, GENESIS, checkpoint_blocks=3) as store:
+        assert (store.head, view(store.state)) == (head, expected)
+        commit(store, [pay("alice", 5, "carol", USD, 10)])
+    assert balance_on_disk("carol") == 60
+
+
+def test_a_block_that_no_longer_replays_is_detected_on_open(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "db", GENESIS) as store:
+        commit(store, [pay("alice", 0, "carol", USD, 10)])
+        commit(store, [pay("carol", 0, "bob", USD, 10)])
+    db = plyvel.DB(str(tmp_path / "db"))
+    db.delete(b"b" + (1).to_bytes(8, "big"))  # block 2 is the head: block 1 is replayed
+    db.close()
+    with pytest.raises(StoreError, match="block 1 is missing"):
+        Store.open(tmp_path / "db", GENESIS)
+
+
+def test_a_block_that_no_longer_extends_the_chain_is_named_on_open(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "db", GENESIS) as store:
+        commit(store, [pay("alice", 0, "carol", USD, 10)])
+        commit(store, [pay("carol", 0, "bob", USD, 10)])
+        commit(store, [])
+        second = store.block(2)
+    assert second is not None
+    db = plyvel.DB(str(tmp_path / "db"))
+    db.put(b"b" + (1).to_bytes(8, "big"), second.encode())  # block 1 replaced
+    db.close()
+    with pytest.raises(StoreError, match="block 1 does not re-execute"):
+        Store.open(tmp_path / "db", GENESIS)
+
+
+def test_a_checkpoint_marker_edited_to_match_edited_entries_is_detected(tmp_path: Path) -> None:
+    """The entries' root is checked against the marker, and the marker against the head."""
+    with Store.open(tmp_path / "db", GENESIS) as store:
+        commit(store, [pay("alice", 0, "carol", USD, 10)])
+        store.checkpoint()
+        head, state = store.head, store.state
+    state.balances[(pub("carol"), USD)] = 1_000
+    edited_root = state.computed_root_acc().to_bytes(32, "big")
+    db = plyvel.DB(str(tmp_path / "db"))
+    db.put(b"B" + pub("carol") + USD.encode(), msgpack.packb(1_000))
+    db.put(b"\x00state", msgpack.packb([head.height, head.hash, head.time_ms, edited_root]))
+    db.close()
+    with pytest.raises(StoreError, match="checkpoint is off the chain"):
+        Store.open(tmp_path / "db", GENESIS)
+
+
+def test_checkpoint_blocks_must_be_positive(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="checkpoint_blocks"):
+        Store.open(tmp_path / "db", GENESIS, checkpoint_blocks=0)
 
 
 def test_reopening_restores_the_same_state_and_head(tmp_path: Path) -> None:
@@ -192,6 +276,7 @@ def test_commit_refuses_changes_that_are_not_the_blocks_execution(store: Store) 
 def test_an_entry_edited_behind_the_store_is_detected_on_open(tmp_path: Path) -> None:
     with Store.open(tmp_path / "db", GENESIS) as store:
         commit(store, [pay("alice", 0, "carol", USD, 10)])
+        store.checkpoint()
     db = plyvel.DB(str(tmp_path / "db"))
     db.put(b"B" + pub("carol") + USD.encode(), b"\xcd\x03\xe8")  # 1000 instead of 10
     db.close()
