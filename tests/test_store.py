@@ -3,6 +3,8 @@ and what it refuses (another genesis, a second process, changes that do not fit)
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import msgpack
@@ -36,6 +38,21 @@ def pay(sender: str, nonce: int, to: str, token: str, amount: int, memo: str = "
         key(sender), TxKind.TRANSFER, CHAIN_ID, nonce, to=pub(to), token=token, amount=amount,
         memo=memo,
     )  # fmt: skip
+
+
+@contextmanager
+def behind_the_store(path: Path) -> Iterator[plyvel.DB]:
+    """The store's LevelDB opened directly, as another program editing it would."""
+    db = plyvel.DB(str(path))
+    try:
+        yield db
+    finally:
+        db.close()
+
+
+def refused_on_open(path: Path, match: str) -> None:
+    with pytest.raises(StoreError, match=match):
+        Store.open(path, GENESIS)
 
 
 @pytest.fixture
@@ -108,9 +125,8 @@ def test_a_reopened_store_reads_every_kind_of_change(tmp_path: Path, checkpointe
         if checkpointed:
             written.checkpoint()
         expected = view(written.state)
-    db = plyvel.DB(str(tmp_path / "db"))
-    on_disk = db.get(b"B" + pub("dave") + USD.encode())
-    db.close()
+    with behind_the_store(tmp_path / "db") as db:
+        on_disk = db.get(b"B" + pub("dave") + USD.encode())
     assert (on_disk is not None) == checkpointed  # a new balance is written at checkpoints
     store = Store.open(tmp_path / "db", GENESIS)
     assert view(store.state) == expected
@@ -130,9 +146,8 @@ def test_state_entries_are_written_every_checkpoint_blocks(tmp_path: Path) -> No
     path = tmp_path / "db"
 
     def balance_on_disk(name: str) -> int | None:
-        db = plyvel.DB(str(path))
-        data = db.get(b"B" + pub(name) + USD.encode())
-        db.close()
+        with behind_the_store(path) as db:
+            data = db.get(b"B" + pub(name) + USD.encode())
         return None if data is None else msgpack.unpackb(data)
 
     with Store.open(path, GENESIS, checkpoint_blocks=3) as store:
@@ -151,11 +166,9 @@ def test_a_block_that_no_longer_replays_is_detected_on_open(tmp_path: Path) -> N
     with Store.open(tmp_path / "db", GENESIS) as store:
         commit(store, [pay("alice", 0, "carol", USD, 10)])
         commit(store, [pay("carol", 0, "bob", USD, 10)])
-    db = plyvel.DB(str(tmp_path / "db"))
-    db.delete(b"b" + (1).to_bytes(8, "big"))  # block 2 is the head: block 1 is replayed
-    db.close()
-    with pytest.raises(StoreError, match="block 1 is missing"):
-        Store.open(tmp_path / "db", GENESIS)
+    with behind_the_store(tmp_path / "db") as db:
+        db.delete(b"b" + (1).to_bytes(8, "big"))  # block 2 is the head: block 1 is replayed
+    refused_on_open(tmp_path / "db", "block 1 is missing")
 
 
 def test_a_block_that_no_longer_extends_the_chain_is_named_on_open(tmp_path: Path) -> None:
@@ -165,11 +178,9 @@ def test_a_block_that_no_longer_extends_the_chain_is_named_on_open(tmp_path: Pat
         commit(store, [])
         second = store.block(2)
     assert second is not None
-    db = plyvel.DB(str(tmp_path / "db"))
-    db.put(b"b" + (1).to_bytes(8, "big"), second.encode())  # block 1 replaced
-    db.close()
-    with pytest.raises(StoreError, match="block 1 does not re-execute"):
-        Store.open(tmp_path / "db", GENESIS)
+    with behind_the_store(tmp_path / "db") as db:
+        db.put(b"b" + (1).to_bytes(8, "big"), second.encode())  # block 1 replaced
+    refused_on_open(tmp_path / "db", "block 1 does not re-execute")
 
 
 def test_a_checkpoint_marker_edited_to_match_edited_entries_is_detected(tmp_path: Path) -> None:
@@ -180,12 +191,10 @@ def test_a_checkpoint_marker_edited_to_match_edited_entries_is_detected(tmp_path
         head, state = store.head, store.state
     state.balances[(pub("carol"), USD)] = 1_000
     edited_root = state.computed_root_acc().to_bytes(32, "big")
-    db = plyvel.DB(str(tmp_path / "db"))
-    db.put(b"B" + pub("carol") + USD.encode(), msgpack.packb(1_000))
-    db.put(b"\x00state", msgpack.packb([head.height, head.hash, head.time_ms, edited_root]))
-    db.close()
-    with pytest.raises(StoreError, match="checkpoint is off the chain"):
-        Store.open(tmp_path / "db", GENESIS)
+    with behind_the_store(tmp_path / "db") as db:
+        db.put(b"B" + pub("carol") + USD.encode(), msgpack.packb(1_000))
+        db.put(b"\x00state", msgpack.packb([head.height, head.hash, head.time_ms, edited_root]))
+    refused_on_open(tmp_path / "db", "checkpoint is off the chain")
 
 
 def test_checkpoint_blocks_must_be_positive(tmp_path: Path) -> None:
@@ -277,11 +286,9 @@ def test_an_entry_edited_behind_the_store_is_detected_on_open(tmp_path: Path) ->
     with Store.open(tmp_path / "db", GENESIS) as store:
         commit(store, [pay("alice", 0, "carol", USD, 10)])
         store.checkpoint()
-    db = plyvel.DB(str(tmp_path / "db"))
-    db.put(b"B" + pub("carol") + USD.encode(), b"\xcd\x03\xe8")  # 1000 instead of 10
-    db.close()
-    with pytest.raises(StoreError, match="corrupt"):
-        Store.open(tmp_path / "db", GENESIS)
+    with behind_the_store(tmp_path / "db") as db:
+        db.put(b"B" + pub("carol") + USD.encode(), b"\xcd\x03\xe8")  # 1000 instead of 10
+    refused_on_open(tmp_path / "db", "corrupt")
 
 
 @pytest.mark.parametrize(
@@ -299,21 +306,17 @@ def test_a_garbled_head_or_meta_is_a_store_error(
 ) -> None:
     with Store.open(tmp_path / "db", GENESIS) as store:
         commit(store, [pay("alice", 0, "carol", USD, 10)])
-    db = plyvel.DB(str(tmp_path / "db"))
-    db.put(key, garbage)
-    db.close()
-    with pytest.raises(StoreError, match="is corrupt"):
-        Store.open(tmp_path / "db", GENESIS)
+    with behind_the_store(tmp_path / "db") as db:
+        db.put(key, garbage)
+    refused_on_open(tmp_path / "db", "is corrupt")
 
 
 def test_a_block_beyond_the_head_is_detected_on_open(tmp_path: Path) -> None:
     with Store.open(tmp_path / "db", GENESIS) as store:
         commit(store, [pay("alice", 0, "carol", USD, 10)])
-    db = plyvel.DB(str(tmp_path / "db"))
-    db.put(b"b" + (2).to_bytes(8, "big"), b"\x90")
-    db.close()
-    with pytest.raises(StoreError, match="beyond the head"):
-        Store.open(tmp_path / "db", GENESIS)
+    with behind_the_store(tmp_path / "db") as db:
+        db.put(b"b" + (2).to_bytes(8, "big"), b"\x90")
+    refused_on_open(tmp_path / "db", "beyond the head")
 
 
 # --- the per-account index ------------------------------------------------------------------
