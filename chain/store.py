@@ -74,6 +74,7 @@ R = TypeVar("R")
 # carry evidence, indexed by height; 5: account history entries are keys only (no tx id);
 # 6: state entries written at checkpoints (\x00state)
 SCHEMA_VERSION = 6
+_SCHEMA_BEFORE_CHECKPOINTS = 5  # opened as is, once its head is named its checkpoint
 # Blocks between checkpoints of the state entries: what a restart may re-execute (up to
 # 200,000 txs at 2,000 a block, seconds of work: their signatures are not checked again,
 # they were before the blocks were committed).
@@ -516,7 +517,7 @@ class Store:
     def _load_existing(self, meta: bytes) -> tuple[State, Head]:
         db, genesis = self._db, self.genesis
         schema, chain_id, genesis_hash = _unpack(meta)  # type: ignore[misc]
-        if schema != SCHEMA_VERSION:
+        if schema not in (_SCHEMA_BEFORE_CHECKPOINTS, SCHEMA_VERSION):
             raise StoreError(f"store {self.path} has schema {schema}, expected {SCHEMA_VERSION}")
         if chain_id != genesis.chain_id:
             raise StoreError(
@@ -527,6 +528,11 @@ class Store:
                 f"store {self.path} was created from a different genesis of chain {chain_id!r}"
             )
         head = _decode_head(db.get(_HEAD), self.path)
+        if schema == _SCHEMA_BEFORE_CHECKPOINTS:
+            # Its entries were written with every block: they belong to its head.
+            with db.write_batch(sync=True, transaction=True) as batch:
+                batch.put(_STATE, _encode_head(head))
+                batch.put(_META, _pack([SCHEMA_VERSION, chain_id, genesis_hash]))
         at = _decode_head(db.get(_STATE), self.path, "state checkpoint")
         state = State.restore(
             genesis,

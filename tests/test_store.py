@@ -197,6 +197,24 @@ def test_a_checkpoint_marker_edited_to_match_edited_entries_is_detected(tmp_path
     refused_on_open(tmp_path / "db", "checkpoint is off the chain")
 
 
+def test_a_store_of_schema_5_opens_with_its_head_as_its_checkpoint(tmp_path: Path) -> None:
+    """Schema 5 wrote the state entries with every block; opening one upgrades it."""
+    with Store.open(tmp_path / "db", GENESIS) as store:
+        commit(store, [pay("alice", 0, "carol", USD, 10)])
+        store.checkpoint()
+        head, expected = store.head, view(store.state)
+    with behind_the_store(tmp_path / "db") as db:
+        db.delete(b"\x00state")
+        db.put(b"\x00meta", msgpack.packb([5, GENESIS.chain_id, GENESIS.hash]))
+    with Store.open(tmp_path / "db", GENESIS) as store:
+        assert (store.head, view(store.state)) == (head, expected)
+        commit(store, [pay("alice", 1, "carol", USD, 10)])
+    with behind_the_store(tmp_path / "db") as db:
+        assert msgpack.unpackb(db.get(b"\x00meta"))[0] == 6
+    with Store.open(tmp_path / "db", GENESIS) as store:
+        assert store.balance(pub("carol"), USD) == 20
+
+
 def test_checkpoint_blocks_must_be_positive(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="checkpoint_blocks"):
         Store.open(tmp_path / "db", GENESIS, checkpoint_blocks=0)
