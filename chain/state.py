@@ -287,17 +287,22 @@ class Changes:
         return self._root_memo[1]
 
 
+# The state's tables: the attribute holding each one in State and Changes, and the tag its
+# entries carry in the root.
+TABLES = {
+    "balances": "b",
+    "nonces": "n",
+    "accounts": "a",
+    "supply": "s",
+    "contracts": "c",
+    "offers": "o",
+    "frozen": "f",
+}
+
+
 def _tables(holder: State | Changes) -> tuple[tuple[str, dict], ...]:
     """The state's tables, each with the tag its entries carry in the root."""
-    return (
-        ("b", holder.balances),
-        ("n", holder.nonces),
-        ("a", holder.accounts),
-        ("s", holder.supply),
-        ("c", holder.contracts),
-        ("o", holder.offers),
-        ("f", holder.frozen),
-    )
+    return tuple((tag, getattr(holder, name)) for name, tag in TABLES.items())
 
 
 def _hashed(tag: str, table: dict) -> dict:

@@ -64,7 +64,7 @@ from chain.block import EMPTY_HASH, Block, CommitCertificate, Header
 from chain.errors import InvalidBlock, StoreError, TxRejected, ensure
 from chain.escrow import Contract, Offer
 from chain.genesis import Genesis
-from chain.state import Changes, State, execute_block
+from chain.state import TABLES, Changes, State, execute_block
 from chain.tx import KEY_SIZE, REF_KINDS, Tx, TxKind, decode_tx
 
 P = ParamSpec("P")
@@ -143,7 +143,6 @@ class Head:
 
 
 WRITE_BUFFER_BYTES = 4 * 1024 * 1024  # LevelDB's default
-_STATE_TABLES = ("balances", "nonces", "accounts", "supply", "contracts", "offers", "frozen")
 
 
 class _Unwritten:
@@ -163,12 +162,12 @@ class _Unwritten:
 
     def clear(self) -> None:
         self.blocks = 0
-        for name in _STATE_TABLES:
+        for name in TABLES:
             setattr(self, name, {})
 
     def add(self, changes: Changes) -> None:
         self.blocks += 1
-        for name in _STATE_TABLES:
+        for name in TABLES:
             getattr(self, name).update(getattr(changes, name))
 
 

@@ -17,7 +17,7 @@ from chain.block import Block, CommitCertificate
 from chain.codec import MAX_BLOCK_TXS
 from chain.errors import Reason, TxRejected
 from chain.genesis import Genesis, parse_genesis
-from chain.state import Built, Changes, State, build_block, check_tx
+from chain.state import TABLES, Built, Changes, State, build_block, check_tx
 from chain.store import Store
 from chain.tx import ContractTerms, Milestone, Ref, SwapTerms, Tx, TxKind, sign_tx
 
@@ -128,7 +128,6 @@ def commit(
     return built.block
 
 
-TABLES = ("balances", "nonces", "accounts", "supply", "contracts", "offers", "frozen")
 _DROPPED_WHEN_EMPTY = ("balances", "supply", "frozen")  # as State drops them
 
 
