@@ -13,7 +13,10 @@ What the paper leaves to the implementation, and how it is done here:
 * Messages are assumed eventually delivered; real links lose them. A ``RESEND`` timer
   re-broadcasts this validator's own proposal and votes of the current and previous
   round (and its precommit for the previous height), so a lost message costs one resend
-  interval. A re-proposal travels with the prevotes that justify it (its POL).
+  interval. A re-proposal travels with the prevotes that justify it (its POL). The timer
+  starts afresh with each height: a height decided within one interval resends nothing
+  (under load a proposal carries thousands of txs, and a tick at a fixed pace re-sent
+  about every other one).
 * A validator that missed a decision asks for it: on a message two heights ahead at
   once, and at each resend tick while f+1 validators claim a higher height (one alone
   for a few ticks per height: it may be lying) or a precommit quorum names a block it
@@ -257,7 +260,6 @@ class Engine:
         if self._started:
             raise RuntimeError("engine already started")
         self._started = True
-        self._schedule_resend()
         self._enter_height()
         self._advance()
         return self._take()
@@ -326,7 +328,9 @@ class Engine:
         it. That happens after a restart, and also when sync brings the engine to the
         signer's height (a node whose blocks were wiped but whose signer state was kept):
         either way the lock it persisted and the round it reached must be taken back, or
-        it would prevote against its lock in a later round (line 23)."""
+        it would prevote against its lock in a later round (line 23). The resend timer
+        of the height before is left to lapse."""
+        self._schedule_resend()
         lock = self.signer.lock
         if lock is not None and lock.height == self._height:
             self._restore_lock(lock)

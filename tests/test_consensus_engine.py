@@ -192,6 +192,23 @@ def test_resend_timer_rebroadcasts_own_votes_and_reschedules() -> None:
     assert ScheduleTimeout(TimeoutFired(TimeoutKind.RESEND, 1, 0), 500) in actions
 
 
+def test_resend_timer_starts_afresh_with_each_height() -> None:
+    """A tick at a fixed pace re-sent every other proposal under load (a proposal carries
+    its block): a height decided within one interval resends nothing."""
+    h = Harness()
+    assert ScheduleTimeout(TimeoutFired(TimeoutKind.RESEND, 1, 0), 500) in h.started
+    a = block(1)
+    h.feed(propose(a, 0), *prevotes([1, 2], 0, a.hash), *precommits([1, 2], 0, a.hash))
+    actions = h.fire(TimeoutKind.COMMIT, 0)
+    assert h.engine.height == 2
+    assert ScheduleTimeout(TimeoutFired(TimeoutKind.RESEND, 2, 0), 500) in actions
+    # Height 1's tick lapses: nothing resent, nothing rescheduled.
+    assert h.fire(TimeoutKind.RESEND, 0) == []
+    resent = h.fire(TimeoutKind.RESEND, 0, height=2)
+    assert ScheduleTimeout(TimeoutFired(TimeoutKind.RESEND, 2, 0), 500) in resent
+    assert [x.message for x in resent if isinstance(x, Broadcast)][-1].height == 1  # our precommit
+
+
 def test_messages_two_heights_ahead_request_sync() -> None:
     h = Harness()
     assert h.feed(vote(1, VoteKind.PREVOTE, 0, None, height=3)) == [RequestSync(1)]
