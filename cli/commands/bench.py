@@ -86,10 +86,9 @@ class RateList(click.ParamType):
 @click.option(
     "--in-flight",
     type=click.IntRange(min=1),
-    default=500,
+    default=1_000,
     show_default=True,
-    help="Closed loop: txs each node has accepted and not yet committed (4 nodes at 500 "
-    "keep the peer baseline's 2,000 in flight; more only lengthens the queue).",
+    help="Closed loop: txs each node has accepted and not yet committed.",
 )
 @click.option("--batch", type=click.IntRange(1, 1_000), default=250, show_default=True)
 @accounts_option(1_000, "Funded accounts that pay each other (spread over the banks).")

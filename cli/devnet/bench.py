@@ -196,7 +196,7 @@ class NetworkLoad:
     accounts: int  # funded accounts that pay each other, spread over the banks
     banks: int
     seed: int  # seeds the payments
-    in_flight: int = 500  # closed loop: txs accepted by a node and not yet committed
+    in_flight: int = 1_000  # closed loop: txs accepted by a node and not yet committed
     warmup: float = 5.0  # seconds of load left out of the rate and latency figures
     idle: bool = False  # offer nothing: how many blocks and how much CPU an idle network uses
 
