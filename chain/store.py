@@ -372,7 +372,13 @@ class Store:
         if data is None:
             raise StoreError(f"tx index points at missing block {height}")
         raw_txs = _unpack(data)[1]  # type: ignore[index]
-        return decode_tx(raw_txs[position])
+        tx = decode_tx(raw_txs[position])
+        if tx.tx_id != tx_id:
+            raise StoreError(
+                f"store {self.path} is corrupt: the index of tx {tx_id.hex()[:16]}… "
+                f"points at another tx (block {height}, position {position})"
+            )
+        return tx
 
     def account_txs(
         self, account: bytes, *, before_height: int | None = None, limit: int = 50

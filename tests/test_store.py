@@ -329,6 +329,20 @@ def test_a_garbled_head_or_meta_is_a_store_error(
     refused_on_open(tmp_path / "db", "is corrupt")
 
 
+def test_a_tx_index_entry_pointing_at_another_tx_is_a_store_error(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "db", GENESIS) as store:
+        first, second = pay("alice", 0, "carol", USD, 10), pay("alice", 1, "bob", USD, 5)
+        commit(store, [first, second])
+        where_second = store.tx_location(second.tx_id)
+    with behind_the_store(tmp_path / "db") as db:
+        db.put(b"t" + first.tx_id, db.get(b"t" + second.tx_id))
+    with Store.open(tmp_path / "db", GENESIS) as store:
+        assert store.tx_location(first.tx_id) == where_second
+        with pytest.raises(StoreError, match="points at another tx"):
+            store.tx(first.tx_id)
+        assert store.tx(second.tx_id) == second
+
+
 @pytest.mark.parametrize(
     ("key", "what"),
     [
