@@ -16,7 +16,9 @@ keys, and accounts that pay often had the same entries rewritten block after blo
 Reopening restores the entries, recomputes the state root from every one of them and
 checks it against the marker, then re-executes the blocks after the marker up to the
 head, each against its header's state root: the state a restart finds is the head's,
-whatever instant a crash struck.
+whatever instant a crash struck. A crash cannot leave a head without its block and
+certificate, or anything stored above the head, so opening refuses a store showing either:
+something else edited or damaged it.
 
 Keys (heights are 8-byte big-endian, so keys sort by height):
 
@@ -370,7 +372,13 @@ class Store:
         if data is None:
             raise StoreError(f"tx index points at missing block {height}")
         raw_txs = _unpack(data)[1]  # type: ignore[index]
-        return decode_tx(raw_txs[position])
+        tx = decode_tx(raw_txs[position])
+        if tx.tx_id != tx_id:
+            raise StoreError(
+                f"store {self.path} is corrupt: the index of tx {tx_id.hex()[:16]}… "
+                f"points at another tx (block {height}, position {position})"
+            )
+        return tx
 
     def account_txs(
         self, account: bytes, *, before_height: int | None = None, limit: int = 50
@@ -527,12 +535,16 @@ class Store:
                 f"store {self.path} was created from a different genesis of chain {chain_id!r}"
             )
         head = _decode_head(db.get(_HEAD), self.path)
-        if schema == _SCHEMA_BEFORE_CHECKPOINTS:
-            # Its entries were written with every block: they belong to its head.
-            with db.write_batch(sync=True, transaction=True) as batch:
-                batch.put(_STATE, _encode_head(head))
-                batch.put(_META, _pack([SCHEMA_VERSION, chain_id, genesis_hash]))
-        at = _decode_head(db.get(_STATE), self.path, "state checkpoint")
+        upgrading = schema == _SCHEMA_BEFORE_CHECKPOINTS
+        # Schema 5 wrote its entries with every block: they belong to its head. The upgrade
+        # is written only once every check below has passed, so a store refused here is
+        # left as it was found.
+        at = head if upgrading else _decode_head(db.get(_STATE), self.path, "state checkpoint")
+        if at.height > head.height:
+            raise StoreError(
+                f"store {self.path} is corrupt: its state checkpoint (height {at.height}) "
+                f"lies beyond its head (height {head.height})"
+            )
         state = State.restore(
             genesis,
             balances={
@@ -555,25 +567,58 @@ class Store:
             last_hash=at.hash,
             last_time_ms=at.time_ms,
         )
-        if state.state_root != at.state_root or at.height > head.height:
+        if state.state_root != at.state_root:
             raise StoreError(
                 f"store {self.path} is corrupt: state does not match the root of its "
                 f"checkpoint at height {at.height}"
             )
-        if head.height:
-            block = self.block(head.height)
-            if (
-                block is None
-                or block.hash != head.hash
-                or block.header.state_root != head.state_root
-                or block.header.time_ms != head.time_ms
-            ):
+        self._check_head(head)
+        self._check_nothing_beyond(head)
+        self._replay(state, head)
+        if upgrading:
+            with db.write_batch(sync=True, transaction=True) as batch:
+                batch.put(_STATE, _encode_head(head))
+                batch.put(_META, _pack([SCHEMA_VERSION, chain_id, genesis_hash]))
+        return state, head
+
+    def _check_head(self, head: Head) -> None:
+        """The head names its block as stored, and the certificate of that block is there:
+        without it the node could neither serve catch-up nor propose the next block."""
+        if not head.height:
+            return
+        block = self.block(head.height)
+        if (
+            block is None
+            or block.hash != head.hash
+            or block.header.state_root != head.state_root
+            or block.header.time_ms != head.time_ms
+        ):
+            raise StoreError(
+                f"store {self.path} is corrupt: head block {head.height} does not match"
+            )
+        cert = self.certificate(head.height)
+        if cert is None or (cert.height, cert.block_hash) != (head.height, head.hash):
+            raise StoreError(
+                f"store {self.path} is corrupt: the certificate of head block {head.height} "
+                "is missing or not for that block"
+            )
+
+    def _check_nothing_beyond(self, head: Head) -> None:
+        """No block, certificate or evidence is stored above the head: every commit writes
+        them with the head in one batch, so one there was put by something else, and the
+        next commit of that height would leave parts of it behind."""
+        for prefix, what in ((_BLOCK, "block"), (_CERT, "certificate"), (_EVIDENCE, "evidence")):
+            last = next(self._db.iterator(prefix=prefix, reverse=True, include_value=False), None)
+            if last is not None and _height_key_of(last) > head.height:
                 raise StoreError(
-                    f"store {self.path} is corrupt: head block {head.height} does not match"
+                    f"store {self.path} is corrupt: a {what} lies beyond the head "
+                    f"(height {_height_key_of(last)}, head {head.height})"
                 )
-        if db.get(_BLOCK + _height_key(head.height + 1)) is not None:
-            raise StoreError(f"store {self.path} is corrupt: a block lies beyond the head")
-        for height in range(at.height + 1, head.height + 1):
+
+    def _replay(self, state: State, head: Head) -> None:
+        """Re-execute the blocks after the state checkpoint up to the head, each against
+        its header's state root, and remember their changes as not written yet."""
+        for height in range(state.height + 1, head.height + 1):
             block = self.block(height)
             if block is None:
                 raise StoreError(f"store {self.path} is corrupt: block {height} is missing")
@@ -588,7 +633,6 @@ class Store:
         reached = (state.last_hash, state.state_root, state.last_time_ms)
         if reached != (head.hash, head.state_root, head.time_ms):
             raise StoreError(f"store {self.path} is corrupt: its checkpoint is off the chain")
-        return state, head
 
     def _create(self) -> tuple[State, Head]:
         """Write the genesis state and an empty head in one synced batch, so a crash

@@ -329,12 +329,81 @@ def test_a_garbled_head_or_meta_is_a_store_error(
     refused_on_open(tmp_path / "db", "is corrupt")
 
 
-def test_a_block_beyond_the_head_is_detected_on_open(tmp_path: Path) -> None:
+def test_a_tx_index_entry_pointing_at_another_tx_is_a_store_error(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "db", GENESIS) as store:
+        first, second = pay("alice", 0, "carol", USD, 10), pay("alice", 1, "bob", USD, 5)
+        commit(store, [first, second])
+        where_second = store.tx_location(second.tx_id)
+    with behind_the_store(tmp_path / "db") as db:
+        db.put(b"t" + first.tx_id, db.get(b"t" + second.tx_id))
+    with Store.open(tmp_path / "db", GENESIS) as store:
+        assert store.tx_location(first.tx_id) == where_second
+        with pytest.raises(StoreError, match="points at another tx"):
+            store.tx(first.tx_id)
+        assert store.tx(second.tx_id) == second
+
+
+@pytest.mark.parametrize(
+    ("key", "what"),
+    [
+        (b"b" + (2).to_bytes(8, "big"), "block"),
+        (b"b" + (5).to_bytes(8, "big"), "block"),  # not only right above the head
+        (b"c" + (3).to_bytes(8, "big"), "certificate"),
+        (b"E" + (4).to_bytes(8, "big") + (0).to_bytes(2, "big"), "evidence"),
+    ],
+    ids=["block-right-above", "block-further-up", "certificate", "evidence"],
+)
+def test_anything_stored_beyond_the_head_is_detected_on_open(
+    tmp_path: Path, key: bytes, what: str
+) -> None:
+    """A commit of that height would overwrite it only in part (its index entries, its
+    evidence), so it is refused rather than left for later."""
     with Store.open(tmp_path / "db", GENESIS) as store:
         commit(store, [pay("alice", 0, "carol", USD, 10)])
     with behind_the_store(tmp_path / "db") as db:
-        db.put(b"b" + (2).to_bytes(8, "big"), b"\x90")
-    refused_on_open(tmp_path / "db", "beyond the head")
+        db.put(key, b"\x90")
+    refused_on_open(tmp_path / "db", f"a {what} lies beyond the head")
+
+
+@pytest.mark.parametrize("edit", ["delete", "replace"])
+def test_a_head_without_its_certificate_is_detected_on_open(tmp_path: Path, edit: str) -> None:
+    """Without it the node could neither serve catch-up nor propose the next block."""
+    with Store.open(tmp_path / "db", GENESIS) as store:
+        commit(store, [pay("alice", 0, "carol", USD, 10)])
+        commit(store, [pay("alice", 1, "carol", USD, 10)])
+        first_cert = store.certificate_bytes(1)
+    with behind_the_store(tmp_path / "db") as db:
+        if edit == "delete":
+            db.delete(b"c" + (2).to_bytes(8, "big"))
+        else:
+            db.put(b"c" + (2).to_bytes(8, "big"), first_cert)
+    refused_on_open(tmp_path / "db", "certificate of head block 2 is missing or not for")
+
+
+def test_a_checkpoint_marker_above_the_head_is_named_on_open(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "db", GENESIS) as store:
+        commit(store, [pay("alice", 0, "carol", USD, 10)])
+        store.checkpoint()
+        head = store.head
+    with behind_the_store(tmp_path / "db") as db:
+        marker = [head.height + 3, head.hash, head.time_ms, head.state_root]
+        db.put(b"\x00state", msgpack.packb(marker))
+    refused_on_open(tmp_path / "db", r"checkpoint \(height 4\) lies beyond its head \(height 1\)")
+
+
+def test_a_schema_5_store_refused_on_open_is_left_as_it_was(tmp_path: Path) -> None:
+    """The upgrade is written only after every check passed."""
+    with Store.open(tmp_path / "db", GENESIS) as store:
+        commit(store, [pay("alice", 0, "carol", USD, 10)])
+        store.checkpoint()
+    with behind_the_store(tmp_path / "db") as db:
+        db.delete(b"\x00state")
+        db.put(b"\x00meta", msgpack.packb([5, GENESIS.chain_id, GENESIS.hash]))
+        db.delete(b"c" + (1).to_bytes(8, "big"))
+    refused_on_open(tmp_path / "db", "certificate of head block 1")
+    with behind_the_store(tmp_path / "db") as db:
+        assert msgpack.unpackb(db.get(b"\x00meta"))[0] == 5
+        assert db.get(b"\x00state") is None
 
 
 # --- the per-account index ------------------------------------------------------------------
